@@ -1,0 +1,61 @@
+"""Per-stream counters. Plain numbers in the core; applications export them."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+
+@dataclass(slots=True)
+class StreamMetrics:
+    """What one stream did. Times are the caller's clock (monotonic seconds)."""
+
+    opened_at: float
+    first_send_at: float | None = None
+    last_send_at: float | None = None
+    messages_sent: int = 0
+    bytes_sent: int = 0
+    drops: int = 0
+    coalesced: int = 0
+    queue_high_water: int = 0
+    intervals: int = 0
+    interval_sum: float = 0.0
+    interval_sq_sum: float = 0.0
+    interval_max: float = 0.0
+
+    @property
+    def time_to_first_byte(self) -> float | None:
+        """Seconds from opening the stream to its first message leaving the scheduler."""
+        return None if self.first_send_at is None else self.first_send_at - self.opened_at
+
+    @property
+    def interval_mean(self) -> float | None:
+        return self.interval_sum / self.intervals if self.intervals else None
+
+    @property
+    def jitter(self) -> float | None:
+        """Standard deviation of the gaps between sends (seconds)."""
+        if self.intervals < 2:
+            return None
+        mean = self.interval_sum / self.intervals
+        variance = max(self.interval_sq_sum / self.intervals - mean * mean, 0.0)
+        return math.sqrt(variance)
+
+    def record_send(self, now: float, size: int) -> float | None:
+        """Count one message sent; return the gap since the previous send, if any."""
+        gap: float | None = None
+        if self.first_send_at is None:
+            self.first_send_at = now
+        elif self.last_send_at is not None:
+            gap = now - self.last_send_at
+            self.intervals += 1
+            self.interval_sum += gap
+            self.interval_sq_sum += gap * gap
+            self.interval_max = max(self.interval_max, gap)
+        self.last_send_at = now
+        self.messages_sent += 1
+        self.bytes_sent += size
+        return gap
+
+    def record_queue_depth(self, queued_bytes: int) -> None:
+        self.queue_high_water = max(self.queue_high_water, queued_bytes)

@@ -1,0 +1,452 @@
+"""The outbound scheduler: which queued message leaves next, how many together, and when.
+
+It knows nothing of framing or sockets. Messages go in with :meth:`Scheduler.enqueue`; a
+framing layer takes due batches with :meth:`Scheduler.take` and turns them into bytes.
+
+- **Priority**: strict between classes; deficit round-robin (by bytes) between the streams of
+  a class, so concurrent streams share the connection fairly.
+- **Batching**: everything due leaves in one batch, up to ``batch_bytes``. The lower classes
+  (STREAM, BACKGROUND) linger up to ``linger`` seconds for company, but only under load: on
+  a connection that has not sent for ``linger`` seconds the first message leaves at once.
+- **Window**: only ``write_window`` bytes are released to the transport at a time (CONTROL is
+  exempt), so queued bulk stays here where a later control message can overtake it.
+- **Budget**: queued + in-flight bytes never exceed ``max_buffered``; each stream's policy
+  decides what happens when it is over its share.
+- **Credit**: a stream opened with credit sends only while its credit is positive.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Hashable
+from dataclasses import dataclass, field
+from enum import Enum, IntEnum
+from typing import Generic, TypeVar
+
+from diaproto.config import SchedulerConfig
+from diaproto.errors import LocalProtocolError
+from diaproto.events import Event, SlowConsumer, StreamFinished, StreamPaused, StreamResumed
+from diaproto.metrics import StreamMetrics
+from diaproto.replay import ReplayBuffer
+
+T = TypeVar("T")
+
+
+class Priority(IntEnum):
+    """Classes in strict order: a lower value always goes first."""
+
+    CONTROL = 0  # handshakes, closes, errors, cancels, credit, pings, MCP responses
+    INTERACTIVE = 1
+    STREAM = 2  # audio, tokens
+    BACKGROUND = 3  # logs, telemetry
+
+
+LINGERING_CLASSES = (Priority.STREAM, Priority.BACKGROUND)
+
+
+class Policy(Enum):
+    """What a stream does when it is over its share of the budget."""
+
+    PAUSE = "pause"  # lossless: the producer is told to stop, then to go on
+    DROP_OLDEST = "drop_oldest"  # the oldest queued messages of the stream are dropped
+    LATEST = "latest"  # one message per key: a newer one replaces the queued older one
+    DISCONNECT = "disconnect"  # after a grace period the consumer is declared too slow
+
+
+@dataclass(slots=True, eq=False)
+class Outgoing(Generic[T]):
+    """One queued message."""
+
+    stream_id: int
+    seq: int
+    payload: T
+    size: int
+    key: Hashable | None = None
+
+
+@dataclass(slots=True, eq=False)
+class _Stream(Generic[T]):
+    stream_id: int
+    priority: Priority
+    policy: Policy
+    limit: int
+    credit: int | None
+    grace: float
+    replay: ReplayBuffer[T] | None
+    metrics: StreamMetrics
+    next_seq: int
+    queue: deque[Outgoing[T]] = field(default_factory=deque)
+    queued_bytes: int = 0
+    latest: dict[Hashable, Outgoing[T]] = field(default_factory=dict)
+    deficit: int = 0
+    needs_quantum: bool = True
+    active: bool = False
+    paused: bool = False
+    over_since: float | None = None
+    slow_reported: bool = False
+    finishing: bool = False
+
+    def eligible(self) -> bool:
+        return bool(self.queue) and (self.credit is None or self.credit > 0)
+
+
+class Scheduler(Generic[T]):
+    """Priority, fairness, batching and backpressure for one connection's outbound messages."""
+
+    def __init__(self, config: SchedulerConfig | None = None) -> None:
+        self.config = config or SchedulerConfig()
+        self._streams: dict[int, _Stream[T]] = {}
+        self._rings: tuple[deque[_Stream[T]], ...] = tuple(deque() for _ in Priority)
+        self._events: deque[Event] = deque()
+        self._queued = 0
+        self._queued_low = 0  # bytes queued in the lingering classes
+        self._in_flight = 0
+        self._last_take: float | None = None
+
+    # --- streams ---------------------------------------------------------------------------
+
+    def open_stream(
+        self,
+        stream_id: int,
+        now: float,
+        *,
+        priority: Priority = Priority.STREAM,
+        policy: Policy = Policy.PAUSE,
+        limit: int | None = None,
+        credit: int | None = None,
+        grace: float = 5.0,
+        replay: ReplayBuffer[T] | None = None,
+    ) -> None:
+        """Register a stream. ``limit`` is its share in queued bytes (default: high watermark)."""
+        if stream_id in self._streams:
+            raise LocalProtocolError(f"stream {stream_id} is already open")
+        share = self.config.high_watermark if limit is None else limit
+        if share <= 0:
+            raise LocalProtocolError("a stream's limit must be positive")
+        self._streams[stream_id] = _Stream(
+            stream_id=stream_id,
+            priority=Priority(priority),
+            policy=policy,
+            limit=share,
+            credit=credit,
+            grace=grace,
+            replay=replay,
+            metrics=StreamMetrics(opened_at=now),
+            next_seq=(replay.last_seq + 1) if replay is not None else 1,
+        )
+
+    def has_stream(self, stream_id: int) -> bool:
+        return stream_id in self._streams
+
+    def finish_stream(self, stream_id: int) -> None:
+        """No more messages will come; forget the stream once its queue has drained."""
+        stream = self._get(stream_id)
+        stream.finishing = True
+        if not stream.queue:
+            self._forget(stream)
+
+    def discard_stream(self, stream_id: int) -> int:
+        """Drop the stream and everything it still has queued (cancel). Returns bytes dropped."""
+        stream = self._streams.get(stream_id)
+        if stream is None:
+            return 0
+        dropped = stream.queued_bytes
+        stream.metrics.drops += len(stream.queue)
+        while stream.queue:
+            self._unqueue(stream, stream.queue.pop())
+        self._forget(stream)
+        self._update_pauses()
+        return dropped
+
+    def metrics(self, stream_id: int) -> StreamMetrics:
+        return self._get(stream_id).metrics
+
+    def is_paused(self, stream_id: int) -> bool:
+        return self._get(stream_id).paused
+
+    def queued_bytes(self, stream_id: int | None = None) -> int:
+        return self._queued if stream_id is None else self._get(stream_id).queued_bytes
+
+    def credit(self, stream_id: int) -> int | None:
+        return self._get(stream_id).credit
+
+    @property
+    def stream_ids(self) -> list[int]:
+        return list(self._streams)
+
+    # --- budget ----------------------------------------------------------------------------
+
+    @property
+    def buffered_bytes(self) -> int:
+        """Queued here plus handed to the transport and not yet written."""
+        return self._queued + self._in_flight
+
+    def set_in_flight(self, nbytes: int) -> None:
+        """Bytes released by :meth:`take` that the transport has not written yet."""
+        if nbytes < 0:
+            raise LocalProtocolError("in-flight bytes cannot be negative")
+        self._in_flight = nbytes
+        self._update_pauses()
+
+    def grant_credit(self, stream_id: int, nbytes: int) -> None:
+        """The consumer may take ``nbytes`` more of this stream (ignored if not credit-based)."""
+        stream = self._streams.get(stream_id)
+        if stream is None or stream.credit is None:
+            return
+        stream.credit += nbytes
+        self._activate(stream)
+
+    # --- enqueue ---------------------------------------------------------------------------
+
+    def enqueue(
+        self,
+        stream_id: int,
+        payload: T,
+        size: int,
+        now: float,
+        *,
+        key: Hashable | None = None,
+    ) -> int | None:
+        """Queue one message; return its sequence number, or ``None`` if the policy dropped it.
+
+        A PAUSE stream that has been told to pause may still queue up to the hard budget
+        (``max_buffered``); past it this raises :class:`LocalProtocolError`, since a lossless
+        stream can neither drop nor grow without bound.
+        """
+        stream = self._get(stream_id)
+        if stream.finishing:
+            raise LocalProtocolError(f"stream {stream_id} is finished")
+        if size < 0:
+            raise LocalProtocolError("size cannot be negative")
+        if stream.policy is Policy.LATEST:
+            if key is None:
+                raise LocalProtocolError("a LATEST stream needs a key for every message")
+            older = stream.latest.get(key)
+            if older is not None:
+                stream.queue.remove(older)
+                self._unqueue(stream, older)
+                stream.metrics.coalesced += 1
+        elif stream.policy is Policy.DROP_OLDEST:
+            while stream.queue and stream.queued_bytes + size > stream.limit:
+                self._drop_oldest(stream)
+
+        room = self.config.max_buffered - self.buffered_bytes
+        if size > room:
+            if stream.policy is Policy.PAUSE:
+                raise LocalProtocolError(
+                    f"stream {stream_id}: {size} bytes would pass the connection budget of "
+                    f"{self.config.max_buffered}; the producer must wait for StreamResumed"
+                )
+            if stream.policy is Policy.DISCONNECT:
+                self._report_slow(stream)
+                stream.metrics.drops += 1
+                return None
+            while stream.queue and size > self.config.max_buffered - self.buffered_bytes:
+                self._drop_oldest(stream)
+            if size > self.config.max_buffered - self.buffered_bytes:
+                stream.metrics.drops += 1
+                return None
+
+        seq = stream.next_seq
+        stream.next_seq += 1
+        if stream.replay is not None:
+            stream.replay.append(seq, payload, size)
+        self._append(stream, Outgoing(stream_id, seq, payload, size, key), now)
+        return seq
+
+    def resume(self, stream_id: int, after: int, now: float) -> int:
+        """Queue again what the consumer missed after sequence ``after``, with the original
+        sequence numbers; return how many. Raises :class:`~diaproto.errors.ReplayGap` when
+        part of it has left the replay window, so nothing is lost silently.
+
+        Replayed payloads are shared with the replay buffer, so they may pass the budget:
+        producers are paused until they drain.
+        """
+        stream = self._get(stream_id)
+        if stream.replay is None:
+            raise LocalProtocolError(f"stream {stream_id} was opened without a replay buffer")
+        missed = stream.replay.since(after)
+        for entry in missed:
+            self._append(
+                stream, Outgoing(stream_id, entry.seq, entry.payload, entry.size), now
+            )
+        return len(missed)
+
+    def _append(self, stream: _Stream[T], item: Outgoing[T], now: float) -> None:
+        size = item.size
+        stream.queue.append(item)
+        stream.queued_bytes += size
+        self._queued += size
+        if stream.priority in LINGERING_CLASSES:
+            self._queued_low += size
+        if item.key is not None and stream.policy is Policy.LATEST:
+            stream.latest[item.key] = item
+        stream.metrics.record_queue_depth(stream.queued_bytes)
+        self._activate(stream)
+        self._check_over(stream, now)
+
+    # --- take ------------------------------------------------------------------------------
+
+    def take(self, now: float) -> list[Outgoing[T]]:
+        """The batch due now, highest class first; empty when nothing is due."""
+        batch: list[Outgoing[T]] = []
+        budget = self.config.batch_bytes
+        window = self.config.write_window - self._in_flight
+        for priority in Priority:
+            ring = self._rings[priority]
+            if not ring:
+                continue
+            if priority is Priority.CONTROL:
+                # Control is never held back: not by the window, the batch cap or linger.
+                self._drain_ring(ring, batch, None, now)
+                continue
+            if window <= 0 or budget <= 0:
+                break
+            if priority in LINGERING_CLASSES and not batch and not self._lingering_due(now):
+                break
+            used = self._drain_ring(ring, batch, min(window, budget), now)
+            window -= used
+            budget -= used
+        if batch:
+            self._last_take = now
+            self._update_pauses()
+        return batch
+
+    def _lingering_due(self, now: float) -> bool:
+        return (
+            self._last_take is None
+            or now >= self._last_take + self.config.linger
+            or self._queued_low >= self.config.batch_bytes
+        )
+
+    def _drain_ring(
+        self, ring: deque[_Stream[T]], batch: list[Outgoing[T]], room: int | None, now: float
+    ) -> int:
+        """Deficit round-robin over one class; returns the bytes taken."""
+        used = 0
+        quantum = self.config.quantum
+        while ring and (room is None or used < room):
+            stream = ring[0]
+            if stream.needs_quantum:
+                stream.deficit += quantum
+                stream.needs_quantum = False
+            queue = stream.queue
+            while queue and queue[0].size <= stream.deficit:
+                if room is not None and used >= room:
+                    return used  # out of room mid-turn: keep the turn and the deficit
+                if stream.credit is not None and stream.credit <= 0:
+                    break
+                item = queue.popleft()
+                self._unqueue(stream, item)
+                stream.deficit -= item.size
+                if stream.credit is not None:
+                    stream.credit -= item.size
+                stream.metrics.record_send(now, item.size)
+                batch.append(item)
+                used += item.size
+            ring.popleft()
+            stream.needs_quantum = True
+            if stream.eligible():
+                ring.append(stream)  # its turn is over; the deficit carries to the next
+            else:
+                stream.active = False
+                stream.deficit = 0
+                if stream.finishing and not stream.queue:
+                    self._forget(stream)
+        return used
+
+    # --- timers ----------------------------------------------------------------------------
+
+    def next_deadline(self) -> float | None:
+        """When :meth:`take` or :meth:`handle_timer` next has something to do by the clock."""
+        deadlines: list[float] = []
+        if (
+            self._last_take is not None
+            and self._queued_low
+            and self._in_flight < self.config.write_window
+            and any(self._rings[p] for p in LINGERING_CLASSES)
+        ):
+            deadlines.append(self._last_take + self.config.linger)
+        for stream in self._streams.values():
+            if stream.over_since is not None and not stream.slow_reported:
+                deadlines.append(stream.over_since + stream.grace)
+        return min(deadlines) if deadlines else None
+
+    def handle_timer(self, now: float) -> None:
+        """Declare DISCONNECT streams whose grace period has run out."""
+        for stream in list(self._streams.values()):
+            self._check_over(stream, now)
+            if (
+                stream.over_since is not None
+                and not stream.slow_reported
+                and now >= stream.over_since + stream.grace
+            ):
+                self._report_slow(stream)
+
+    def next_event(self) -> Event | None:
+        return self._events.popleft() if self._events else None
+
+    # --- internals -------------------------------------------------------------------------
+
+    def _get(self, stream_id: int) -> _Stream[T]:
+        stream = self._streams.get(stream_id)
+        if stream is None:
+            raise LocalProtocolError(f"no open stream {stream_id}")
+        return stream
+
+    def _activate(self, stream: _Stream[T]) -> None:
+        if not stream.active and stream.eligible():
+            stream.active = True
+            self._rings[stream.priority].append(stream)
+
+    def _unqueue(self, stream: _Stream[T], item: Outgoing[T]) -> None:
+        stream.queued_bytes -= item.size
+        self._queued -= item.size
+        if stream.priority in LINGERING_CLASSES:
+            self._queued_low -= item.size
+        if item.key is not None and stream.latest.get(item.key) is item:
+            del stream.latest[item.key]
+
+    def _drop_oldest(self, stream: _Stream[T]) -> None:
+        self._unqueue(stream, stream.queue.popleft())
+        stream.metrics.drops += 1
+
+    def _forget(self, stream: _Stream[T]) -> None:
+        del self._streams[stream.stream_id]
+        if stream.active:
+            self._rings[stream.priority].remove(stream)
+            stream.active = False
+        self._events.append(StreamFinished(stream.stream_id, stream.metrics))
+
+    def _is_over(self, stream: _Stream[T]) -> bool:
+        return (
+            stream.queued_bytes > stream.limit
+            or self.buffered_bytes > self.config.high_watermark
+        )
+
+    def _check_over(self, stream: _Stream[T], now: float) -> None:
+        if stream.policy is Policy.PAUSE:
+            if not stream.paused and self._is_over(stream):
+                stream.paused = True
+                self._events.append(StreamPaused(stream.stream_id))
+        elif stream.policy is Policy.DISCONNECT and stream.queue:
+            if self._is_over(stream):
+                if stream.over_since is None:
+                    stream.over_since = now
+            else:
+                stream.over_since = None
+
+    def _update_pauses(self) -> None:
+        """Resume paused streams, and clear DISCONNECT clocks, once below the low marks."""
+        total_low = self.buffered_bytes <= self.config.low_watermark
+        for stream in self._streams.values():
+            if stream.paused and total_low and stream.queued_bytes <= stream.limit // 4:
+                stream.paused = False
+                self._events.append(StreamResumed(stream.stream_id))
+            elif stream.over_since is not None and not self._is_over(stream):
+                stream.over_since = None
+
+    def _report_slow(self, stream: _Stream[T]) -> None:
+        if not stream.slow_reported:
+            stream.slow_reported = True
+            self._events.append(SlowConsumer(stream.stream_id, stream.queued_bytes))

@@ -1,0 +1,292 @@
+"""The diaproto wire protocol, version 1 (``diaproto.v1``): messages and their codec.
+
+Control messages are JSON objects in WebSocket text messages; data chunks travel in binary
+messages, each holding one or more records::
+
+    record = stream_id:u32 | seq:u32 | length:u32 | payload[length]    (big-endian)
+
+so one binary message can carry a batch of chunks from several streams. ``docs/protocol.md``
+is the specification; ``diaproto/wire_vectors.json`` holds test vectors that every
+implementation (this one, the JavaScript client) must pass.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from diaproto.errors import RemoteProtocolError
+from diaproto.events import Event
+
+SUBPROTOCOL = "diaproto.v1"
+RECORD_HEADER = struct.Struct(">III")
+MAX_ID = 0xFFFFFFFF
+
+
+class ErrorCode:
+    """Values of the ``code`` field of an ``error`` message."""
+
+    BAD_MESSAGE = "bad_message"  # not JSON, not an object, or a field of the wrong type
+    UNKNOWN_TYPE = "unknown_type"  # a ``type`` this version does not define
+    UNKNOWN_STREAM = "unknown_stream"
+    STREAM_EXISTS = "stream_exists"
+    REPLAY_GAP = "replay_gap"  # resume asked for messages past the replay window
+    SLOW_CONSUMER = "slow_consumer"
+    INVALID_REQUEST = "invalid_request"  # well-formed, but the application refuses it
+    INTERNAL = "internal"
+
+
+class WireError(RemoteProtocolError):
+    """A wire-protocol message we could not accept; answered with an ``error`` message.
+
+    The connection stays open: the WebSocket framing is intact, only this message is bad.
+    """
+
+    def __init__(self, code: str, message: str, stream_id: int | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.stream_id = stream_id
+
+
+# --- client -> server --------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class OpenStream(Event):
+    stream_id: int
+    text: str
+    voice: str | None = None
+    options: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+    credit: int | None = None  # initial credit in bytes; absent: the stream is not credit-based
+
+
+@dataclass(frozen=True, slots=True)
+class CancelStream(Event):
+    stream_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class GrantCredit(Event):
+    stream_id: int
+    nbytes: int
+
+
+@dataclass(frozen=True, slots=True)
+class ResumeStream(Event):
+    stream_id: int
+    after: int  # the last sequence number the client holds
+    token: str | None = None  # the resume token the server gave in ``open``
+
+
+# --- server -> client --------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class StreamOpened(Event):
+    stream_id: int
+    token: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DataChunk(Event):
+    stream_id: int
+    seq: int
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class StreamEnd(Event):
+    stream_id: int
+    last_seq: int
+
+
+@dataclass(frozen=True, slots=True)
+class StreamError(Event):
+    stream_id: int | None
+    code: str
+    message: str = ""
+
+
+ClientMessage = OpenStream | CancelStream | GrantCredit | ResumeStream
+ServerControl = StreamOpened | StreamEnd | StreamError
+
+
+# --- encoding ----------------------------------------------------------------------------
+
+
+def encode_records(records: Iterable[tuple[int, int, bytes]]) -> bytes:
+    """One binary message holding ``(stream_id, seq, payload)`` records in order."""
+    parts: list[bytes] = []
+    pack = RECORD_HEADER.pack
+    for stream_id, seq, payload in records:
+        parts.append(pack(stream_id, seq, len(payload)))
+        parts.append(payload)
+    return b"".join(parts)
+
+
+def encode_message(message: ClientMessage | ServerControl) -> str:
+    """The JSON text of a control message (keys in a fixed order, no spaces)."""
+    body: dict[str, Any]
+    match message:
+        case OpenStream():
+            body = {"type": "open", "stream": message.stream_id, "text": message.text}
+            if message.voice is not None:
+                body["voice"] = message.voice
+            if message.options:
+                body["options"] = message.options
+            if message.credit is not None:
+                body["credit"] = message.credit
+        case CancelStream():
+            body = {"type": "cancel", "stream": message.stream_id}
+        case GrantCredit():
+            body = {"type": "credit", "stream": message.stream_id, "bytes": message.nbytes}
+        case ResumeStream():
+            body = {"type": "resume", "stream": message.stream_id, "after": message.after}
+            if message.token is not None:
+                body["token"] = message.token
+        case StreamOpened():
+            body = {"type": "open", "stream": message.stream_id}
+            if message.token is not None:
+                body["token"] = message.token
+        case StreamEnd():
+            body = {"type": "end", "stream": message.stream_id, "seq": message.last_seq}
+        case StreamError():
+            body = {"type": "error", "stream": message.stream_id, "code": message.code}
+            if message.message:
+                body["message"] = message.message
+    return json.dumps(body, separators=(",", ":"), ensure_ascii=False)
+
+
+# --- decoding ----------------------------------------------------------------------------
+
+
+def decode_records(body: bytes) -> list[DataChunk]:
+    """Split a binary message into its records; a truncated record is a :class:`WireError`."""
+    chunks: list[DataChunk] = []
+    view = memoryview(body)
+    offset = 0
+    end = len(body)
+    header_size = RECORD_HEADER.size
+    while offset < end:
+        if end - offset < header_size:
+            raise WireError(ErrorCode.BAD_MESSAGE, "truncated record header")
+        stream_id, seq, length = RECORD_HEADER.unpack_from(view, offset)
+        offset += header_size
+        if end - offset < length:
+            raise WireError(ErrorCode.BAD_MESSAGE, "record payload shorter than its length")
+        chunks.append(DataChunk(stream_id, seq, bytes(view[offset : offset + length])))
+        offset += length
+    if not chunks:
+        raise WireError(ErrorCode.BAD_MESSAGE, "empty binary message")
+    return chunks
+
+
+def decode_client_message(text: str) -> ClientMessage:
+    """Parse a client's control message; every malformation is a :class:`WireError`."""
+    body, kind = _load(text)
+    stream_id = _id(body, "stream")
+    match kind:
+        case "open":
+            return OpenStream(
+                stream_id,
+                text=_str(body, "text", stream_id),
+                voice=_opt_str(body, "voice", stream_id),
+                options=_opt_dict(body, "options", stream_id),
+                credit=_opt_count(body, "credit", stream_id),
+            )
+        case "cancel":
+            return CancelStream(stream_id)
+        case "credit":
+            nbytes = _opt_count(body, "bytes", stream_id)
+            if nbytes is None:
+                raise WireError(ErrorCode.BAD_MESSAGE, "credit needs 'bytes'", stream_id)
+            return GrantCredit(stream_id, nbytes)
+        case "resume":
+            after = _opt_count(body, "after", stream_id)
+            if after is None:
+                raise WireError(ErrorCode.BAD_MESSAGE, "resume needs 'after'", stream_id)
+            return ResumeStream(stream_id, after, _opt_str(body, "token", stream_id))
+    raise WireError(ErrorCode.UNKNOWN_TYPE, f"unknown message type {kind!r}", stream_id)
+
+
+def decode_server_message(text: str) -> ServerControl:
+    """Parse a server's control message (client side)."""
+    body, kind = _load(text)
+    match kind:
+        case "open":
+            stream_id = _id(body, "stream")
+            return StreamOpened(stream_id, _opt_str(body, "token", stream_id))
+        case "end":
+            stream_id = _id(body, "stream")
+            seq = _opt_count(body, "seq", stream_id)
+            if seq is None:
+                raise WireError(ErrorCode.BAD_MESSAGE, "end needs 'seq'", stream_id)
+            return StreamEnd(stream_id, seq)
+        case "error":
+            raw_stream = body.get("stream")
+            stream = None if raw_stream is None else _id(body, "stream")
+            code = _str(body, "code", stream)
+            return StreamError(stream, code, _opt_str(body, "message", stream) or "")
+    raise WireError(ErrorCode.UNKNOWN_TYPE, f"unknown message type {kind!r}")
+
+
+def _load(text: str) -> tuple[dict[str, Any], str]:
+    try:
+        body = json.loads(text)
+    except ValueError as exc:  # JSONDecodeError, and RecursionError's cousin for deep nests
+        raise WireError(ErrorCode.BAD_MESSAGE, f"not JSON: {exc}") from None
+    except RecursionError:
+        raise WireError(ErrorCode.BAD_MESSAGE, "JSON nested too deeply") from None
+    if not isinstance(body, dict):
+        raise WireError(ErrorCode.BAD_MESSAGE, "a message must be a JSON object")
+    kind = body.get("type")
+    if not isinstance(kind, str):
+        raise WireError(ErrorCode.BAD_MESSAGE, "'type' must be a string")
+    return body, kind
+
+
+def _is_count(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_ID
+
+
+def _id(body: dict[str, Any], name: str) -> int:
+    value = body.get(name)
+    if not _is_count(value):
+        raise WireError(ErrorCode.BAD_MESSAGE, f"'{name}' must be an integer in 0..2**32-1")
+    assert isinstance(value, int)
+    return value
+
+
+def _opt_count(body: dict[str, Any], name: str, stream_id: int | None) -> int | None:
+    value = body.get(name)
+    if value is None:
+        return None
+    if not _is_count(value):
+        raise WireError(
+            ErrorCode.BAD_MESSAGE, f"'{name}' must be an integer in 0..2**32-1", stream_id
+        )
+    assert isinstance(value, int)
+    return value
+
+
+def _str(body: dict[str, Any], name: str, stream_id: int | None) -> str:
+    value = body.get(name)
+    if not isinstance(value, str):
+        raise WireError(ErrorCode.BAD_MESSAGE, f"'{name}' must be a string", stream_id)
+    return value
+
+
+def _opt_str(body: dict[str, Any], name: str, stream_id: int | None) -> str | None:
+    return None if body.get(name) is None else _str(body, name, stream_id)
+
+
+def _opt_dict(body: dict[str, Any], name: str, stream_id: int | None) -> dict[str, Any]:
+    value = body.get(name)
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise WireError(ErrorCode.BAD_MESSAGE, f"'{name}' must be an object", stream_id)
+    return value
