@@ -167,6 +167,10 @@ class Scheduler(Generic[T]):
     def queued_bytes(self, stream_id: int | None = None) -> int:
         return self._queued if stream_id is None else self._get(stream_id).queued_bytes
 
+    def last_seq(self, stream_id: int) -> int:
+        """The sequence number given to the stream's latest message (0: none yet)."""
+        return self._get(stream_id).next_seq - 1
+
     def credit(self, stream_id: int) -> int | None:
         return self._get(stream_id).credit
 
@@ -267,9 +271,7 @@ class Scheduler(Generic[T]):
             raise LocalProtocolError(f"stream {stream_id} was opened without a replay buffer")
         missed = stream.replay.since(after)
         for entry in missed:
-            self._append(
-                stream, Outgoing(stream_id, entry.seq, entry.payload, entry.size), now
-            )
+            self._append(stream, Outgoing(stream_id, entry.seq, entry.payload, entry.size), now)
         return len(missed)
 
     def _append(self, stream: _Stream[T], item: Outgoing[T], now: float) -> None:
@@ -420,8 +422,7 @@ class Scheduler(Generic[T]):
 
     def _is_over(self, stream: _Stream[T]) -> bool:
         return (
-            stream.queued_bytes > stream.limit
-            or self.buffered_bytes > self.config.high_watermark
+            stream.queued_bytes > stream.limit or self.buffered_bytes > self.config.high_watermark
         )
 
     def _check_over(self, stream: _Stream[T], now: float) -> None:

@@ -43,8 +43,10 @@ class SseEvent:
         if self.retry is not None:
             lines.append(f"retry: {self.retry}")
         # Any of CR, LF or CRLF ends a line for the client, so split on all three.
-        lines.extend(f"data: {line}" for line in self.data.replace("\r\n", "\n")
-                     .replace("\r", "\n").split("\n"))
+        lines.extend(
+            f"data: {line}"
+            for line in self.data.replace("\r\n", "\n").replace("\r", "\n").split("\n")
+        )
         return ("\n".join(lines) + "\n\n").encode()
 
 
@@ -62,13 +64,22 @@ def encode_retry(milliseconds: int) -> bytes:
     return f"retry: {milliseconds}\n\n".encode()
 
 
+_MAX_U64 = (1 << 64) - 1
+
+
 class SseParser:
     """Turns a byte stream into :class:`SseMessage` events, split anywhere.
 
     Follows the WHATWG "event stream interpretation": a leading BOM is skipped, lines end
     in CR, LF or CRLF, ``id`` containing NUL is ignored, ``retry`` must be all digits, an
-    event with no data is not dispatched. ``last_event_id`` is what a reconnect sends as
-    ``Last-Event-ID``. A line longer than ``max_line`` is a :class:`RemoteProtocolError`.
+    event with no data is not dispatched, and a block cut off before its blank line is
+    never dispatched. ``last_event_id`` is what a reconnect sends as ``Last-Event-ID``: as
+    in a browser it takes an ``id`` only when that id's block ends (even a block without
+    data), so an event cut off mid-block is asked for again.
+
+    A line longer than ``max_line`` bytes (its end excluded), or an event whose data lines
+    total more than ``max_event`` bytes, is a :class:`RemoteProtocolError`; the parser is
+    not usable after one. A ``retry`` too large for 64 bits is ignored, as browsers do.
     """
 
     def __init__(self, *, max_line: int = 1 << 20, max_event: int = 16 << 20) -> None:
@@ -82,6 +93,7 @@ class SseParser:
         self._data: list[str] = []
         self._data_size = 0
         self._event = ""
+        self._id: str | None = None  # WHATWG's "last event ID buffer", copied at dispatch
         self._block_retry: int | None = None
         self._events: deque[SseMessage] = deque()
 
@@ -113,6 +125,8 @@ class SseParser:
             if cr < 0 and lf < 0:
                 break
             end = lf if cr < 0 or (0 <= lf < cr) else cr
+            if end - start > self.max_line:
+                raise RemoteProtocolError(f"SSE line longer than {self.max_line} bytes")
             self._line(bytes(buf[start:end]))
             start = end + 1
             if end == cr:
@@ -136,19 +150,25 @@ class SseParser:
             value = value[1:]
         if name == "data":
             self._data.append(value)
-            self._data_size += len(value) + 1
+            # Raw bytes of the value (``data``, the colon and one space are not) plus the LF.
+            self._data_size += len(raw) - min(len(raw), 6 if raw.startswith(b"data: ") else 5)
+            self._data_size += 1
             if self._data_size > self.max_event:
                 raise RemoteProtocolError(f"SSE event larger than {self.max_event} bytes")
         elif name == "event":
             self._event = value
         elif name == "id":
             if "\0" not in value:
-                self.last_event_id = value
-        elif name == "retry":
-            if value.isascii() and value.isdigit():
-                self.retry = self._block_retry = int(value)
+                self._id = value
+        elif name == "retry" and value.isascii() and value.isdigit():
+            # Browsers ignore a value that does not fit 64 bits (and int() refuses more than
+            # 4300 digits, so a long run of them must not reach it).
+            digits = value.lstrip("0") or "0"
+            if len(digits) <= 20 and (retry := int(digits)) <= _MAX_U64:
+                self.retry = self._block_retry = retry
 
     def _dispatch(self) -> None:
+        self.last_event_id = self._id
         if self._data:
             self._events.append(
                 SseMessage(

@@ -16,9 +16,9 @@ import json
 import struct
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NoReturn
 
-from diaproto.errors import RemoteProtocolError
+from diaproto.errors import LocalProtocolError, RemoteProtocolError
 from diaproto.events import Event
 
 SUBPROTOCOL = "diaproto.v1"
@@ -122,13 +122,23 @@ def encode_records(records: Iterable[tuple[int, int, bytes]]) -> bytes:
     parts: list[bytes] = []
     pack = RECORD_HEADER.pack
     for stream_id, seq, payload in records:
-        parts.append(pack(stream_id, seq, len(payload)))
+        try:
+            parts.append(pack(stream_id, seq, len(payload)))
+        except struct.error:
+            raise LocalProtocolError(
+                f"record ({stream_id}, {seq}, {len(payload)} bytes): stream id, sequence "
+                "number and length must each fit in 0..2**32-1"
+            ) from None
         parts.append(payload)
     return b"".join(parts)
 
 
 def encode_message(message: ClientMessage | ServerControl) -> str:
-    """The JSON text of a control message (keys in a fixed order, no spaces)."""
+    """The JSON text of a control message (keys in a fixed order, no spaces).
+
+    Raises :class:`LocalProtocolError` for a message the peer would have to reject: an id
+    or count outside 0..2**32-1, or ``options`` that are not JSON (NaN included).
+    """
     body: dict[str, Any]
     match message:
         case OpenStream():
@@ -157,7 +167,17 @@ def encode_message(message: ClientMessage | ServerControl) -> str:
             body = {"type": "error", "stream": message.stream_id, "code": message.code}
             if message.message:
                 body["message"] = message.message
-    return json.dumps(body, separators=(",", ":"), ensure_ascii=False)
+    for name in _COUNT_FIELDS:
+        value = body.get(name)
+        if value is not None and not _is_count(value):
+            raise LocalProtocolError(f"'{name}' must be an integer in 0..2**32-1, not {value!r}")
+    try:
+        return json.dumps(body, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise LocalProtocolError(f"message is not JSON-serialisable: {exc}") from None
+
+
+_COUNT_FIELDS = ("stream", "credit", "bytes", "after", "seq")
 
 
 # --- decoding ----------------------------------------------------------------------------
@@ -187,9 +207,9 @@ def decode_records(body: bytes) -> list[DataChunk]:
 def decode_client_message(text: str) -> ClientMessage:
     """Parse a client's control message; every malformation is a :class:`WireError`."""
     body, kind = _load(text)
-    stream_id = _id(body, "stream")
     match kind:
         case "open":
+            stream_id = _id(body)
             return OpenStream(
                 stream_id,
                 text=_str(body, "text", stream_id),
@@ -198,18 +218,19 @@ def decode_client_message(text: str) -> ClientMessage:
                 credit=_opt_count(body, "credit", stream_id),
             )
         case "cancel":
-            return CancelStream(stream_id)
+            return CancelStream(_id(body))
         case "credit":
-            nbytes = _opt_count(body, "bytes", stream_id)
-            if nbytes is None:
-                raise WireError(ErrorCode.BAD_MESSAGE, "credit needs 'bytes'", stream_id)
-            return GrantCredit(stream_id, nbytes)
+            stream_id = _id(body)
+            return GrantCredit(stream_id, _count(body, "bytes", stream_id))
         case "resume":
-            after = _opt_count(body, "after", stream_id)
-            if after is None:
-                raise WireError(ErrorCode.BAD_MESSAGE, "resume needs 'after'", stream_id)
-            return ResumeStream(stream_id, after, _opt_str(body, "token", stream_id))
-    raise WireError(ErrorCode.UNKNOWN_TYPE, f"unknown message type {kind!r}", stream_id)
+            stream_id = _id(body)
+            return ResumeStream(
+                stream_id, _count(body, "after", stream_id), _opt_str(body, "token", stream_id)
+            )
+        case _:
+            raise WireError(
+                ErrorCode.UNKNOWN_TYPE, f"unknown message type {kind!r}", _maybe_id(body)
+            )
 
 
 def decode_server_message(text: str) -> ServerControl:
@@ -217,26 +238,31 @@ def decode_server_message(text: str) -> ServerControl:
     body, kind = _load(text)
     match kind:
         case "open":
-            stream_id = _id(body, "stream")
+            stream_id = _id(body)
             return StreamOpened(stream_id, _opt_str(body, "token", stream_id))
         case "end":
-            stream_id = _id(body, "stream")
-            seq = _opt_count(body, "seq", stream_id)
-            if seq is None:
-                raise WireError(ErrorCode.BAD_MESSAGE, "end needs 'seq'", stream_id)
-            return StreamEnd(stream_id, seq)
+            stream_id = _id(body)
+            return StreamEnd(stream_id, _count(body, "seq", stream_id))
         case "error":
-            raw_stream = body.get("stream")
-            stream = None if raw_stream is None else _id(body, "stream")
+            # ``stream`` is null (or absent) for an error about the connection as a whole.
+            stream = None if body.get("stream") is None else _id(body)
             code = _str(body, "code", stream)
             return StreamError(stream, code, _opt_str(body, "message", stream) or "")
-    raise WireError(ErrorCode.UNKNOWN_TYPE, f"unknown message type {kind!r}")
+        case _:
+            raise WireError(
+                ErrorCode.UNKNOWN_TYPE, f"unknown message type {kind!r}", _maybe_id(body)
+            )
+
+
+def _reject_constant(name: str) -> NoReturn:
+    raise ValueError(f"{name} is not a JSON value")
 
 
 def _load(text: str) -> tuple[dict[str, Any], str]:
     try:
-        body = json.loads(text)
-    except ValueError as exc:  # JSONDecodeError, and RecursionError's cousin for deep nests
+        # Python's json accepts NaN and Infinity, which are not JSON (JSON.parse refuses them).
+        body = json.loads(text, parse_constant=_reject_constant)
+    except ValueError as exc:  # JSONDecodeError, NaN/Infinity, an integer of > 4300 digits
         raise WireError(ErrorCode.BAD_MESSAGE, f"not JSON: {exc}") from None
     except RecursionError:
         raise WireError(ErrorCode.BAD_MESSAGE, "JSON nested too deeply") from None
@@ -252,11 +278,23 @@ def _is_count(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_ID
 
 
-def _id(body: dict[str, Any], name: str) -> int:
-    value = body.get(name)
-    if not _is_count(value):
-        raise WireError(ErrorCode.BAD_MESSAGE, f"'{name}' must be an integer in 0..2**32-1")
-    assert isinstance(value, int)
+def _maybe_id(body: dict[str, Any]) -> int | None:
+    """The ``stream`` of a message we refuse, when it is a valid id (for the error answer)."""
+    value = body.get("stream")
+    return value if _is_count(value) else None
+
+
+def _id(body: dict[str, Any]) -> int:
+    """The required ``stream`` field; a WireError without a stream id when it is bad."""
+    return _count(body, "stream", None)
+
+
+def _count(body: dict[str, Any], name: str, stream_id: int | None) -> int:
+    value = _opt_count(body, name, stream_id)
+    if value is None:
+        raise WireError(
+            ErrorCode.BAD_MESSAGE, f"'{name}' must be an integer in 0..2**32-1", stream_id
+        )
     return value
 
 

@@ -1,0 +1,77 @@
+"""Framing: turning a scheduler batch into the bytes of one transport write.
+
+One framer per response kind. Each writes everything due in one call, so a batch is one
+write; the WebSocket framer with the wire protocol also packs consecutive data chunks into
+one binary message.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Callable
+
+from diaproto.scheduler import Outgoing
+from diaproto.sse import SseEvent
+from diaproto.wire import encode_records
+from diaproto.wsframes import OP_BINARY, OP_TEXT, encode_frame
+
+#: What the application may queue: bytes (data), str (text), or a ready SSE event.
+Payload = bytes | str | SseEvent
+
+Framer = Callable[[list[Outgoing[Payload]]], bytes]
+
+
+def payload_size(payload: Payload) -> int:
+    """The size a payload counts for in the budget (code points for text)."""
+    if isinstance(payload, SseEvent):
+        return len(payload.data) + 16
+    return len(payload)
+
+
+def websocket_framer(wire: bool) -> Framer:
+    """bytes -> binary message (wire: data records, batched); str -> text message."""
+
+    def frame(batch: list[Outgoing[Payload]]) -> bytes:
+        out: list[bytes] = []
+        records: list[tuple[int, int, bytes]] = []
+        for item in batch:
+            payload = item.payload
+            if isinstance(payload, bytes):
+                if wire:
+                    records.append((item.stream_id, item.seq, payload))
+                else:
+                    out.append(encode_frame(OP_BINARY, payload))
+                continue
+            if records:
+                out.append(encode_frame(OP_BINARY, encode_records(records)))
+                records = []
+            assert isinstance(payload, str)  # send() refuses SseEvent on a WebSocket
+            out.append(encode_frame(OP_TEXT, payload.encode()))
+        if records:
+            out.append(encode_frame(OP_BINARY, encode_records(records)))
+        return b"".join(out)
+
+    return frame
+
+
+def sse_frame(batch: list[Outgoing[Payload]]) -> bytes:
+    """SseEvent -> as is; bytes -> a wire ``data`` event (base64, id = seq); str -> data."""
+    out: list[bytes] = []
+    for item in batch:
+        payload = item.payload
+        if isinstance(payload, SseEvent):
+            out.append(payload.encode())
+        elif isinstance(payload, bytes):
+            encoded = base64.b64encode(payload).decode("ascii")
+            out.append(SseEvent(data=encoded, event="data", id=str(item.seq)).encode())
+        else:
+            out.append(SseEvent(data=payload).encode())
+    return b"".join(out)
+
+
+def body_frame(batch: list[Outgoing[Payload]]) -> bytes:
+    """A streamed HTTP body: the payloads back to back (text as UTF-8)."""
+    return b"".join(
+        item.payload if isinstance(item.payload, bytes) else str(item.payload).encode()
+        for item in batch
+    )
