@@ -11,7 +11,9 @@ framing layer takes due batches with :meth:`Scheduler.take` and turns them into 
 - **Window**: only ``write_window`` bytes are released to the transport at a time (CONTROL is
   exempt), so queued bulk stays here where a later control message can overtake it.
 - **Budget**: queued + in-flight bytes never exceed ``max_buffered``; each stream's policy
-  decides what happens when it is over its share.
+  decides what happens when it is over its share. A PAUSE stream is also paused while the
+  connection is over ``high_watermark``; a DISCONNECT stream is judged by its own share only
+  (its grace clock runs while its queued bytes exceed its limit).
 - **Credit**: a stream opened with credit sends only while its credit is positive.
 """
 
@@ -261,7 +263,12 @@ class Scheduler(Generic[T]):
     def resume(self, stream_id: int, after: int, now: float) -> int:
         """Queue again what the consumer missed after sequence ``after``, with the original
         sequence numbers; return how many. Raises :class:`~diaproto.errors.ReplayGap` when
-        part of it has left the replay window, so nothing is lost silently.
+        part of it has left the replay window, so nothing is lost silently (the queue is then
+        left as it was).
+
+        The stream's queue is replaced: what it still held is either at or before ``after``
+        (the consumer has it) or among the replayed messages, so nothing is sent twice and
+        sequence numbers keep increasing.
 
         Replayed payloads are shared with the replay buffer, so they may pass the budget:
         producers are paused until they drain.
@@ -270,8 +277,13 @@ class Scheduler(Generic[T]):
         if stream.replay is None:
             raise LocalProtocolError(f"stream {stream_id} was opened without a replay buffer")
         missed = stream.replay.since(after)
+        while stream.queue:
+            self._unqueue(stream, stream.queue.pop())
         for entry in missed:
             self._append(stream, Outgoing(stream_id, entry.seq, entry.payload, entry.size), now)
+        if stream.finishing and not stream.queue:
+            self._forget(stream)
+        self._update_pauses()
         return len(missed)
 
     def _append(self, stream: _Stream[T], item: Outgoing[T], now: float) -> None:
@@ -311,7 +323,8 @@ class Scheduler(Generic[T]):
             budget -= used
         if batch:
             self._last_take = now
-            self._update_pauses()
+        # Even after an empty take: bytes may have been freed by coalescing or drops.
+        self._update_pauses()
         return batch
 
     def _lingering_due(self, now: float) -> bool:
@@ -364,9 +377,8 @@ class Scheduler(Generic[T]):
         deadlines: list[float] = []
         if (
             self._last_take is not None
-            and self._queued_low
             and self._in_flight < self.config.write_window
-            and any(self._rings[p] for p in LINGERING_CLASSES)
+            and any(s.eligible() for p in LINGERING_CLASSES for s in self._rings[p])
         ):
             deadlines.append(self._last_take + self.config.linger)
         for stream in self._streams.values():
@@ -376,8 +388,7 @@ class Scheduler(Generic[T]):
 
     def handle_timer(self, now: float) -> None:
         """Declare DISCONNECT streams whose grace period has run out."""
-        for stream in list(self._streams.values()):
-            self._check_over(stream, now)
+        for stream in self._streams.values():
             if (
                 stream.over_since is not None
                 and not stream.slow_reported
@@ -421,16 +432,18 @@ class Scheduler(Generic[T]):
         self._events.append(StreamFinished(stream.stream_id, stream.metrics))
 
     def _is_over(self, stream: _Stream[T]) -> bool:
-        return (
-            stream.queued_bytes > stream.limit or self.buffered_bytes > self.config.high_watermark
-        )
+        if stream.queued_bytes > stream.limit:
+            return True
+        # Only lossless producers answer for the whole connection: a DISCONNECT stream within
+        # its own share is keeping up, whatever the other streams hold.
+        return stream.policy is Policy.PAUSE and self.buffered_bytes > self.config.high_watermark
 
     def _check_over(self, stream: _Stream[T], now: float) -> None:
         if stream.policy is Policy.PAUSE:
             if not stream.paused and self._is_over(stream):
                 stream.paused = True
                 self._events.append(StreamPaused(stream.stream_id))
-        elif stream.policy is Policy.DISCONNECT and stream.queue:
+        elif stream.policy is Policy.DISCONNECT:
             if self._is_over(stream):
                 if stream.over_since is None:
                     stream.over_since = now

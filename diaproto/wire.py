@@ -13,6 +13,7 @@ implementation (this one, the JavaScript client) must pass.
 from __future__ import annotations
 
 import json
+import math
 import struct
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -258,11 +259,18 @@ def _reject_constant(name: str) -> NoReturn:
     raise ValueError(f"{name} is not a JSON value")
 
 
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if math.isinf(value):  # 1e999: valid JSON, but no double holds it and we could not resend it
+        raise ValueError(f"number {text} is out of range")
+    return value
+
+
 def _load(text: str) -> tuple[dict[str, Any], str]:
     try:
         # Python's json accepts NaN and Infinity, which are not JSON (JSON.parse refuses them).
-        body = json.loads(text, parse_constant=_reject_constant)
-    except ValueError as exc:  # JSONDecodeError, NaN/Infinity, an integer of > 4300 digits
+        body = json.loads(text, parse_constant=_reject_constant, parse_float=_finite_float)
+    except ValueError as exc:  # not JSON, NaN/Infinity, 1e999, an integer of > 4300 digits
         raise WireError(ErrorCode.BAD_MESSAGE, f"not JSON: {exc}") from None
     except RecursionError:
         raise WireError(ErrorCode.BAD_MESSAGE, "JSON nested too deeply") from None
@@ -270,7 +278,7 @@ def _load(text: str) -> tuple[dict[str, Any], str]:
         raise WireError(ErrorCode.BAD_MESSAGE, "a message must be a JSON object")
     kind = body.get("type")
     if not isinstance(kind, str):
-        raise WireError(ErrorCode.BAD_MESSAGE, "'type' must be a string")
+        raise WireError(ErrorCode.BAD_MESSAGE, "'type' must be a string", _maybe_id(body))
     return body, kind
 
 

@@ -16,6 +16,8 @@ def splits(draw: st.DrawFn, data: bytes, max_pieces: int = 16) -> list[bytes]:
     if not data:
         return []
     count = draw(st.integers(0, min(max_pieces - 1, len(data) - 1)))
+    if count == 0:
+        return [data]
     cuts = sorted(draw(st.sets(st.integers(1, len(data) - 1), min_size=count, max_size=count)))
     bounds = [0, *cuts, len(data)]
     return [data[a:b] for a, b in itertools.pairwise(bounds)]

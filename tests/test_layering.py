@@ -1,0 +1,112 @@
+"""The layers hold: the core does no I/O and reads no clock; adapters speak no protocol."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+CORE = ROOT / "diaproto"
+ADAPTERS = ROOT / "adapters"
+
+FORBIDDEN_IN_CORE = {
+    "socket", "selectors", "asyncio", "trio", "anyio", "tornado",
+    "threading", "time", "ssl", "subprocess", "uvloop", "multiprocessing",
+}  # fmt: skip
+# Protocol machinery lives in the core; an adapter that imports it is deciding protocol.
+FORBIDDEN_IN_ADAPTERS = {"h11", "wsproto"}
+FORBIDDEN_CORE_MODULES_IN_ADAPTERS = {
+    "diaproto.wire", "diaproto.sse", "diaproto.scheduler", "diaproto.keepalive",
+    "diaproto.wsframes", "diaproto.outbound", "diaproto.http_util",
+}  # fmt: skip
+
+
+def imported_modules(path: Path) -> list[tuple[int, str]]:
+    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    found: list[tuple[int, str]] = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found.extend((node.lineno, alias.name) for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.append((node.lineno, node.module))
+        elif isinstance(node, ast.Call) and getattr(node.func, "id", None) == "__import__":
+            found.append((node.lineno, "__import__(...)"))
+    return found
+
+
+def core_files() -> list[Path]:
+    return [p for p in CORE.rglob("*.py") if "adapters" not in p.relative_to(CORE).parts]
+
+
+def test_the_core_has_files_to_check() -> None:
+    names = {p.name for p in core_files()}
+    assert {"server.py", "scheduler.py", "client.py", "wire.py", "sse.py"} <= names
+
+
+def test_core_imports_no_io_clock_or_concurrency() -> None:
+    offences = [
+        f"{path.relative_to(ROOT)}:{line} imports {name}"
+        for path in core_files()
+        for line, name in imported_modules(path)
+        if name.split(".")[0] in FORBIDDEN_IN_CORE or name == "__import__(...)"
+    ]
+    assert offences == []
+
+
+def test_the_checker_catches_a_forbidden_import(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.py"
+    bad.write_text("import time\nfrom asyncio import sleep\nimport os.path\n")
+    names = [name for _, name in imported_modules(bad)]
+    assert [n for n in names if n.split(".")[0] in FORBIDDEN_IN_CORE] == ["time", "asyncio"]
+
+
+def test_adapters_make_no_protocol_decisions() -> None:
+    offences = [
+        f"{path.relative_to(ROOT)}:{line} imports {name}"
+        for path in ADAPTERS.rglob("*.py")
+        for line, name in imported_modules(path)
+        if name.split(".")[0] in FORBIDDEN_IN_ADAPTERS or name in FORBIDDEN_CORE_MODULES_IN_ADAPTERS
+    ]
+    assert offences == []
+
+
+def test_adapters_are_importable_under_the_package() -> None:
+    import diaproto.adapters
+
+    assert Path(diaproto.adapters.__file__).resolve().parent == ADAPTERS
+
+
+BLOCKER = """
+import sys
+from importlib.abc import MetaPathFinder
+allowed = set(sys.stdlib_module_names) | {"h11", "wsproto", "diaproto"}
+class Block(MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        if name.split(".")[0] not in allowed:
+            raise ImportError(f"blocked: {name}")
+        return None
+sys.meta_path.insert(0, Block())
+import diaproto, diaproto.testing
+from diaproto import ServerConnection, WebSocketClientConnection, SseClientConnection
+print("ok", len(diaproto.__all__))
+"""
+
+
+def test_import_needs_only_h11_and_wsproto() -> None:
+    result = subprocess.run(
+        [sys.executable, "-c", BLOCKER], capture_output=True, text=True, check=False, cwd=ROOT
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("ok ")
+
+
+def test_testing_strategies_is_the_only_module_needing_hypothesis() -> None:
+    users = [
+        str(path.relative_to(ROOT))
+        for path in core_files()
+        for _, name in imported_modules(path)
+        if name.split(".")[0] == "hypothesis"
+    ]
+    assert users == ["diaproto/testing/strategies.py"]
