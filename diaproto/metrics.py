@@ -46,7 +46,7 @@ class StreamMetrics:
         gap: float | None = None
         if self.first_send_at is None:
             self.first_send_at = now
-        elif self.last_send_at is not None:
+        if self.last_send_at is not None:
             gap = now - self.last_send_at
             self.intervals += 1
             self.interval_sum += gap

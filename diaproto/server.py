@@ -102,6 +102,8 @@ class ServerConnection:
         self._first_cycle = True
         self._cycle_bytes = 0  # request bytes seen in this cycle (0: idle keep-alive)
         self._held_inbound = 0  # bytes received while a request is being answered
+        self._h11_fed = 0  # bytes handed to h11 in all
+        self._head_start = 0  # where (in those bytes) the current request's head begins
         self._request: h11.Request | None = None
         self._body: list[bytes] = []
         self._body_size = 0
@@ -129,9 +131,12 @@ class ServerConnection:
             self._ws.receive_data(data)
         else:
             if self.state is State.AWAITING_REQUEST:
+                if not self._cycle_bytes and not self._first_cycle:
+                    self._cycle_started = now  # a keep-alive request is timed from its first byte
                 self._cycle_bytes += len(data)
             else:
                 self._held_inbound += len(data)  # pipelined while we answer: bounded
+            self._h11_fed += len(data)
             self._h11.receive_data(data)
 
     def receive_eof(self, now: float) -> None:
@@ -225,10 +230,11 @@ class ServerConnection:
             and self.state is State.STREAMING
             and timeouts.sse_heartbeat is not None
             and now >= self._last_sse_write + timeouts.sse_heartbeat
-            and not self._out
-            and self._transport_buffered == 0
         ):
-            self._write_body(encode_comment())
+            # Bytes still in flight mean the stream is not idle: no heartbeat piles up
+            # behind a frozen client, and the deadline moves on instead of staying due.
+            if not self._out and self._transport_buffered == 0:
+                self._write_body(encode_comment())
             self._last_sse_write = now
 
     @property
@@ -430,7 +436,9 @@ class ServerConnection:
         try:
             event = self._h11.next_event()
         except h11.RemoteProtocolError as exc:
-            self._fail_http(RemoteProtocolError(str(exc), http_status=exc.error_status_hint))
+            status = exc.error_status_hint
+            message = self._head_too_large() if status == 431 else str(exc)
+            self._fail_http(RemoteProtocolError(message, http_status=status))
             return True
         if event is h11.NEED_DATA or event is h11.PAUSED:
             return False
@@ -439,7 +447,11 @@ class ServerConnection:
             self._body = []
             self._body_size = 0
             length = _content_length(event)
-            if length is not None and length > self.config.limits.max_body_bytes:
+            # h11 bounds only a head that arrives in pieces; this bounds one that came whole.
+            head_end = self._h11_fed - len(self._h11.trailing_data[0])
+            if head_end - self._head_start > self.config.limits.max_header_bytes:
+                self._fail_http(RemoteProtocolError(self._head_too_large(), http_status=431))
+            elif length is not None and length > self.config.limits.max_body_bytes:
                 self._fail_http(RemoteProtocolError("request body too large", http_status=413))
             elif self._h11.they_are_waiting_for_100_continue:
                 self._h11_send(h11.InformationalResponse(status_code=100, headers=[]))
@@ -521,8 +533,9 @@ class ServerConnection:
                 raise WireError(ErrorCode.BAD_MESSAGE, "clients send no binary messages in v1")
             decoded = decode_client_message(message)
         except WireError as exc:
+            # Only this message was bad: answer it, and leave the stream it named alone.
             self._events.append(RemoteError(exc, fatal=False))
-            self.fail_stream(exc.stream_id, exc.code, exc.message, now)
+            self._control(encode_message(StreamError(exc.stream_id, exc.code, exc.message)), now)
             return
         if isinstance(decoded, GrantCredit):
             self._scheduler.grant_credit(decoded.stream_id, decoded.nbytes)
@@ -629,7 +642,9 @@ class ServerConnection:
         self.state = State.AWAITING_REQUEST
         self._first_cycle = False
         self._cycle_started = now
-        self._cycle_bytes = self._held_inbound
+        buffered = len(self._h11.trailing_data[0])  # the next request's bytes, already here
+        self._cycle_bytes = buffered
+        self._head_start = self._h11_fed - buffered
         self._held_inbound = 0
 
     def _refuse(self, error: RemoteProtocolError) -> None:
@@ -656,6 +671,9 @@ class ServerConnection:
         else:
             self._events.append(RemoteError(error, fatal=True))
             self._set_closed(None, error.message)
+
+    def _head_too_large(self) -> str:
+        return f"request head larger than {self.config.limits.max_header_bytes} bytes"
 
     def _close_quietly(self, reason: str) -> None:
         self._set_closed(None, reason)
