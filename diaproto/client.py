@@ -99,11 +99,19 @@ class WebSocketClientConnection:
         if not data or self.state is ClientState.CLOSED:
             return
         self._keepalive.on_receive(now)
-        self._ws.receive_data(data)
+        self._feed(data)
 
     def receive_eof(self, now: float) -> None:
         if self.state is not ClientState.CLOSED and self._ws.state is not WsState.CLOSED:
-            self._ws.receive_data(None)
+            self._feed(None)
+
+    def _feed(self, data: bytes | None) -> None:
+        if self._ws.state is WsState.CLOSED:
+            return  # wsproto refuses bytes after its end (EOF seen, event not yet pulled)
+        try:
+            self._ws.receive_data(data)
+        except WsRemoteProtocolError as exc:  # wsproto checks the handshake answer eagerly
+            self._fail(RemoteProtocolError(f"invalid handshake answer: {exc}"))
 
     def next_event(self) -> Event | None:
         while not self._events:
@@ -171,11 +179,7 @@ class WebSocketClientConnection:
     # --- inbound ---------------------------------------------------------------------------
 
     def _pull(self) -> bool:
-        try:
-            event = next(iter(self._ws.events()), None)
-        except WsRemoteProtocolError as exc:
-            self._fail(RemoteProtocolError(f"invalid handshake answer: {exc}"))
-            return True
+        event = next(iter(self._ws.events()), None)
         if event is None:
             return False
         if isinstance(event, AcceptConnection):
@@ -198,7 +202,8 @@ class WebSocketClientConnection:
         elif isinstance(event, (TextMessage, BytesMessage)):
             self._on_fragment(event)
         elif isinstance(event, Ping):
-            self._out += self._ws.send(Pong(payload=event.payload))
+            if self._ws.state is WsState.OPEN:  # wsproto sends no pong after a close frame
+                self._out += self._ws.send(Pong(payload=event.payload))
         elif isinstance(event, CloseConnection):
             self._on_close(event)
         return True
@@ -297,6 +302,9 @@ class SseClientConnection:
         limit = self.config.limits.max_message_bytes
         self._parser = SseParser(max_line=limit, max_event=limit)
         self._parser.last_event_id = last_event_id
+        # WHATWG's "last event ID buffer" starts from it too, or the first block without an
+        # id (the retry block, a heartbeat) would reset it and a later reconnect would lose it.
+        self._parser._id = last_event_id
         self._events: deque[Event] = deque()
         self._started = now
         self._last_received = now

@@ -8,6 +8,7 @@ from diaproto.events import Headers
 
 _REASONS = {
     400: "Bad Request",
+    405: "Method Not Allowed",
     408: "Request Timeout",
     413: "Content Too Large",
     426: "Upgrade Required",

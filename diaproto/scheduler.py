@@ -257,7 +257,8 @@ class Scheduler(Generic[T]):
         stream.next_seq += 1
         if stream.replay is not None:
             stream.replay.append(seq, payload, size)
-        self._append(stream, Outgoing(stream_id, seq, payload, size, key), now)
+        self._append(stream, Outgoing(stream_id, seq, payload, size, key))
+        self._check_over(stream, now)
         return seq
 
     def resume(self, stream_id: int, after: int, now: float) -> int:
@@ -280,13 +281,16 @@ class Scheduler(Generic[T]):
         while stream.queue:
             self._unqueue(stream, stream.queue.pop())
         for entry in missed:
-            self._append(stream, Outgoing(stream_id, entry.seq, entry.payload, entry.size), now)
+            self._append(stream, Outgoing(stream_id, entry.seq, entry.payload, entry.size))
+        # Judged on the result as a whole: a DISCONNECT stream over its share before and
+        # after keeps its clock running.
+        self._check_over(stream, now)
         if stream.finishing and not stream.queue:
             self._forget(stream)
         self._update_pauses()
         return len(missed)
 
-    def _append(self, stream: _Stream[T], item: Outgoing[T], now: float) -> None:
+    def _append(self, stream: _Stream[T], item: Outgoing[T]) -> None:
         size = item.size
         stream.queue.append(item)
         stream.queued_bytes += size
@@ -297,7 +301,6 @@ class Scheduler(Generic[T]):
             stream.latest[item.key] = item
         stream.metrics.record_queue_depth(stream.queued_bytes)
         self._activate(stream)
-        self._check_over(stream, now)
 
     # --- take ------------------------------------------------------------------------------
 

@@ -16,9 +16,8 @@ plus ``set_transport_buffered(n)`` to report bytes the transport still holds, an
 from __future__ import annotations
 
 import base64
-import binascii
 from collections import deque
-from collections.abc import Hashable, Iterator
+from collections.abc import Hashable, Iterable, Iterator
 from enum import Enum
 
 import h11
@@ -255,8 +254,8 @@ class ServerConnection:
         """A complete response to the pending request (any kind, including a refused upgrade)."""
         self._expect_pending()
         response_headers = [*headers, ("content-length", str(len(body)))]
-        self._h11_send(h11.Response(status_code=status, headers=encode_headers(response_headers)))
-        if body:
+        self._h11_send(_response(status, response_headers))
+        if body and not self._answering_head():  # HEAD: the length is told, the body is not
             self._h11_send(h11.Data(data=body))
         self._h11_send(h11.EndOfMessage())
         self._pending = None
@@ -265,15 +264,13 @@ class ServerConnection:
     def start_response(self, status: int, headers: Headers = (), *, now: float) -> None:
         """Open a streamed body (chunked): queue bytes with ``send`` on streams you open."""
         self._expect_pending()
-        self._h11_send(h11.Response(status_code=status, headers=encode_headers(headers)))
+        self._h11_send(_response(status, headers))
         self._start_streaming(body_frame, sse=False)
 
     def accept_sse(self, headers: Headers = (), *, now: float) -> None:
         """Answer the pending request with an SSE stream."""
         self._expect_pending()
-        self._h11_send(
-            h11.Response(status_code=200, headers=encode_headers([*SSE_RESPONSE_HEADERS, *headers]))
-        )
+        self._h11_send(_response(200, [*SSE_RESPONSE_HEADERS, *headers]))
         self._start_streaming(sse_frame, sse=True)
         self._last_sse_write = now
         if self.config.sse_retry_ms is not None:
@@ -297,9 +294,13 @@ class ServerConnection:
         if subprotocol is not None:
             response_headers.append(("sec-websocket-protocol", subprotocol))
         response_headers.extend(headers)
-        self._h11_send(
-            h11.InformationalResponse(status_code=101, headers=encode_headers(response_headers))
-        )
+        try:
+            switch = h11.InformationalResponse(
+                status_code=101, headers=encode_headers(response_headers)
+            )
+        except (h11.LocalProtocolError, UnicodeEncodeError) as exc:
+            raise LocalProtocolError(f"invalid response: {exc}") from exc
+        self._h11_send(switch)
         trailing, _ = self._h11.trailing_data
         self._ws = WsConnection(ConnectionType.SERVER, trailing_data=trailing)
         self._pending = None
@@ -476,6 +477,11 @@ class ServerConnection:
         body = b"".join(self._body)
         self._body = []
         event: Event
+        if method == "CONNECT":
+            # h11 takes any 2xx answer to CONNECT as the start of a tunnel, which we do not
+            # serve: answering it would leave the connection stuck.
+            self._refuse(RemoteProtocolError("CONNECT is not supported", http_status=405))
+            return
         if "websocket" in header_tokens(headers, "upgrade"):
             error = _websocket_handshake_error(method, headers)
             if error is not None:
@@ -516,7 +522,8 @@ class ServerConnection:
             if message is not None:
                 self._on_message(message)
         elif isinstance(event, Ping):
-            self._out += self._ws.send(Pong(payload=event.payload))
+            if self._ws.state is WsState.OPEN:  # wsproto sends no pong after our close frame
+                self._out += self._ws.send(Pong(payload=event.payload))
         elif isinstance(event, CloseConnection):
             self._on_close_frame(event)
         # Pong needs nothing: any received byte already counted as life.
@@ -535,7 +542,9 @@ class ServerConnection:
         except WireError as exc:
             # Only this message was bad: answer it, and leave the stream it named alone.
             self._events.append(RemoteError(exc, fatal=False))
-            self._control(encode_message(StreamError(exc.stream_id, exc.code, exc.message)), now)
+            if self.state is State.WEBSOCKET:  # CLOSING: our close is out, nothing may follow
+                error = StreamError(exc.stream_id, exc.code, exc.message)
+                self._control(encode_message(error), now)
             return
         if isinstance(decoded, GrantCredit):
             self._scheduler.grant_credit(decoded.stream_id, decoded.nbytes)
@@ -597,8 +606,11 @@ class ServerConnection:
     def _write_body(self, data: bytes) -> None:
         if self._ws is not None:
             self._out += data
-        else:
+        elif not self._answering_head():  # a HEAD response has no body to write
             self._h11_send(h11.Data(data=data))
+
+    def _answering_head(self) -> bool:
+        return self._request is not None and self._request.method == b"HEAD"
 
     def _start_streaming(self, framer: Framer, *, sse: bool) -> None:
         self._pending = None
@@ -703,6 +715,14 @@ class ServerConnection:
             self._events.append(ConnectionClosed(code, reason))
 
 
+def _response(status: int, headers: Iterable[tuple[str, str]]) -> h11.Response:
+    """An h11 response; a bad status or header is the caller's mistake, in our error type."""
+    try:
+        return h11.Response(status_code=status, headers=encode_headers(headers))
+    except (h11.LocalProtocolError, UnicodeEncodeError) as exc:
+        raise LocalProtocolError(f"invalid response: {exc}") from exc
+
+
 def _content_length(request: h11.Request) -> int | None:
     for name, value in request.headers:
         if name == b"content-length":
@@ -721,7 +741,7 @@ def _websocket_handshake_error(method: str, headers: Headers) -> RemoteProtocolE
     keys = header_values(headers, "sec-websocket-key")
     try:
         valid_key = len(keys) == 1 and len(base64.b64decode(keys[0], validate=True)) == 16
-    except binascii.Error:
+    except ValueError:  # binascii.Error, or a key with non-ASCII characters
         valid_key = False
     if not valid_key:
         return RemoteProtocolError("invalid Sec-WebSocket-Key", http_status=400)

@@ -75,17 +75,25 @@ class SseParser:
     event with no data is not dispatched, and a block cut off before its blank line is
     never dispatched. ``last_event_id`` is what a reconnect sends as ``Last-Event-ID``: as
     in a browser it takes an ``id`` only when that id's block ends (even a block without
-    data), so an event cut off mid-block is asked for again.
+    data), so an event cut off mid-block is asked for again. A client that reconnects with
+    ``Last-Event-ID`` passes the same value as ``last_event_id``, so blocks without an id
+    (the ``retry`` block, heartbeats) keep it.
 
     A line longer than ``max_line`` bytes (its end excluded), or an event whose data lines
     total more than ``max_event`` bytes, is a :class:`RemoteProtocolError`; the parser is
     not usable after one. A ``retry`` too large for 64 bits is ignored, as browsers do.
     """
 
-    def __init__(self, *, max_line: int = 1 << 20, max_event: int = 16 << 20) -> None:
+    def __init__(
+        self,
+        *,
+        max_line: int = 1 << 20,
+        max_event: int = 16 << 20,
+        last_event_id: str | None = None,
+    ) -> None:
         self.max_line = max_line
         self.max_event = max_event
-        self.last_event_id: str | None = None
+        self.last_event_id = last_event_id
         self.retry: int | None = None
         self._buffer = bytearray()
         self._started = False  # the BOM check has been done
@@ -93,7 +101,7 @@ class SseParser:
         self._data: list[str] = []
         self._data_size = 0
         self._event = ""
-        self._id: str | None = None  # WHATWG's "last event ID buffer", copied at dispatch
+        self._id = last_event_id  # WHATWG's "last event ID buffer", copied at dispatch
         self._block_retry: int | None = None
         self._events: deque[SseMessage] = deque()
 

@@ -164,7 +164,7 @@ def encode_message(message: ClientMessage | ServerControl) -> str:
                 body["token"] = message.token
         case StreamEnd():
             body = {"type": "end", "stream": message.stream_id, "seq": message.last_seq}
-        case StreamError():
+        case _:  # StreamError, the last kind left (mypy checks the narrowing)
             body = {"type": "error", "stream": message.stream_id, "code": message.code}
             if message.message:
                 body["message"] = message.message
@@ -184,7 +184,7 @@ _COUNT_FIELDS = ("stream", "credit", "bytes", "after", "seq")
 # --- decoding ----------------------------------------------------------------------------
 
 
-def decode_records(body: bytes) -> list[DataChunk]:
+def decode_records(body: bytes | bytearray | memoryview) -> list[DataChunk]:
     """Split a binary message into its records; a truncated record is a :class:`WireError`."""
     chunks: list[DataChunk] = []
     view = memoryview(body)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import string
 from pathlib import Path
 from typing import Any
@@ -303,7 +304,7 @@ def test_decode_records_accepts_bytearray_and_memoryview() -> None:
     raw = bytes.fromhex("000000010000000200000001ff")
     expected = [DataChunk(1, 2, b"\xff")]
     assert decode_records(bytearray(raw)) == expected
-    assert decode_records(memoryview(raw)) == expected  # type: ignore[arg-type]
+    assert decode_records(memoryview(raw)) == expected
 
 
 # --- properties --------------------------------------------------------------------------
@@ -382,7 +383,9 @@ def test_records_round_trip(recs: list[tuple[int, int, bytes]]) -> None:
 
 
 @given(records, records)
-def test_records_concatenate(a: list[tuple[int, int, bytes]], b: list[tuple[int, int, bytes]]) -> None:
+def test_records_concatenate(
+    a: list[tuple[int, int, bytes]], b: list[tuple[int, int, bytes]]
+) -> None:
     joined = encode_records(a) + encode_records(b)
     assert joined == encode_records(a + b)
     if a or b:
@@ -455,3 +458,22 @@ def test_decode_of_near_miss_objects(body: dict[str, Any], kind: str | None) -> 
     if kind is not None:
         body["type"] = kind
     _decode_both(json.dumps(body))
+
+
+# --- the specification -------------------------------------------------------------------
+
+PROTOCOL_MD = Path(__file__).resolve().parent.parent / "docs" / "protocol.md"
+
+
+def test_protocol_doc_python_examples_run() -> None:
+    blocks = re.findall(r"```python\n(.*?)```", PROTOCOL_MD.read_text(encoding="utf-8"), re.S)
+    assert blocks
+    for block in blocks:
+        exec(compile(block, str(PROTOCOL_MD), "exec"), {})
+
+
+def test_protocol_doc_lists_every_error_code() -> None:
+    text = PROTOCOL_MD.read_text(encoding="utf-8")
+    codes = {v for k, v in vars(ErrorCode).items() if k.isupper()}
+    documented = set(re.findall(r"^\| `([a-z_]+)` \|", text, re.M))
+    assert codes <= documented
