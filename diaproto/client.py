@@ -255,9 +255,10 @@ class WebSocketClientConnection:
         self._closed(None, error.message)
 
     def _closed(self, code: int | None, reason: str) -> None:
-        if self.state is not ClientState.CLOSED:
-            self.state = ClientState.CLOSED
-            self._events.append(ConnectionClosed(code, reason))
+        # Every caller runs only before CLOSED (receive_data, next_event and the timers stop
+        # there), so ConnectionClosed is reported once; tests/test_state_machines.py checks it.
+        self.state = ClientState.CLOSED
+        self._events.append(ConnectionClosed(code, reason))
 
 
 class SseClientConnection:
@@ -300,11 +301,7 @@ class SseClientConnection:
             self._out += self._h11.send(h11.Data(data=body)) or b""
         self._out += self._h11.send(h11.EndOfMessage()) or b""
         limit = self.config.limits.max_message_bytes
-        self._parser = SseParser(max_line=limit, max_event=limit)
-        self._parser.last_event_id = last_event_id
-        # WHATWG's "last event ID buffer" starts from it too, or the first block without an
-        # id (the retry block, a heartbeat) would reset it and a later reconnect would lose it.
-        self._parser._id = last_event_id
+        self._parser = SseParser(max_line=limit, max_event=limit, last_event_id=last_event_id)
         self._events: deque[Event] = deque()
         self._started = now
         self._last_received = now
@@ -394,8 +391,7 @@ class SseClientConnection:
                 status, headers, body = self._reject
                 self._events.append(Rejected(status, headers, b"".join(body)))
             self._closed("the server ended the stream")
-        elif isinstance(event, h11.ConnectionClosed):
-            self._closed("the server closed the connection")
+        # Nothing else matters: 1xx answers are skipped, and we stop at the end of the body.
         return True
 
     def _fail(self, error: RemoteProtocolError) -> None:

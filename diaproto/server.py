@@ -54,6 +54,7 @@ from diaproto.replay import ReplayBuffer
 from diaproto.scheduler import Policy, Priority, Scheduler
 from diaproto.sse import SSE_RESPONSE_HEADERS, SseEvent, encode_comment, encode_retry
 from diaproto.wire import (
+    MAX_ID,
     SUBPROTOCOL,
     CancelStream,
     ErrorCode,
@@ -213,7 +214,7 @@ class ServerConnection:
                     and now >= self._cycle_started + timeouts.handshake
                 ):
                     if self._cycle_bytes:
-                        self._fail_http(
+                        self._refuse(
                             RemoteProtocolError("request not complete in time", http_status=408)
                         )
                     else:
@@ -328,8 +329,8 @@ class ServerConnection:
     ) -> None:
         """Open an outbound stream. With the wire protocol this also sends ``open``."""
         self._expect_output()
-        if stream_id < 0:
-            raise LocalProtocolError("stream ids are not negative")
+        if not 0 <= stream_id <= MAX_ID:
+            raise LocalProtocolError("stream ids are integers in 0..2**32-1")
         self._scheduler.open_stream(
             stream_id,
             now,
@@ -439,7 +440,7 @@ class ServerConnection:
         except h11.RemoteProtocolError as exc:
             status = exc.error_status_hint
             message = self._head_too_large() if status == 431 else str(exc)
-            self._fail_http(RemoteProtocolError(message, http_status=status))
+            self._refuse(RemoteProtocolError(message, http_status=status))
             return True
         if event is h11.NEED_DATA or event is h11.PAUSED:
             return False
@@ -449,22 +450,22 @@ class ServerConnection:
             self._body_size = 0
             length = _content_length(event)
             # h11 bounds only a head that arrives in pieces; this bounds one that came whole.
-            head_end = self._h11_fed - len(self._h11.trailing_data[0])
+            head_end = self._h11_fed - _h11_buffered(self._h11)
             if head_end - self._head_start > self.config.limits.max_header_bytes:
-                self._fail_http(RemoteProtocolError(self._head_too_large(), http_status=431))
+                self._refuse(RemoteProtocolError(self._head_too_large(), http_status=431))
             elif length is not None and length > self.config.limits.max_body_bytes:
-                self._fail_http(RemoteProtocolError("request body too large", http_status=413))
+                self._refuse(RemoteProtocolError("request body too large", http_status=413))
             elif self._h11.they_are_waiting_for_100_continue:
                 self._h11_send(h11.InformationalResponse(status_code=100, headers=[]))
         elif isinstance(event, h11.Data):
             self._body_size += len(event.data)
             if self._body_size > self.config.limits.max_body_bytes:
-                self._fail_http(RemoteProtocolError("request body too large", http_status=413))
+                self._refuse(RemoteProtocolError("request body too large", http_status=413))
             else:
                 self._body.append(bytes(event.data))
         elif isinstance(event, h11.EndOfMessage):
             self._route_request()
-        elif isinstance(event, h11.ConnectionClosed):
+        else:  # h11.ConnectionClosed, the only other event h11 gives a server
             self._set_closed(None, "the client closed the connection")
         return True
 
@@ -645,16 +646,12 @@ class ServerConnection:
         if self._h11.our_state is h11.MUST_CLOSE or self._h11.their_state is h11.MUST_CLOSE:
             self._set_closed(None, "response complete; the connection does not persist")
             return
-        try:
-            self._h11.start_next_cycle()
-        except h11.LocalProtocolError:
-            # The client has not finished its request (we answered early): close after.
-            self._set_closed(None, "answered before the request was complete")
-            return
+        # Both sides are DONE here: events (and so answers) come only after a whole request.
+        self._h11.start_next_cycle()
         self.state = State.AWAITING_REQUEST
         self._first_cycle = False
         self._cycle_started = now
-        buffered = len(self._h11.trailing_data[0])  # the next request's bytes, already here
+        buffered = _h11_buffered(self._h11)  # the next request's bytes, already here
         self._cycle_bytes = buffered
         self._head_start = self._h11_fed - buffered
         self._held_inbound = 0
@@ -677,13 +674,6 @@ class ServerConnection:
         self._pending = None
         self._set_closed(None, error.message)
 
-    def _fail_http(self, error: RemoteProtocolError) -> None:
-        if self._h11.our_state in (h11.IDLE, h11.SEND_RESPONSE):
-            self._refuse(error)
-        else:
-            self._events.append(RemoteError(error, fatal=True))
-            self._set_closed(None, error.message)
-
     def _head_too_large(self) -> str:
         return f"request head larger than {self.config.limits.max_header_bytes} bytes"
 
@@ -704,7 +694,7 @@ class ServerConnection:
     def _abort(self, code: int, reason: str) -> None:
         if self.state is State.WEBSOCKET:
             self._start_close(code, reason, self._keepalive.last_received)
-        elif self.state is State.STREAMING:
+        else:  # SSE or a streamed body: closing the transport is the only signal there is
             self._set_closed(None, reason)
 
     def _set_closed(self, code: int | None, reason: str) -> None:
@@ -721,6 +711,15 @@ def _response(status: int, headers: Iterable[tuple[str, str]]) -> h11.Response:
         return h11.Response(status_code=status, headers=encode_headers(headers))
     except (h11.LocalProtocolError, UnicodeEncodeError) as exc:
         raise LocalProtocolError(f"invalid response: {exc}") from exc
+
+
+def _h11_buffered(conn: h11.Connection) -> int:
+    """How many received bytes h11 has not parsed yet.
+
+    ``trailing_data``, h11's public view, copies them: per request that would make a long
+    run of pipelined requests cost quadratic time. Only the length is needed here.
+    """
+    return len(conn._receive_buffer)
 
 
 def _content_length(request: h11.Request) -> int | None:

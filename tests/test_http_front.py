@@ -567,7 +567,7 @@ def test_negative_stream_id_is_a_local_error() -> None:
     conn = ServerConnection(0.0)
     feed(conn, SSE_GET)
     conn.accept_sse(now=0.0)
-    with pytest.raises(LocalProtocolError, match="not negative"):
+    with pytest.raises(LocalProtocolError, match="stream ids"):
         conn.open_stream(-1, 0.0)
 
 

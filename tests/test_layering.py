@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import diaproto.adapters
+
 ROOT = Path(__file__).resolve().parent.parent
 CORE = ROOT / "diaproto"
 ADAPTERS = ROOT / "adapters"
@@ -73,8 +75,6 @@ def test_adapters_make_no_protocol_decisions() -> None:
 
 
 def test_adapters_are_importable_under_the_package() -> None:
-    import diaproto.adapters
-
     assert Path(diaproto.adapters.__file__).resolve().parent == ADAPTERS
 
 

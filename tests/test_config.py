@@ -1,0 +1,34 @@
+"""Settings refuse inconsistent values at construction, not at the first busy moment."""
+
+from __future__ import annotations
+
+import pytest
+
+from diaproto import ConnectionConfig, SchedulerConfig
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"low_watermark": 2, "high_watermark": 1}, "low_watermark <= high_watermark"),
+        ({"high_watermark": 10, "max_buffered": 5, "low_watermark": 1}, "max_buffered"),
+        ({"low_watermark": -1}, "0 <= low_watermark"),
+        ({"batch_bytes": 0}, "must be positive"),
+        ({"quantum": 0}, "must be positive"),
+        ({"write_window": 0}, "must be positive"),
+        ({"linger": -0.001}, "linger must not be negative"),
+    ],
+)
+def test_scheduler_config_rejects_inconsistent_values(
+    kwargs: dict[str, float], message: str
+) -> None:
+    with pytest.raises(ValueError, match=message):
+        SchedulerConfig(**kwargs)  # type: ignore[arg-type]
+
+
+def test_defaults_are_consistent_and_frozen() -> None:
+    config = ConnectionConfig()
+    s = config.scheduler
+    assert 0 <= s.low_watermark <= s.high_watermark <= s.max_buffered
+    with pytest.raises(AttributeError):
+        config.sse_retry_ms = 5  # type: ignore[misc]
