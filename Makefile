@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint typecheck pytest fuzz fuzz-long clean
+.PHONY: run test lint typecheck pytest fuzz fuzz-atheris clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -31,6 +31,11 @@ pytest: $(STAMP)
 # A long fuzzing run of every harness in fuzz/ (hypothesis-driven; atheris where it installs).
 fuzz: $(STAMP)
 	$(BIN)/python -m fuzz --seconds $${FUZZ_SECONDS:-600}
+
+# The same harnesses under coverage-guided libFuzzer (atheris installs from PyPI on Linux).
+fuzz-atheris: $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[fuzz]'
+	$(BIN)/python -m fuzz --engine atheris --seconds $${FUZZ_SECONDS:-600}
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis .coverage

@@ -119,12 +119,14 @@ class Scheduler(Generic[T]):
         grace: float = 5.0,
         replay: ReplayBuffer[T] | None = None,
     ) -> None:
-        """Register a stream. ``limit`` is its share in queued bytes (default: high watermark)."""
+        """Register a stream. ``limit`` is its share in queued bytes (default: high watermark,
+        which a config may set to 0: then the stream is over its share with anything queued).
+        """
         if stream_id in self._streams:
             raise LocalProtocolError(f"stream {stream_id} is already open")
-        share = self.config.high_watermark if limit is None else limit
-        if share <= 0:
+        if limit is not None and limit <= 0:
             raise LocalProtocolError("a stream's limit must be positive")
+        share = self.config.high_watermark if limit is None else limit
         self._streams[stream_id] = _Stream(
             stream_id=stream_id,
             priority=Priority(priority),
@@ -454,7 +456,8 @@ class Scheduler(Generic[T]):
                 stream.over_since = None
 
     def _update_pauses(self) -> None:
-        """Resume paused streams, and clear DISCONNECT clocks, once below the low marks."""
+        """Resume paused streams once below the low marks; stop the clock of DISCONNECT
+        streams back within their share."""
         total_low = self.buffered_bytes <= self.config.low_watermark
         for stream in self._streams.values():
             if stream.paused and total_low and stream.queued_bytes <= stream.limit // 4:

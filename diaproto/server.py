@@ -648,6 +648,7 @@ class ServerConnection:
             return
         # Both sides are DONE here: events (and so answers) come only after a whole request.
         self._h11.start_next_cycle()
+        self._request = None
         self.state = State.AWAITING_REQUEST
         self._first_cycle = False
         self._cycle_started = now
@@ -669,7 +670,8 @@ class ServerConnection:
         body = error_response_body(status, error.message)
         headers.append(("content-length", str(len(body))))
         self._h11_send(h11.Response(status_code=status, headers=encode_headers(headers)))
-        self._h11_send(h11.Data(data=body))
+        if not self._answering_head():
+            self._h11_send(h11.Data(data=body))
         self._h11_send(h11.EndOfMessage())
         self._pending = None
         self._set_closed(None, error.message)

@@ -219,7 +219,9 @@ class TestFairness:
     batch_bytes=st.integers(1, 200),
     write_window=st.integers(1, 200),
     priority=st.sampled_from(Priority),
-    backlogs=st.lists(st.lists(st.integers(0, 40), min_size=1, max_size=40), min_size=2, max_size=3),
+    backlogs=st.lists(
+        st.lists(st.integers(0, 40), min_size=1, max_size=40), min_size=2, max_size=3
+    ),
 )
 def test_drr_byte_shares_stay_within_one_quantum_and_message(
     quantum: int,
@@ -450,6 +452,16 @@ class TestBudget:
         assert scheduler.enqueue(1, "b", 10, 0.0) == 2  # exactly up to the budget is fine
         assert scheduler.buffered_bytes == 100
 
+    def test_drop_oldest_fills_its_share_exactly_before_dropping(self) -> None:
+        scheduler = make()
+        scheduler.open_stream(1, 0.0, policy=Policy.DROP_OLDEST, limit=20)
+        scheduler.enqueue(1, "a", 10, 0.0)
+        scheduler.enqueue(1, "b", 10, 0.0)
+        assert scheduler.metrics(1).drops == 0
+        scheduler.enqueue(1, "c", 1, 0.0)
+        assert scheduler.metrics(1).drops == 1
+        assert payloads(scheduler.take(0.0)) == ["b", "c"]
+
     def test_drop_oldest_makes_room_from_its_own_queue(self) -> None:
         scheduler = make(high_watermark=100, low_watermark=50, max_buffered=100)
         scheduler.open_stream(1, 0.0, credit=0)  # PAUSE, holds 60 bytes
@@ -539,9 +551,7 @@ class TestPauseResume:
         assert scheduler.queued_bytes(1) == 1
 
     def test_resume_needs_both_low_marks(self) -> None:
-        scheduler = make(
-            write_window=30, high_watermark=1000, low_watermark=40, max_buffered=2000
-        )
+        scheduler = make(write_window=30, high_watermark=1000, low_watermark=40, max_buffered=2000)
         scheduler.open_stream(1, 0.0, limit=40)  # resumes at <= 10 queued bytes
         for i in range(5):
             scheduler.enqueue(1, f"m{i}", 10, 0.0)
@@ -617,7 +627,9 @@ class TestDisconnect:
         # control stream (DISCONNECT, grace 0) aborted connections this way whenever a
         # PAUSE stream was legitimately over the watermark.
         scheduler = make(high_watermark=100, low_watermark=10, max_buffered=1000)
-        scheduler.open_stream(0, 0.0, priority=Priority.CONTROL, policy=Policy.DISCONNECT, grace=0.0)
+        scheduler.open_stream(
+            0, 0.0, priority=Priority.CONTROL, policy=Policy.DISCONNECT, grace=0.0
+        )
         scheduler.open_stream(1, 0.0, priority=Priority.BACKGROUND, credit=0)
         scheduler.enqueue(1, "audio", 150, 0.0)
         scheduler.enqueue(0, "ping", 4, 0.0)
@@ -843,3 +855,14 @@ class TestResume:
         scheduler.open_stream(1, 0.0)
         with pytest.raises(LocalProtocolError, match="without a replay buffer"):
             scheduler.resume(1, 0, 0.0)
+
+
+def test_zero_high_watermark_still_opens_streams() -> None:
+    # Regression: the default share (the high watermark) may be 0 in a valid config; opening
+    # a stream without a limit then failed, blaming a limit the caller never gave.
+    scheduler = make(high_watermark=0, low_watermark=0, max_buffered=100)
+    scheduler.open_stream(1, 0.0)
+    scheduler.enqueue(1, "a", 1, 0.0)
+    assert drain_events(scheduler) == [StreamPaused(1)]
+    assert payloads(scheduler.take(0.0)) == ["a"]
+    assert drain_events(scheduler) == [StreamResumed(1)]

@@ -49,7 +49,8 @@ from diaproto.scheduler import LINGERING_CLASSES, Outgoing, Policy, Priority, Sc
 
 MAX_OPEN = 5
 TIMES = st.sampled_from([0.0, 0.125, 0.25, 0.5, 1.0, 3.0])  # exact in binary
-SIZES = st.integers(0, 48) | st.integers(0, 400)
+# Small messages mostly, empty ones often (they have their own edge cases), big ones sometimes.
+SIZES = st.one_of(st.just(0), st.integers(1, 48), st.integers(1, 48), st.integers(0, 400))
 
 
 @st.composite
@@ -278,7 +279,9 @@ class SchedulerMachine(RuleBasedStateMachine):
         if classes:
             for p in Priority:
                 if p < max(classes):
-                    assert not self.eligible_in(p), f"{p.name} waited while {max(classes).name} went"
+                    assert not self.eligible_in(p), (
+                        f"{p.name} waited while {max(classes).name} went"
+                    )
         # Nothing due is held back while the batch had room.
         if window > 0 and sum(non_control) < room:
             assert not self.eligible_in(Priority.INTERACTIVE)
@@ -326,6 +329,7 @@ class SchedulerMachine(RuleBasedStateMachine):
     )
     def open_stream(
         self,
+        *,
         priority: Priority,
         policy: Policy,
         limit: int | None,
@@ -364,6 +368,19 @@ class SchedulerMachine(RuleBasedStateMachine):
     @rule(data=st.data(), size=SIZES, key=st.none() | st.integers(0, 3))
     def enqueue(self, data: st.DataObject, size: int, key: int | None) -> None:
         m = self.pick(data, [sid for sid, m in self.streams.items() if not m.finishing])
+        self.enqueue_on(m, size, key)
+
+    @precondition(lambda self: any(not m.finishing for m in self.streams.values()))
+    @rule(data=st.data(), share=st.booleans(), delta=st.sampled_from([-1, 0, 1]))
+    def enqueue_at_the_edge(self, data: st.DataObject, share: bool, delta: int) -> None:
+        """A message sized to the room left in the connection budget or in the stream's
+        share, give or take one byte: where off-by-one errors live."""
+        m = self.pick(data, [sid for sid, m in self.streams.items() if not m.finishing])
+        room = m.limit - m.bytes if share else self.cfg.max_buffered - self.buffered()
+        key = m.sid % 4 if m.policy is Policy.LATEST else None
+        self.enqueue_on(m, max(room + delta, 0), key)
+
+    def enqueue_on(self, m: Model, size: int, key: int | None) -> None:
         if m.policy is Policy.LATEST and key is None:
             key = size % 4
         self.counter += 1

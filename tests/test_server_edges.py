@@ -25,3 +25,22 @@ def test_slow_consumer_verdict_after_the_application_closed_reports_close_once()
     assert server.state is State.CLOSED
     assert [type(e) for e in events].count(ConnectionClosed) == 1
     assert any(isinstance(e, SlowConsumer) and e.stream_id == 1 for e in events)
+
+
+def test_a_bad_body_on_a_head_request_gets_an_error_head_without_a_body() -> None:
+    # Found by the atheris engine: the 400 answer must not carry a body after a HEAD.
+    from diaproto import RemoteError, ServerConnection
+
+    server = ServerConnection(0.0)
+    server.receive_data(
+        b"HEAD /c HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n3\r\ncba\n\r0\r", 0.0
+    )
+    events = []
+    while (event := server.next_event()) is not None:
+        events.append(event)
+    assert isinstance(events[0], RemoteError)
+    assert events[0].error.http_status == 400
+    out = server.data_to_send(0.0)
+    assert out.startswith(b"HTTP/1.1 400 ")
+    assert out.endswith(b"\r\n\r\n")  # the head only
+    assert server.finished
