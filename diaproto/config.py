@@ -40,6 +40,9 @@ class SchedulerConfig:
     max_buffered: int = 4 * 1024 * 1024  # hard budget per connection; never exceeded
 
     def __post_init__(self) -> None:
+        if self.max_buffered <= 0:
+            msg = "max_buffered must be positive"
+            raise ValueError(msg)
         if not 0 <= self.low_watermark <= self.high_watermark <= self.max_buffered:
             msg = "need 0 <= low_watermark <= high_watermark <= max_buffered"
             raise ValueError(msg)

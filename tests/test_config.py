@@ -17,6 +17,7 @@ from diaproto import ConnectionConfig, SchedulerConfig
         ({"quantum": 0}, "must be positive"),
         ({"write_window": 0}, "must be positive"),
         ({"linger": -0.001}, "linger must not be negative"),
+        ({"max_buffered": 0, "high_watermark": 0, "low_watermark": 0}, "max_buffered must be"),
     ],
 )
 def test_scheduler_config_rejects_inconsistent_values(

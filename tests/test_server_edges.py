@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
-from diaproto import ConnectionClosed, Policy, SchedulerConfig, SlowConsumer, State
+from diaproto import (
+    ConnectionClosed,
+    Policy,
+    RemoteError,
+    SchedulerConfig,
+    ServerConnection,
+    SlowConsumer,
+    State,
+)
 from diaproto.config import ConnectionConfig
 from diaproto.testing import sse_pair
 
@@ -29,8 +37,6 @@ def test_slow_consumer_verdict_after_the_application_closed_reports_close_once()
 
 def test_a_bad_body_on_a_head_request_gets_an_error_head_without_a_body() -> None:
     # Found by the atheris engine: the 400 answer must not carry a body after a HEAD.
-    from diaproto import RemoteError, ServerConnection
-
     server = ServerConnection(0.0)
     server.receive_data(
         b"HEAD /c HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n3\r\ncba\n\r0\r", 0.0
