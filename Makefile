@@ -9,12 +9,12 @@ STAMP := $(VENV)/.installed
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -e '.[dev,serve]'
 	touch $(STAMP)
 
+# The Dia streaming service with the embedded synthetic voice; prints the URL to open.
 run: $(STAMP)
-	@echo "diaproto serve arrives with issue 3 (the Dia streaming service); nothing to run yet."
-	@echo "The core is importable: $(BIN)/python -c 'import diaproto'"
+	$(BIN)/diaproto serve --model synthetic $(ARGS)
 
 test: lint typecheck pytest
 

@@ -75,6 +75,7 @@ class _Stream(Generic[T]):
     credit: int | None
     grace: float
     replay: ReplayBuffer[T] | None
+    record: bool
     metrics: StreamMetrics
     next_seq: int
     queue: deque[Outgoing[T]] = field(default_factory=deque)
@@ -118,9 +119,16 @@ class Scheduler(Generic[T]):
         credit: int | None = None,
         grace: float = 5.0,
         replay: ReplayBuffer[T] | None = None,
+        record: bool = True,
     ) -> None:
         """Register a stream. ``limit`` is its share in queued bytes (default: high watermark,
         which a config may set to 0: then the stream is over its share with anything queued).
+
+        With ``replay``, sequence numbers continue after the buffer's last one and every
+        message is recorded in it. ``record=False`` shares a buffer that its owner fills (one
+        generation fanned out to several listeners): the stream numbers its messages from the
+        buffer and resumes from it, but appends nothing, so the owner must append each message
+        before sending it to the listeners.
         """
         if stream_id in self._streams:
             raise LocalProtocolError(f"stream {stream_id} is already open")
@@ -135,6 +143,7 @@ class Scheduler(Generic[T]):
             credit=credit,
             grace=grace,
             replay=replay,
+            record=record,
             metrics=StreamMetrics(opened_at=now),
             next_seq=(replay.last_seq + 1) if replay is not None else 1,
         )
@@ -257,7 +266,7 @@ class Scheduler(Generic[T]):
 
         seq = stream.next_seq
         stream.next_seq += 1
-        if stream.replay is not None:
+        if stream.replay is not None and stream.record:
             stream.replay.append(seq, payload, size)
         self._append(stream, Outgoing(stream_id, seq, payload, size, key))
         self._check_over(stream, now)

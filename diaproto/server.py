@@ -325,6 +325,7 @@ class ServerConnection:
         credit: int | None = None,
         grace: float = 5.0,
         replay: ReplayBuffer[Payload] | None = None,
+        record: bool = True,
         token: str | None = None,
     ) -> None:
         """Open an outbound stream. With the wire protocol this also sends ``open``."""
@@ -340,6 +341,7 @@ class ServerConnection:
             credit=credit,
             grace=grace,
             replay=replay,
+            record=record,
         )
         if self._wire:
             self._control(encode_message(StreamOpened(stream_id, token)), now)
@@ -548,8 +550,8 @@ class ServerConnection:
                 self._control(encode_message(error), now)
             return
         if isinstance(decoded, GrantCredit):
+            # Applied here, so credit can never be forgotten; the event is for metrics.
             self._scheduler.grant_credit(decoded.stream_id, decoded.nbytes)
-            return
         if isinstance(decoded, CancelStream):
             self._scheduler.discard_stream(decoded.stream_id)
         self._events.append(decoded)

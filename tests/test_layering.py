@@ -12,6 +12,7 @@ import diaproto.adapters
 ROOT = Path(__file__).resolve().parent.parent
 CORE = ROOT / "diaproto"
 ADAPTERS = ROOT / "adapters"
+APPS = ROOT / "apps"
 
 FORBIDDEN_IN_CORE = {
     "socket", "selectors", "asyncio", "trio", "anyio", "tornado",
@@ -39,7 +40,9 @@ def imported_modules(path: Path) -> list[tuple[int, str]]:
 
 
 def core_files() -> list[Path]:
-    return [p for p in CORE.rglob("*.py") if "adapters" not in p.relative_to(CORE).parts]
+    # diaproto/adapters and diaproto/apps are symlinks to the outer layers' folders.
+    outer = {"adapters", "apps"}
+    return [p for p in CORE.rglob("*.py") if not outer & set(p.relative_to(CORE).parts)]
 
 
 def test_the_core_has_files_to_check() -> None:
@@ -110,3 +113,26 @@ def test_testing_strategies_is_the_only_module_needing_hypothesis() -> None:
         if name.split(".")[0] == "hypothesis"
     ]
     assert users == ["diaproto/testing/strategies.py"]
+
+
+# An application runs unchanged on every adapter: it names no runtime, and it speaks
+# protocols only through the core (so it imports no protocol library either).
+FORBIDDEN_IN_APPS = {"asyncio", "trio", "anyio", "tornado", "uvloop", "selectors", "socket",
+                     "h11", "wsproto"}  # fmt: skip
+
+
+def test_applications_are_runtime_neutral() -> None:
+    offences = [
+        f"{path.relative_to(ROOT)}:{line} imports {name}"
+        for path in APPS.rglob("*.py")
+        if path.name != "cli.py"  # the command line picks the adapter to run on
+        for line, name in imported_modules(path)
+        if name.split(".")[0] in FORBIDDEN_IN_APPS or name.startswith("diaproto.adapters")
+    ]
+    assert offences == []
+
+
+def test_apps_are_importable_under_the_package() -> None:
+    import diaproto.apps  # noqa: PLC0415
+
+    assert Path(diaproto.apps.__file__).resolve().parent == APPS

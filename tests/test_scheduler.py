@@ -866,3 +866,16 @@ def test_zero_high_watermark_still_opens_streams() -> None:
     assert drain_events(scheduler) == [StreamPaused(1)]
     assert payloads(scheduler.take(0.0)) == ["a"]
     assert drain_events(scheduler) == [StreamResumed(1)]
+
+
+def test_a_stream_sharing_a_replay_buffer_numbers_from_it_but_records_nothing() -> None:
+    shared: ReplayBuffer[bytes] = ReplayBuffer(7)
+    shared.append(1, b"a", 1)
+    shared.append(2, b"b", 1)
+    scheduler: Scheduler[bytes] = Scheduler()
+    scheduler.open_stream(7, 0.0, replay=shared, record=False)
+    shared.append(3, b"c", 1)  # the owner records each message before sending it
+    assert scheduler.enqueue(7, b"c", 1, 0.0) == 3
+    assert shared.last_seq == 3 and len(shared) == 3
+    assert scheduler.resume(7, 1, 0.0) == 2  # b, c again with their own numbers
+    assert [(i.seq, i.payload) for i in scheduler.take(0.0)] == [(2, b"b"), (3, b"c")]

@@ -1,0 +1,282 @@
+"""The anyio adapter: the pump loop on asyncio (optionally uvloop) or trio.
+
+Per connection, one task reads and feeds the core, one task writes what the core produced and
+sleeps until the core's next deadline or a wake-up. Nothing here decides protocol: timeouts,
+heartbeats, batching and backpressure are the core's; this file moves bytes and time.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import signal
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import anyio
+import anyio.abc
+import anyio.from_thread
+import anyio.lowlevel
+import anyio.to_thread
+from anyio.abc import SocketAttribute
+
+from diaproto.app import Application, Cancellable
+from diaproto.config import ConnectionConfig
+from diaproto.events import Event
+from diaproto.server import ServerConnection
+
+log = logging.getLogger("diaproto.adapters.anyio")
+
+READ_SIZE = 65536
+WORKER_THREADS = 256
+CLOSE_CODE_SHUTDOWN = 1001
+
+
+def now() -> float:
+    return time.monotonic()
+
+
+class _Timer:
+    def __init__(self, scope: anyio.CancelScope) -> None:
+        self._scope = scope
+
+    def cancel(self) -> None:
+        self._scope.cancel()
+
+
+class AnyioRuntime:
+    """The :class:`diaproto.app.Runtime` of one running server."""
+
+    def __init__(self, task_group: anyio.abc.TaskGroup) -> None:
+        self._tg = task_group
+        self._token = anyio.lowlevel.current_token()
+        self._loop_thread = threading.get_ident()
+        self._limiter = anyio.CapacityLimiter(WORKER_THREADS)
+
+    def now(self) -> float:
+        return now()
+
+    def call_soon_threadsafe(self, callback: Callable[[], None]) -> None:
+        if threading.get_ident() == self._loop_thread:
+            self._tg.start_soon(_call, callback)
+        else:
+            # Blocks the worker until the loop ran it: a producer can never outrun the loop.
+            anyio.from_thread.run_sync(callback, token=self._token)
+
+    def call_later(self, delay: float, callback: Callable[[], None]) -> Cancellable:
+        scope = anyio.CancelScope()
+
+        async def later() -> None:
+            with scope:
+                await anyio.sleep(delay)
+                callback()
+
+        self._tg.start_soon(later)
+        return _Timer(scope)
+
+    def start_worker(self, target: Callable[[], None], name: str = "worker") -> None:
+        async def run() -> None:
+            try:
+                await anyio.to_thread.run_sync(
+                    target, abandon_on_cancel=True, limiter=self._limiter
+                )
+            except Exception:
+                log.exception("worker %s failed", name)
+
+        self._tg.start_soon(run, name=name)
+
+
+async def _call(callback: Callable[[], None]) -> None:
+    callback()
+
+
+@dataclass(eq=False)
+class AnyioSession:
+    """The :class:`diaproto.app.Session` of one connection."""
+
+    conn: ServerConnection
+    runtime: AnyioRuntime
+    peer: str
+    _wakeup: anyio.Event = field(default_factory=anyio.Event)
+
+    def wake(self) -> None:
+        self._wakeup.set()
+
+    async def wait(self, timeout: float) -> None:
+        with anyio.move_on_after(timeout):
+            await self._wakeup.wait()
+        self._wakeup = anyio.Event()
+
+
+class Server:
+    """Accepts connections and runs the pump for each; ``stop()`` shuts down gracefully."""
+
+    def __init__(self, app: Application, config: ConnectionConfig | None = None) -> None:
+        self.app = app
+        self.config = config or ConnectionConfig()
+        self.sessions: set[AnyioSession] = set()
+        self.runtime: AnyioRuntime | None = None
+        self._stopping = anyio.Event()
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+    async def serve(
+        self, host: str, port: int, ready: Callable[[str, int], None] | None = None
+    ) -> None:
+        listener = await anyio.create_tcp_listener(local_host=host, local_port=port)
+        bound = listener.extra(SocketAttribute.local_address)
+        accepting = anyio.CancelScope()
+
+        async def accept(tg: anyio.abc.TaskGroup) -> None:
+            # Connections run in ``tg``, so they outlive this scope; the listener is closed
+            # here, by the task blocked in accept(), once it is cancelled.
+            with accepting:
+                async with listener:
+                    await listener.serve(self._handle, tg)
+
+        async with anyio.create_task_group() as tg:
+            self.runtime = AnyioRuntime(tg)
+            tg.start_soon(accept, tg)
+            if ready is not None:
+                ready(str(bound[0]), int(bound[1]))
+            await self._stopping.wait()
+            accepting.cancel()
+            await self._shut_down()
+            tg.cancel_scope.cancel()
+
+    async def _shut_down(self) -> None:
+        self.app.shutdown()
+        for session in list(self.sessions):
+            session.conn.close(now(), CLOSE_CODE_SHUTDOWN, "server shutting down")
+            _dispatch(self.app, session)
+            session.wake()
+        close_timeout = self.config.timeouts.close_timeout or 5.0
+        with anyio.move_on_after(close_timeout + 1.0):
+            while self.sessions:
+                await anyio.sleep(0.01)
+
+    async def _handle(self, stream: anyio.abc.SocketStream) -> None:
+        assert self.runtime is not None
+        address = stream.extra(SocketAttribute.remote_address)
+        peer = f"{address[0]}:{address[1]}" if isinstance(address, tuple) else str(address)
+        session = AnyioSession(ServerConnection(now(), self.config), self.runtime, peer)
+        self.sessions.add(session)
+        try:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(_reader, self.app, session, stream)
+                await _writer(self.app, session, stream)
+                tg.cancel_scope.cancel()
+        finally:
+            self.sessions.discard(session)
+            await stream.aclose()
+
+
+def _dispatch(app: Application, session: AnyioSession) -> None:
+    conn = session.conn
+    while (event := conn.next_event()) is not None:
+        _deliver(app, session, event)
+
+
+def _deliver(app: Application, session: AnyioSession, event: Event) -> None:
+    try:
+        app.handle_event(session, event)
+    except Exception:
+        # The application's bug must not take the server down: this connection ends.
+        log.exception("application failed on %s from %s", type(event).__name__, session.peer)
+        session.conn.close(now(), 1011, "internal error")
+
+
+async def _reader(app: Application, session: AnyioSession, stream: anyio.abc.ByteStream) -> None:
+    conn = session.conn
+    while not conn.finished:
+        if not conn.wants_data:
+            await session.wait(0.05)  # the core holds enough unread input: let it drain
+            continue
+        try:
+            data = await stream.receive(READ_SIZE)
+        except (anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError):
+            conn.receive_eof(now())
+            _dispatch(app, session)
+            session.wake()
+            return
+        conn.receive_data(data, now())
+        _dispatch(app, session)
+        session.wake()
+
+
+async def _writer(app: Application, session: AnyioSession, stream: anyio.abc.ByteStream) -> None:
+    conn = session.conn
+    while True:
+        data = conn.data_to_send(now())
+        _dispatch(app, session)  # taking a batch can resume paused producers
+        if data:
+            conn.set_transport_buffered(len(data))
+            try:
+                await stream.send(data)
+            except (anyio.BrokenResourceError, anyio.ClosedResourceError):
+                conn.receive_eof(now())
+                _dispatch(app, session)
+            conn.set_transport_buffered(0)
+            continue
+        if conn.finished:
+            return
+        deadline = conn.next_deadline()
+        await session.wait(math.inf if deadline is None else max(deadline - now(), 0.0))
+        if deadline is not None and now() >= deadline:
+            conn.handle_timer(now())
+            _dispatch(app, session)
+
+
+def run(
+    app: Application,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    *,
+    backend: str = "asyncio",
+    use_uvloop: bool = False,
+    config: ConnectionConfig | None = None,
+    ready: Callable[[str, int], None] | None = None,
+) -> None:
+    """Serve ``app`` until SIGINT or SIGTERM, then close every connection with 1001."""
+    server = Server(app, config)
+
+    async def main() -> None:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(_stop_on_signal, server)
+            await server.serve(host, port, ready)
+            tg.cancel_scope.cancel()
+
+    options = {"use_uvloop": True} if backend == "asyncio" and use_uvloop else {}
+    anyio.run(main, backend=backend, backend_options=options)
+
+
+async def _stop_on_signal(server: Server) -> None:
+    with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async for signum in signals:
+            log.info("received %s: shutting down", signal.Signals(signum).name)
+            server.stop()
+            return
+
+
+async def serve_in_background(
+    app: Application,
+    task_group: anyio.abc.TaskGroup,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    config: ConnectionConfig | None = None,
+) -> tuple[Server, int]:
+    """Start a server inside ``task_group`` (for tests and embedding); returns it and its port."""
+    server = Server(app, config)
+    bound: list[int] = []
+    started = anyio.Event()
+
+    def ready(_host: str, actual_port: int) -> None:
+        bound.append(actual_port)
+        started.set()
+
+    task_group.start_soon(server.serve, host, port, ready)
+    await started.wait()
+    return server, bound[0]

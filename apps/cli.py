@@ -1,0 +1,60 @@
+"""The ``diaproto`` command: ``diaproto serve`` runs the Dia streaming service."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+RUNTIMES = ("asyncio", "trio")
+MODELS = ("synthetic", "dia")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="diaproto", description="diaproto: stream model output")
+    commands = parser.add_subparsers(dest="command", required=True)
+    serve = commands.add_parser("serve", help="run the Dia streaming service")
+    serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=8000, help="port (default 8000; 0 = any)")
+    serve.add_argument("--runtime", choices=RUNTIMES, default="asyncio")
+    serve.add_argument("--uvloop", action="store_true", help="use uvloop (asyncio only)")
+    serve.add_argument("--model", choices=MODELS, default="synthetic")
+    serve.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    from diaproto.adapters.anyio import run  # noqa: PLC0415 (keeps `--help` fast)
+    from diaproto.apps.serve.app import DiaService  # noqa: PLC0415
+    from diaproto.apps.serve.sources import SourceUnavailable, load_source  # noqa: PLC0415
+
+    if args.uvloop and args.runtime != "asyncio":
+        print("diaproto: --uvloop needs --runtime asyncio", file=sys.stderr)
+        return 2
+    try:
+        source = load_source(args.model)
+    except SourceUnavailable as exc:
+        print(f"diaproto: {exc}", file=sys.stderr)
+        return 2
+    service = DiaService(source)
+
+    def ready(host: str, port: int) -> None:
+        shown = f"[{host}]" if ":" in host else host
+        print(
+            f"diaproto serving on http://{shown}:{port}/ "
+            f"(runtime {args.runtime}, model {args.model}); open it in a browser",
+            flush=True,
+        )
+
+    run(service, args.host, args.port, backend=args.runtime, use_uvloop=args.uvloop, ready=ready)
+    print("diaproto: stopped", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,396 @@
+"""The Dia streaming service as a runtime-neutral application (see :mod:`diaproto.app`).
+
+Endpoints on one port: ``/`` and ``/static/*`` (the page), ``/ws`` (diaproto.v1),
+``/v1/stream`` (SSE: GET for EventSource, POST with JSON), ``/v1/audio/speech`` (OpenAI's
+speech API), ``/metrics`` (Prometheus), ``/healthz``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import re
+import secrets
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
+
+from diaproto.app import Session
+from diaproto.apps.serve.audio import wav_header
+from diaproto.apps.serve.listeners import (
+    SpeechBodyListener,
+    SpeechSseListener,
+    StreamListener,
+)
+from diaproto.apps.serve.manager import Generation, GenerationRegistry, Listener
+from diaproto.apps.serve.metrics import CONTENT_TYPE, ServiceMetrics
+from diaproto.apps.serve.requests import (
+    BadRequest,
+    StreamRequest,
+    parse_speech_request,
+    parse_stream_json,
+    parse_stream_options,
+    parse_stream_query,
+)
+from diaproto.apps.serve.sources import Source
+from diaproto.events import (
+    ConnectionClosed,
+    Event,
+    RemoteError,
+    Request,
+    SlowConsumer,
+    SseRequest,
+    StreamFinished,
+    StreamPaused,
+    StreamResumed,
+    WebSocketRequest,
+)
+from diaproto.scheduler import Policy, Priority
+from diaproto.wire import SUBPROTOCOL, CancelStream, ErrorCode, OpenStream, ResumeStream
+
+log = logging.getLogger("diaproto.serve")
+
+STATIC = Path(__file__).resolve().parent / "static"
+STATIC_NAME = re.compile(r"^[A-Za-z0-9_-]+\.(?:html|js|css|svg|json)$")
+CONTENT_TYPES = {
+    "html": "text/html; charset=utf-8",
+    "js": "text/javascript; charset=utf-8",
+    "css": "text/css; charset=utf-8",
+    "svg": "image/svg+xml",
+    "json": "application/json",
+}
+AUDIO_STREAM_LIMIT = 128 * 1024  # a stream's share: ~1.5 s of audio queued, then it pauses
+RESUME_GRACE = 10.0  # seconds a generation waits, paused, for a listener that dropped
+SSE_STREAM_ID = 1
+
+
+@dataclass(eq=False)
+class _SessionState:
+    listeners: dict[int, tuple[Generation, Listener]] = field(default_factory=dict)
+
+
+class DiaService:
+    """The service. One instance serves every connection of one server."""
+
+    def __init__(self, source: Source, *, resume_grace: float = RESUME_GRACE) -> None:
+        self.source = source
+        self.resume_grace = resume_grace
+        self.metrics = ServiceMetrics()
+        self.generations = GenerationRegistry()
+        self._sessions: dict[Session, _SessionState] = {}
+        self._static = (
+            {
+                path.name: path.read_bytes()
+                for path in sorted(STATIC.iterdir())
+                if STATIC_NAME.match(path.name) and path.is_file()
+            }
+            if STATIC.is_dir()
+            else {}
+        )
+
+    # --- the Application interface ---------------------------------------------------------
+
+    def handle_event(self, session: Session, event: Event) -> None:
+        state = self._sessions.get(session)
+        if state is None:
+            state = self._sessions[session] = _SessionState()
+            self.metrics.connections.inc()
+        match event:
+            case Request():
+                self._request(session, event)
+            case SseRequest():
+                self._sse_request(session, event)
+            case WebSocketRequest():
+                self._websocket_request(session, event)
+            case OpenStream():
+                self._open_wire_stream(session, state, event)
+            case ResumeStream():
+                self._resume_wire_stream(session, state, event)
+            case CancelStream():
+                self._detach(state, event.stream_id, cancelled=True)
+            case StreamPaused() | StreamResumed():
+                entry = state.listeners.get(event.stream_id)
+                if entry is not None:
+                    generation, listener = entry
+                    listener.paused = isinstance(event, StreamPaused)
+                    generation.update_gate()
+            case StreamFinished():
+                self.metrics.stream_finished(event.metrics)
+                if state.listeners.pop(event.stream_id, None) is not None:
+                    self.metrics.active_streams.dec()
+            case SlowConsumer():
+                self.metrics.disconnects.labels("slow_consumer").inc()
+            case RemoteError():
+                log.info("peer %s: %s", session.peer, event.error.message)
+                if event.fatal:
+                    self.metrics.disconnects.labels("protocol_error").inc()
+            case ConnectionClosed():
+                for stream_id in list(state.listeners):
+                    self._detach(state, stream_id, cancelled=False)
+                del self._sessions[session]
+                self.metrics.connections.dec()
+        self.metrics.active_generations.set(self.generations.running_workers)
+
+    def shutdown(self) -> None:
+        self.generations.stop_all()
+
+    # --- plain HTTP ------------------------------------------------------------------------
+
+    def _request(self, session: Session, request: Request) -> None:
+        path = urlsplit(request.target).path
+        if path in ("/", "/index.html") and request.method in ("GET", "HEAD"):
+            self._static_file(session, "index.html", request)
+        elif path.startswith("/static/") and request.method in ("GET", "HEAD"):
+            self._static_file(session, path.removeprefix("/static/"), request)
+        elif path == "/healthz":
+            self._respond(session, "healthz", 200, b"ok\n", "text/plain; charset=utf-8")
+        elif path == "/metrics":
+            self._respond(session, "metrics", 200, self.metrics.exposition(), CONTENT_TYPE)
+        elif path == "/v1/audio/speech":
+            if request.method != "POST":
+                self._error(session, "speech", 405, "use POST", allow="POST")
+            else:
+                self._speech(session, request)
+        elif path == "/v1/stream":
+            if request.method == "POST":
+                # The answer is an SSE stream whatever the Accept header said.
+                self._sse_request(
+                    session,
+                    SseRequest(request.method, request.target, request.headers, request.body),
+                )
+            else:
+                self._error(
+                    session, "stream", 406, "GET /v1/stream needs 'Accept: text/event-stream'"
+                )
+        elif path == "/ws":
+            self._error(session, "ws", 426, "this endpoint speaks WebSocket (diaproto.v1)")
+        else:
+            self._error(session, "other", 404, f"no such endpoint: {path}")
+
+    def _static_file(self, session: Session, name: str, request: Request) -> None:
+        body = self._static.get(name)
+        if body is None:
+            self._error(session, "static", 404, f"no such file: {name}")
+            return
+        content_type = CONTENT_TYPES[name.rsplit(".", 1)[1]]
+        self._respond(session, "static", 200, body, content_type, cache="no-cache")
+
+    def _respond(
+        self,
+        session: Session,
+        endpoint: str,
+        status: int,
+        body: bytes,
+        content_type: str,
+        *,
+        cache: str = "no-store",
+        allow: str | None = None,
+    ) -> None:
+        headers = [("content-type", content_type), ("cache-control", cache)]
+        if allow is not None:
+            headers.append(("allow", allow))
+        session.conn.respond(status, tuple(headers), body, now=session.runtime.now())
+        self.metrics.requests.labels(endpoint, str(status)).inc()
+
+    def _error(
+        self,
+        session: Session,
+        endpoint: str,
+        status: int,
+        message: str,
+        *,
+        allow: str | None = None,
+        param: str | None = None,
+    ) -> None:
+        body = json.dumps(
+            {
+                "error": {
+                    "message": message,
+                    "type": "invalid_request_error",
+                    "param": param,
+                    "code": None,
+                }
+            }
+        ).encode()
+        self._respond(session, endpoint, status, body, "application/json", allow=allow)
+
+    # --- SSE -------------------------------------------------------------------------------
+
+    def _sse_request(self, session: Session, request: SseRequest) -> None:
+        path = urlsplit(request.target).path
+        if path != "/v1/stream":
+            self._error(session, "other", 404, f"no event stream at {path}")
+            return
+        try:
+            if request.method == "POST":
+                parsed = parse_stream_json(request.body)
+                resume_id = None
+            elif request.method == "GET":
+                parsed = parse_stream_query(request.target)
+                resume_id = _query_value(request.target, "id")
+            else:
+                self._error(session, "stream", 405, "use GET or POST", allow="GET, POST")
+                return
+        except BadRequest as exc:
+            self._error(session, "stream", 400, str(exc))
+            return
+        after = _last_event_seq(request.last_event_id)
+        token = _resume_token(resume_id, parsed) if resume_id else secrets.token_urlsafe(12)
+        generation = self.generations.get(token) if resume_id else None
+        conn, now = session.conn, session.runtime.now()
+        conn.accept_sse(now=now)
+        self.metrics.requests.labels("stream", "200").inc()
+        listener = StreamListener(session, SSE_STREAM_ID, ends_response=True)
+        if generation is None:
+            generation = self._start_generation(session, token, parsed)
+        # A resumed stream continues after Last-Event-ID; a new listener hears it all.
+        self._attach(session, generation, listener, after=after or 0, credit=None)
+
+    # --- WebSocket -------------------------------------------------------------------------
+
+    def _websocket_request(self, session: Session, request: WebSocketRequest) -> None:
+        path = urlsplit(request.target).path
+        if path != "/ws":
+            self._error(session, "ws", 404, f"no WebSocket endpoint at {path}")
+        elif SUBPROTOCOL not in request.subprotocols:
+            self._error(session, "ws", 400, f"offer the subprotocol {SUBPROTOCOL!r}")
+        else:
+            session.conn.accept_websocket(SUBPROTOCOL, now=session.runtime.now())
+            self.metrics.requests.labels("ws", "101").inc()
+
+    def _open_wire_stream(self, session: Session, state: _SessionState, event: OpenStream) -> None:
+        conn, now = session.conn, session.runtime.now()
+        if event.stream_id in state.listeners or conn.scheduler.has_stream(event.stream_id):
+            conn.fail_stream(
+                None, ErrorCode.STREAM_EXISTS, f"stream {event.stream_id} is already open", now
+            )
+            return
+        try:
+            parsed = parse_stream_options(event.text, event.voice, event.options)
+        except BadRequest as exc:
+            conn.fail_stream(event.stream_id, ErrorCode.INVALID_REQUEST, str(exc), now)
+            return
+        generation = self._start_generation(session, secrets.token_urlsafe(12), parsed)
+        listener = StreamListener(session, event.stream_id)
+        self._attach(session, generation, listener, after=None, credit=event.credit)
+
+    def _resume_wire_stream(
+        self, session: Session, state: _SessionState, event: ResumeStream
+    ) -> None:
+        conn, now = session.conn, session.runtime.now()
+        generation = self.generations.get(event.token) if event.token else None
+        if generation is None:
+            conn.fail_stream(
+                event.stream_id,
+                ErrorCode.UNKNOWN_STREAM,
+                "no generation with that resume token",
+                now,
+            )
+            return
+        if event.stream_id in state.listeners or conn.scheduler.has_stream(event.stream_id):
+            conn.fail_stream(
+                None, ErrorCode.STREAM_EXISTS, f"stream {event.stream_id} is already open", now
+            )
+            return
+        listener = StreamListener(session, event.stream_id)
+        self._attach(session, generation, listener, after=event.after, credit=None)
+
+    # --- OpenAI speech ---------------------------------------------------------------------
+
+    def _speech(self, session: Session, request: Request) -> None:
+        try:
+            speech = parse_speech_request(request.body)
+        except BadRequest as exc:
+            self._error(session, "speech", 400, str(exc), param=getattr(exc, "param", None))
+            return
+        conn, now = session.conn, session.runtime.now()
+        parsed = StreamRequest(speech.input, speech.voice, speech.speed)
+        listener: StreamListener
+        if speech.stream_format == "sse":
+            conn.accept_sse(now=now)
+            listener = SpeechSseListener(session, SSE_STREAM_ID, input_chars=len(speech.input))
+        else:
+            media = "audio/wav" if speech.response_format == "wav" else "audio/pcm"
+            conn.start_response(
+                200, (("content-type", media), ("cache-control", "no-store")), now=now
+            )
+            listener = SpeechBodyListener(session, SSE_STREAM_ID)
+        self.metrics.requests.labels("speech", "200").inc()
+        generation = self._start_generation(session, secrets.token_urlsafe(12), parsed)
+        self._attach(session, generation, listener, after=None, credit=None)
+        if speech.stream_format != "sse" and speech.response_format == "wav":
+            conn.send(SSE_STREAM_ID, wav_header(), now)
+
+    # --- generations and listeners ---------------------------------------------------------
+
+    def _start_generation(self, session: Session, token: str, request: StreamRequest) -> Generation:
+        generation = Generation(token, request, self.source, session.runtime, self._idle)
+        self.generations.add(generation)
+        generation.start()
+        return generation
+
+    def _attach(
+        self,
+        session: Session,
+        generation: Generation,
+        listener: StreamListener,
+        *,
+        after: int | None,
+        credit: int | None,
+    ) -> None:
+        conn, now = session.conn, session.runtime.now()
+        conn.open_stream(
+            listener.stream_id,
+            now,
+            priority=Priority.STREAM,
+            policy=Policy.PAUSE,
+            limit=AUDIO_STREAM_LIMIT,
+            credit=credit,
+            replay=generation.replay,
+            record=False,
+            token=generation.token,
+        )
+        self._sessions.setdefault(session, _SessionState()).listeners[listener.stream_id] = (
+            generation,
+            listener,
+        )
+        self.metrics.active_streams.inc()
+        if after is not None and not conn.resume_stream(listener.stream_id, after, now):
+            return  # a replay gap: the stream failed with replay_gap
+        if generation.failed is not None:
+            listener.fail(generation.failed, now)
+        elif generation.finished:
+            listener.end(now)
+        else:
+            generation.attach(listener)
+
+    def _detach(self, state: _SessionState, stream_id: int, *, cancelled: bool) -> None:
+        entry = state.listeners.get(stream_id)
+        if entry is None:
+            return
+        generation, listener = entry
+        generation.detach(listener, cancelled=cancelled, grace=self.resume_grace)
+
+    def _idle(self, generation: Generation) -> None:
+        self.generations.retire(generation)
+
+
+def _query_value(target: str, name: str) -> str | None:
+    values = parse_qs(urlsplit(target).query).get(name)
+    return values[0] if values else None
+
+
+def _last_event_seq(last_event_id: str | None) -> int | None:
+    if last_event_id is None or not last_event_id.isdigit():
+        return None
+    return int(last_event_id)
+
+
+def _resume_token(resume_id: str, request: StreamRequest) -> str:
+    """A client-chosen id names a generation only together with its request, so two
+    clients that pick the same id never share (or replay) each other's audio."""
+    digest = hashlib.sha256(
+        json.dumps([resume_id, request.text, request.voice, request.speed]).encode()
+    ).hexdigest()
+    return digest[:32]

@@ -1,0 +1,445 @@
+"""Speech sources: blocking iterators of PCM s16le chunks, run on a worker thread.
+
+``SyntheticSource`` makes deterministic speech-like audio with no model (tests, demos, load
+runs); ``DiaSource`` runs the real Dia model through the nari-labs ``dia`` package.
+"""
+
+from __future__ import annotations
+
+import importlib
+import math
+import random
+import re
+import threading
+import time
+import zlib
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from .audio import FRAME_BYTES, SAMPLE_RATE, duration, float_to_pcm16
+from .text import SPEAKER_TAG, split_sentences
+
+VOICES = ("S1", "S2")
+MIN_SPEED = 0.25
+MAX_SPEED = 4.0
+
+
+class Source(Protocol):
+    """What the streaming manager runs: one blocking generation per request."""
+
+    name: str
+
+    def generate(self, text: str, voice: str, speed: float) -> Iterator[bytes]:
+        """PCM s16le 44.1 kHz mono chunks of FRAME_BYTES (the last may be short).
+
+        Closing the iterator stops the work: nothing keeps computing for a gone client.
+        """
+        ...
+
+
+class SourceUnavailable(RuntimeError):
+    """The source cannot run here (package missing, weights not loadable)."""
+
+
+def check_voice_and_speed(voice: str, speed: float) -> None:
+    """Raise ValueError unless ``voice`` is S1/S2 and ``speed`` is in 0.25..4.0."""
+    if voice not in VOICES:
+        raise ValueError(f"voice must be one of {', '.join(VOICES)}, got {voice!r}")
+    if isinstance(speed, bool) or not MIN_SPEED <= speed <= MAX_SPEED:
+        raise ValueError(f"speed must be a number in {MIN_SPEED}..{MAX_SPEED}, got {speed!r}")
+
+
+def _framed(pieces: Iterable[bytes]) -> Iterator[bytes]:
+    """Re-cut PCM pieces into FRAME_BYTES chunks; only the very last chunk may be short."""
+    buf = bytearray()
+    for piece in pieces:
+        buf += piece
+        if len(buf) >= FRAME_BYTES:
+            whole = len(buf) - len(buf) % FRAME_BYTES
+            for start in range(0, whole, FRAME_BYTES):
+                yield bytes(buf[start : start + FRAME_BYTES])
+            del buf[:whole]
+    if buf:
+        yield bytes(buf)
+
+
+# --- synthetic speech -------------------------------------------------------------------
+
+_PITCH = {"S1": 115.0, "S2": 210.0}
+# First three formants (Hz) of the vowels, roughly those of an adult speaker.
+_FORMANTS = {
+    "a": (730.0, 1090.0, 2440.0),
+    "e": (530.0, 1840.0, 2480.0),
+    "i": (270.0, 2290.0, 3010.0),
+    "o": (570.0, 840.0, 2410.0),
+    "u": (300.0, 870.0, 2240.0),
+    "y": (300.0, 2000.0, 2700.0),
+    "n": (250.0, 1100.0, 2500.0),  # nasal murmur for m, n, l, r, w onsets
+}
+_VOWEL_GROUP = re.compile(r"[aeiouyàáâäåèéêëìíîïòóôöùúûü]+")
+_TOKEN = re.compile(r"\[S[12]\]|[^\W_]+(?:'[^\W_]+)*|[,;:]|[.!?…]+")
+_ACCENTS = str.maketrans("àáâäåèéêëìíîïòóôöùúûü", "aaaaaeeeeiiiioooouuuu")
+_TABLE_SIZE = 1024
+_FORMANT_GAINS = (1.0, 0.7, 0.4)
+_BANDWIDTHS = (80.0, 100.0, 140.0)
+_SIBILANTS = frozenset("szcxj")
+_PLOSIVES = frozenset("ptkbdgq")
+_SONORANTS = frozenset("mnlrw")
+WORD_PAUSE = 0.06
+COMMA_PAUSE = 0.20
+SENTENCE_PAUSE = 0.35
+
+
+@dataclass(frozen=True)
+class _Syllable:
+    onset: str  # consonant letters before the vowel
+    vowel: str  # vowel letters (plain a e i o u y)
+    coda: str  # consonants after the word's last vowel (empty for other syllables)
+    seed: int  # makes the consonant noise differ between words
+
+
+@dataclass(frozen=True)
+class _Word:
+    syllables: tuple[_Syllable, ...]
+    voice: str
+    pause: float  # silence after the word, before speed scaling
+
+
+def _syllables(word: str, seed: int) -> tuple[_Syllable, ...]:
+    low = word.lower()
+    groups = list(_VOWEL_GROUP.finditer(low))
+    if not groups:
+        # Digits, "hmm", non-Latin scripts: one syllable per two characters, vowel by code.
+        return tuple(
+            _Syllable(low[i], "aeiou"[ord(low[i]) % 5], "", seed + i) for i in range(0, len(low), 2)
+        )
+    out: list[_Syllable] = []
+    start = 0
+    for n, group in enumerate(groups):
+        coda = low[group.end() :] if n == len(groups) - 1 else ""
+        vowel = group.group().translate(_ACCENTS)
+        out.append(_Syllable(low[start : group.start()], vowel, coda, seed + n))
+        start = group.end()
+    return tuple(out)
+
+
+def _sentence_words(sentence: str, voice: str, index: int) -> tuple[list[_Word], str]:
+    """Words of one sentence with the pause after each; returns the voice in force after."""
+    words: list[_Word] = []
+    for token in _TOKEN.findall(sentence):
+        if SPEAKER_TAG.fullmatch(token):
+            voice = token[1:3]
+        elif token[0] in ",;:":
+            if words:
+                last = words[-1]
+                words[-1] = _Word(last.syllables, last.voice, max(last.pause, COMMA_PAUSE))
+        elif token[0] in ".!?…":
+            continue
+        else:
+            seed = zlib.crc32(f"{index}:{len(words)}:{token}:{voice}".encode())
+            words.append(_Word(_syllables(token, seed), voice, WORD_PAUSE))
+    if words:
+        last = words[-1]
+        words[-1] = _Word(last.syllables, last.voice, SENTENCE_PAUSE)
+    return words, voice
+
+
+def _wavetable(f0: float, vowel: str) -> list[float]:
+    """One pitch period whose harmonics are weighted by the vowel's formants."""
+    formants = _FORMANTS.get(vowel, _FORMANTS["a"])
+    harmonics: list[tuple[int, float]] = []
+    k = 1
+    while k * f0 < 4000.0 and k < 40:
+        f = k * f0
+        resonance = sum(
+            amp / (1.0 + ((f - formant) / bandwidth) ** 2)
+            for formant, amp, bandwidth in zip(formants, _FORMANT_GAINS, _BANDWIDTHS, strict=True)
+        )
+        # The glottal source falls with frequency; the formants stand out well above it.
+        harmonics.append((k, (0.02 + resonance) / math.sqrt(k)))
+        k += 1
+    step = 2.0 * math.pi / _TABLE_SIZE
+    table = [sum(w * math.sin(h * i * step) for h, w in harmonics) for i in range(_TABLE_SIZE)]
+    peak = max(abs(v) for v in table) or 1.0
+    return [v / peak for v in table]
+
+
+def _voiced(
+    seconds: float, f_start: float, f_end: float, vowel: str, amplitude: float
+) -> list[float]:
+    """A vowel (or diphthong) with a pitch glide and an attack/decay envelope."""
+    n = max(1, int(seconds * SAMPLE_RATE))
+    first = _wavetable(f_start, vowel[0])
+    last = _wavetable(f_start, vowel[-1]) if vowel[-1] != vowel[0] else first
+    attack = max(1, int(0.012 * SAMPLE_RATE))
+    release_start = int(n * 0.65)
+    release = max(1, n - release_start)
+    out = [0.0] * n
+    phase = 0.0
+    glide = (f_end - f_start) / n
+    inv_rate = 1.0 / SAMPLE_RATE
+    for i in range(n):
+        phase += (f_start + glide * i) * inv_rate
+        phase -= int(phase)
+        idx = int(phase * _TABLE_SIZE)
+        t = i / n
+        sample = first[idx] + (last[idx] - first[idx]) * t
+        if i < attack:
+            env = i / attack
+        elif i >= release_start:
+            env = 0.5 + 0.5 * math.cos(math.pi * (i - release_start) / release)
+        else:
+            env = 1.0
+        out[i] = amplitude * env * sample
+    return out
+
+
+def _noise(seconds: float, letters: str, seed: int, amplitude: float) -> list[float]:
+    """A consonant: hiss for sibilants, a short burst for plosives, breath otherwise."""
+    rng = random.Random(seed)
+    n = max(1, int(seconds * SAMPLE_RATE))
+    sibilant = bool(_SIBILANTS.intersection(letters))
+    out = [0.0] * n
+    prev = 0.0
+    for i in range(n):
+        white = rng.uniform(-1.0, 1.0)
+        # A first difference tilts sibilants towards high frequencies; a one-pole low-pass
+        # makes the others duller, so the spectrum changes from consonant to consonant.
+        value = (white - prev) * 0.5 if sibilant else prev + 0.35 * (white - prev)
+        prev = white if sibilant else value
+        env = math.sin(math.pi * i / n)
+        out[i] = amplitude * env * value
+    return out
+
+
+def _consonant(letters: str, seed: int, f0: float, scale: float) -> list[float]:
+    if not letters:
+        return []
+    first = letters[0]
+    if first in _SONORANTS and len(letters) == 1:
+        return _voiced(0.045 * scale, f0, f0, "n", 0.18)
+    if first in _PLOSIVES:
+        # A closure (silence) then a release burst.
+        closure = [0.0] * int(0.02 * scale * SAMPLE_RATE)
+        return closure + _noise((0.015 + 0.01 * len(letters)) * scale, letters, seed, 0.35)
+    return _noise((0.04 + 0.015 * len(letters)) * scale, letters, seed, 0.22)
+
+
+def _sentence_audio(words: list[_Word], speed: float) -> Iterator[list[float]]:
+    scale = 1.0 / speed
+    total = sum(len(w.syllables) for w in words)
+    position = 0
+    for w_index, word in enumerate(words):
+        base = _PITCH[word.voice]
+        # Each word gets its own small pitch offset, so repeated words still vary.
+        jitter = 1.0 + ((word.syllables[0].seed % 17) - 8) / 200.0
+        for s_index, syl in enumerate(word.syllables):
+            # Declination: pitch falls across the sentence, as in read speech.
+            f_start = base * jitter * (1.12 - 0.25 * position / max(1, total - 1))
+            f_end = base * jitter * (1.12 - 0.25 * (position + 0.8) / max(1, total - 1))
+            last_syllable = w_index == len(words) - 1 and s_index == len(word.syllables) - 1
+            vowel_seconds = min(0.2, 0.09 + 0.03 * (len(syl.vowel) - 1))
+            if s_index == 0:
+                vowel_seconds *= 1.15  # stress the first syllable of each word
+            if last_syllable:
+                vowel_seconds *= 1.4  # phrase-final lengthening
+            amplitude = 0.55 if s_index == 0 else 0.42
+            yield _consonant(syl.onset, syl.seed, f_start, scale)
+            yield _voiced(vowel_seconds * scale, f_start, f_end, syl.vowel, amplitude)
+            if syl.coda:
+                yield _consonant(syl.coda, syl.seed + 7919, f_end, scale * 0.8)
+            position += 1
+        yield [0.0] * int(word.pause * scale * SAMPLE_RATE)
+
+
+def synthesize(text: str, voice: str, speed: float = 1.0) -> Iterator[bytes]:
+    """Deterministic speech-like PCM for ``text``, unpaced, in FRAME_BYTES chunks."""
+    check_voice_and_speed(voice, speed)
+
+    def pieces() -> Iterator[bytes]:
+        current = voice
+        for index, sentence in enumerate(split_sentences(text)):
+            words, current = _sentence_words(sentence, current, index)
+            for samples in _sentence_audio(words, speed):
+                yield float_to_pcm16(samples)
+
+    return _framed(pieces())
+
+
+class SyntheticSource:
+    """Speech-like audio without a model, paced like a model running faster than real time."""
+
+    name: str = "synthetic"
+
+    def __init__(
+        self,
+        real_time_factor: float = 0.4,
+        first_chunk_latency: float = 0.15,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        if real_time_factor < 0 or first_chunk_latency < 0:
+            raise ValueError("real_time_factor and first_chunk_latency must not be negative")
+        self.real_time_factor = real_time_factor
+        self.first_chunk_latency = first_chunk_latency
+        self._sleep = sleep
+
+    def generate(self, text: str, voice: str, speed: float) -> Iterator[bytes]:
+        """Chunks of :func:`synthesize`, each after the time a model would take for it."""
+        return self._paced(synthesize(text, voice, speed))
+
+    def _paced(self, chunks: Iterator[bytes]) -> Iterator[bytes]:
+        if self.first_chunk_latency > 0:
+            self._sleep(self.first_chunk_latency)
+        owed = 0.0
+        for chunk in chunks:
+            owed += self.real_time_factor * duration(len(chunk))
+            # One chunk is ~4.6 ms of waiting at rtf 0.4: pay in slices of at least 5 ms,
+            # since shorter sleeps overshoot by the timer's granularity.
+            if owed >= 0.005:
+                self._sleep(owed)
+                owed = 0.0
+            yield chunk
+        if owed > 0:
+            self._sleep(owed)
+
+
+# --- the Dia model ----------------------------------------------------------------------
+
+DIA_MODEL_NAME = "nari-labs/Dia-1.6B-0626"
+DIA_INSTALL_HINT = (
+    "the Dia source needs Nari Labs' Dia package, which is not on PyPI (PyPI's 'dia' is an "
+    "unrelated project): pip install 'nari-tts @ git+https://github.com/nari-labs/dia.git' "
+    "(it brings torch and torchaudio). A CUDA GPU is recommended: on a CPU Dia runs far "
+    "slower than real time. The weights (~6 GB) are fetched from the Hugging Face Hub on "
+    "first use."
+)
+
+
+def _floats(audio: object) -> list[float]:
+    """Dia's float32 array (or any sequence of floats, mono) as a flat list."""
+    if audio is None:
+        return []  # Dia returns None when it generated nothing
+    tolist = getattr(audio, "tolist", None)
+    values: Any = tolist() if callable(tolist) else list(audio)  # type: ignore[call-overload]
+    if isinstance(values, float | int):
+        return [float(values)]
+    flat: list[float] = []
+    for value in values:
+        # (1, n) or (n, 1) shapes: mono either way.
+        if isinstance(value, list):
+            flat.extend(float(v) for v in value)
+        else:
+            flat.append(float(value))
+    return flat
+
+
+def resample(samples: Sequence[float], speed: float) -> list[float]:
+    """Play ``samples`` ``speed`` times faster by linear interpolation (pitch moves too)."""
+    n = len(samples)
+    if n == 0 or speed == 1.0:
+        return list(samples)
+    m = max(1, round(n / speed))
+    out = [0.0] * m
+    last = n - 1
+    for j in range(m):
+        pos = j * speed
+        i = int(pos)
+        if i >= last:
+            out[j] = samples[last]
+        else:
+            frac = pos - i
+            out[j] = samples[i] + (samples[i + 1] - samples[i]) * frac
+    return out
+
+
+def _load_dia(model_name: str, device: str | None, compute_dtype: str) -> object:
+    try:
+        module = importlib.import_module("dia.model")
+        dia_class = module.Dia
+    except (ImportError, AttributeError) as exc:
+        raise SourceUnavailable(DIA_INSTALL_HINT) from exc
+    kwargs: dict[str, object] = {"compute_dtype": compute_dtype}
+    if device is not None:
+        torch = importlib.import_module("torch")
+        kwargs["device"] = torch.device(device)
+    try:
+        return dia_class.from_pretrained(model_name, **kwargs)
+    except Exception as exc:
+        raise SourceUnavailable(
+            f"could not load the Dia model {model_name!r}: {exc}. The weights come from the "
+            "Hugging Face Hub (network needed on first use, then cached); a GPU is recommended."
+        ) from exc
+
+
+class DiaSource:
+    """The Dia model. Text is generated a few sentences per call, so the first audio comes
+    after one short generation, and closing the iterator stops before the next call.
+
+    Dia's ``generate`` is one blocking call per text and the model is not safe to share
+    between threads, so calls are serialised with a lock.
+    """
+
+    name: str = "dia"
+
+    def __init__(
+        self,
+        model: object | None = None,
+        *,
+        model_name: str = DIA_MODEL_NAME,
+        device: str | None = None,
+        compute_dtype: str = "float32",
+        max_chars_per_call: int = 300,
+        generate_options: Mapping[str, object] | None = None,
+    ) -> None:
+        if model is None:
+            model = _load_dia(model_name, device, compute_dtype)
+        generate = getattr(model, "generate", None)
+        if not callable(generate):
+            raise TypeError("model must have a generate(text, ...) method like dia.model.Dia")
+        self._generate: Callable[..., object] = generate
+        self.model = model
+        self.max_chars_per_call = max_chars_per_call
+        # torch.compile takes about a minute and works on CUDA only: off unless asked for.
+        self.generate_options: dict[str, object] = {"use_torch_compile": False, "verbose": False}
+        self.generate_options.update(generate_options or {})
+        self._lock = threading.Lock()
+
+    def batches(self, text: str, voice: str) -> list[str]:
+        """The texts passed to Dia, each starting with the speaker tag in force."""
+        out: list[str] = []
+        current: list[str] = []
+        for sentence in split_sentences(text):
+            if current and len(" ".join([*current, sentence])) > self.max_chars_per_call:
+                out.append(" ".join(current))
+                current = []
+            current.append(sentence)
+        if current:
+            out.append(" ".join(current))
+        tagged: list[str] = []
+        speaker = f"[{voice}]"
+        for batch in out:
+            full = batch if SPEAKER_TAG.match(batch) else f"{speaker} {batch}"
+            speaker = SPEAKER_TAG.findall(full)[-1]
+            tagged.append(full)
+        return tagged
+
+    def generate(self, text: str, voice: str, speed: float) -> Iterator[bytes]:
+        """PCM chunks of Dia's speech for ``text``; ``speed`` resamples the output."""
+        check_voice_and_speed(voice, speed)
+        return _framed(self._pieces(self.batches(text, voice), speed))
+
+    def _pieces(self, batches: list[str], speed: float) -> Iterator[bytes]:
+        for batch in batches:
+            with self._lock:
+                audio = self._generate(batch, **self.generate_options)
+            yield float_to_pcm16(resample(_floats(audio), speed))
+
+
+def load_source(name: str, **options: Any) -> Source:
+    """The source called ``name`` ("synthetic" or "dia"), built with ``options``."""
+    if name == "synthetic":
+        return SyntheticSource(**options)
+    if name == "dia":
+        return DiaSource(**options)
+    raise ValueError(f"unknown source {name!r}: valid sources are dia, synthetic")

@@ -1,0 +1,79 @@
+"""The runtime-neutral application interface: what every adapter gives an application.
+
+An application is written once against these three types and runs unchanged on every
+adapter (anyio on asyncio or trio, tornado, raw sockets). Types only: no I/O here.
+
+- The adapter owns sockets, one timer per connection, the event loop and worker threads.
+- It hands every core event of a connection to :meth:`Application.handle_event`, on the loop
+  thread, together with that connection's :class:`Session`.
+- The application answers through ``session.conn`` (the core's :class:`ServerConnection`:
+  ``respond``, ``accept_sse``, ``open_stream``, ``send``, ...) and then calls
+  ``session.wake()`` when it did so outside ``handle_event`` (from a callback), so the adapter
+  writes what the core produced. Inside ``handle_event`` the adapter writes afterwards anyway.
+- Blocking work (a model generating audio) runs through ``runtime.start_worker``; a worker
+  hands results back to the loop with ``runtime.call_soon_threadsafe``. Backpressure reaches
+  the producer as ``StreamPaused`` / ``StreamResumed`` events.
+- A connection's end is the core's ``ConnectionClosed`` event; the adapter turns a reset or
+  a vanished peer into one too (through ``receive_eof``). Nothing else signals it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Protocol
+
+from diaproto.events import Event
+from diaproto.server import ServerConnection
+
+
+class Cancellable(Protocol):
+    def cancel(self) -> None: ...
+
+
+class Runtime(Protocol):
+    """What an application may ask of the event loop it runs on."""
+
+    def now(self) -> float:
+        """Monotonic seconds: the clock every ``now`` argument of the core takes."""
+        ...
+
+    def call_soon_threadsafe(self, callback: Callable[[], None]) -> None:
+        """Run ``callback`` on the loop thread, soon; callable from any thread."""
+        ...
+
+    def call_later(self, delay: float, callback: Callable[[], None]) -> Cancellable:
+        """Run ``callback`` on the loop thread after ``delay`` seconds."""
+        ...
+
+    def start_worker(self, target: Callable[[], None], name: str = "worker") -> None:
+        """Run a blocking function on a worker thread (not the loop)."""
+        ...
+
+
+class Session(Protocol):
+    """One connection, as the application sees it."""
+
+    @property
+    def conn(self) -> ServerConnection: ...
+
+    @property
+    def runtime(self) -> Runtime: ...
+
+    @property
+    def peer(self) -> str:
+        """The peer's address, for logs."""
+        ...
+
+    def wake(self) -> None:
+        """The core has output ready (sent from a callback): write it soon. Loop thread."""
+        ...
+
+
+class Application(Protocol):
+    def handle_event(self, session: Session, event: Event) -> None:
+        """One core event of one connection, on the loop thread."""
+        ...
+
+    def shutdown(self) -> None:
+        """The server is stopping: stop producers (connections are being closed with 1001)."""
+        ...

@@ -1,0 +1,383 @@
+"""Speech sources: the synthetic voice sounds like speech and is paced; Dia is driven right."""
+
+from __future__ import annotations
+
+import math
+import struct
+import sys
+import types
+from collections.abc import Iterator
+
+import pytest
+
+from diaproto.apps.serve import sources
+from diaproto.apps.serve.audio import FRAME_BYTES, SAMPLE_RATE, duration, float_to_pcm16
+from diaproto.apps.serve.sources import (
+    DiaSource,
+    Source,
+    SourceUnavailable,
+    SyntheticSource,
+    load_source,
+    resample,
+    synthesize,
+)
+
+
+def samples(pcm: bytes) -> list[float]:
+    return [v / 32767 for v in struct.unpack(f"<{len(pcm) // 2}h", pcm)]
+
+
+def speak(text: str, voice: str = "S1", speed: float = 1.0) -> bytes:
+    return b"".join(synthesize(text, voice, speed))
+
+
+def windows(x: list[float], ms: float = 10.0) -> list[list[float]]:
+    n = int(SAMPLE_RATE * ms / 1000)
+    return [x[i : i + n] for i in range(0, len(x) - n + 1, n)]
+
+
+def rms(w: list[float]) -> float:
+    return math.sqrt(sum(v * v for v in w) / len(w))
+
+
+def zcr(w: list[float]) -> float:
+    return sum(1 for a, b in zip(w, w[1:], strict=False) if (a < 0) != (b < 0)) / len(w)
+
+
+def pitch(x: list[float]) -> float:
+    """The f0 of a voiced stretch by autocorrelation over 80..400 Hz."""
+    best_lag, best = 0, -math.inf
+    for lag in range(SAMPLE_RATE // 400, SAMPLE_RATE // 80):
+        score = sum(x[i] * x[i + lag] for i in range(len(x) - lag)) / (len(x) - lag)
+        if score > best:
+            best_lag, best = lag, score
+    return SAMPLE_RATE / best_lag
+
+
+def longest_silence(x: list[float]) -> float:
+    longest = run = 0
+    for v in x:
+        run = run + 1 if v == 0.0 else 0
+        longest = max(longest, run)
+    return longest / SAMPLE_RATE
+
+
+# --- synthetic: what it sounds like -------------------------------------------------------
+
+
+def test_deterministic_and_text_dependent() -> None:
+    text = "[S1] Dia is an open weights model. [S2] You get full control!"
+    assert speak(text) == speak(text)
+    assert speak(text) != speak("[S1] Dia is an open weights modal. [S2] You get full control!")
+    assert speak("Hello there.", "S1") != speak("Hello there.", "S2")
+    assert speak("Hello there.", speed=1.0) != speak("Hello there.", speed=1.5)
+
+
+def test_chunks_are_whole_frames_but_the_last() -> None:
+    chunks = list(synthesize("Stream me in frames, please.", "S1", 1.0))
+    assert len(chunks) > 10
+    assert all(len(c) == FRAME_BYTES for c in chunks[:-1])
+    assert 0 < len(chunks[-1]) <= FRAME_BYTES
+
+
+def test_not_silence_and_not_a_constant_tone() -> None:
+    x = samples(speak("She sells sea shells, by the sea shore. Quietly!"))
+    levels = [rms(w) for w in windows(x)]
+    assert max(levels) > 0.15  # clearly audible
+    assert min(levels) < 0.001  # pauses between words and sentences
+    active = [w for w, level in zip(windows(x), levels, strict=True) if level > 0.03]
+    assert len(active) > 50
+    rates = [zcr(w) for w in active]
+    # Hiss ("s", "sh") crosses zero far more often than vowels do.
+    assert max(rates) > 4 * min(rates)
+    # The loudness of voiced stretches moves too (attack and decay), not on/off only.
+    assert len({round(level, 2) for level in levels if level > 0.03}) > 10
+
+
+def test_spectrum_changes_between_vowels() -> None:
+    # Same pitch, different vowels: the formant weighting changes the waveform's brightness.
+    def brightness(vowel: str) -> float:
+        x = samples(speak(vowel))
+        mid = x[len(x) // 8 : len(x) // 4]
+        return zcr(mid)
+
+    assert brightness("ee") > 1.5 * brightness("oo")
+
+
+def test_voices_differ_in_pitch_and_pitch_falls_across_a_sentence() -> None:
+    n = int(0.05 * SAMPLE_RATE)
+    start = int(0.02 * SAMPLE_RATE)
+    low = pitch(samples(speak("ah", "S1"))[start : start + n])
+    high = pitch(samples(speak("ah", "S2"))[start : start + n])
+    assert 95 < low < 150
+    assert 190 < high < 260
+
+    x = samples(speak("ah ah ah ah ah ah ah ah", "S1"))
+    first = pitch(x[start : start + n])
+    # The last vowel starts after the last pause of a word gap (60 ms of exact zeros).
+    last_start = max(i for i in range(1, len(x) - 1000) if x[i - 1] == 0.0 and x[i] != 0.0)
+    last = pitch(x[last_start + start : last_start + start + n])
+    assert last < 0.9 * first
+
+
+def test_pauses_grow_from_words_to_commas_to_sentences() -> None:
+    word = longest_silence(samples(speak("ah ah")))
+    comma = longest_silence(samples(speak("ah, ah")))
+    sentence = longest_silence(samples(speak("ah. ah")))
+    assert 0.05 < word < 0.08
+    assert 0.18 < comma < 0.23
+    assert 0.32 < sentence < 0.40
+
+
+@pytest.mark.parametrize("speed", [0.5, 2.0, 4.0])
+def test_speed_scales_duration(speed: float) -> None:
+    text = "Speed changes how long this sentence takes."
+    normal = len(speak(text))
+    assert len(speak(text, speed=speed)) == pytest.approx(normal / speed, rel=0.05)
+
+
+def test_words_without_vowels_and_other_scripts_still_sound() -> None:
+    for text in ("42 hmm", "Привет мир", "日本語です"):
+        x = samples(speak(text))
+        assert max(abs(v) for v in x) > 0.1
+
+
+def test_punctuation_only_text_is_silent_but_short() -> None:
+    assert speak("...") == b""
+
+
+@pytest.mark.parametrize(("voice", "speed"), [("S3", 1.0), ("s1", 1.0), ("S1", 0.2), ("S1", 5.0)])
+def test_bad_voice_or_speed_is_refused_before_any_work(voice: str, speed: float) -> None:
+    sleeps: list[float] = []
+    with pytest.raises(ValueError, match="voice must be|speed must be"):
+        SyntheticSource(sleep=sleeps.append).generate("Hi.", voice, speed)
+    assert sleeps == []
+
+
+def test_speed_true_is_not_a_number() -> None:
+    with pytest.raises(ValueError, match="speed"):
+        synthesize("Hi.", "S1", True)
+
+
+# --- synthetic: pacing ------------------------------------------------------------------
+
+
+def test_pacing_sleeps_first_latency_then_rtf_times_audio() -> None:
+    events: list[tuple[str, float]] = []
+    source = SyntheticSource(0.4, 0.15, sleep=lambda s: events.append(("sleep", s)))
+    total = 0
+    for chunk in source.generate("Pacing follows the audio duration. Yes.", "S2", 1.0):
+        events.append(("chunk", len(chunk)))
+        total += len(chunk)
+    assert events[0] == ("sleep", 0.15)
+    assert events[1][0] == "chunk" or events[2][0] == "chunk"
+    slept = [value for kind, value in events if kind == "sleep"]
+    assert sum(slept) == pytest.approx(0.15 + 0.4 * duration(total), abs=1e-9)
+    # Slices of at least 5 ms, except the remainder paid after the last chunk.
+    assert all(s >= 0.005 for s in slept[:-1])
+    assert sum(1 for kind, _ in events if kind == "chunk") > 20
+
+
+def test_zero_pacing_never_sleeps() -> None:
+    sleeps: list[float] = []
+    chunks = list(SyntheticSource(0.0, 0.0, sleep=sleeps.append).generate("Hi.", "S1", 1.0))
+    assert chunks and sleeps == []
+
+
+def test_negative_pacing_is_refused() -> None:
+    with pytest.raises(ValueError, match="negative"):
+        SyntheticSource(real_time_factor=-1)
+
+
+def test_close_stops_the_work(monkeypatch: pytest.MonkeyPatch) -> None:
+    converted: list[int] = []
+    real = sources.float_to_pcm16
+
+    def counting(xs: list[float]) -> bytes:
+        converted.append(len(xs))
+        return real(xs)
+
+    monkeypatch.setattr(sources, "float_to_pcm16", counting)
+    sleeps: list[float] = []
+    text = "This is a long text that would take many seconds to speak. " * 20
+    stream = SyntheticSource(sleep=sleeps.append).generate(text, "S1", 1.0)
+    assert isinstance(stream, Iterator)
+    next(stream)
+    done_at_close = (len(converted), len(sleeps))
+    stream.close()
+    assert (len(converted), len(sleeps)) == done_at_close
+    assert next(stream, None) is None
+    # Far less than the whole text was synthesised: work is produced on demand.
+    assert len(converted) < 10
+
+
+def test_synthetic_is_a_source() -> None:
+    source: Source = load_source("synthetic", sleep=lambda s: None)
+    assert source.name == "synthetic"
+    assert isinstance(source, SyntheticSource)
+
+
+# --- Dia --------------------------------------------------------------------------------
+
+
+class FakeArray:
+    """Stands in for numpy's float32 array: only tolist() is used."""
+
+    def __init__(self, values: list[float] | list[list[float]]) -> None:
+        self.values = values
+
+    def tolist(self) -> list[float] | list[list[float]]:
+        return self.values
+
+
+def tone(n: int) -> list[float]:
+    return [0.5 * math.sin(2 * math.pi * 220 * i / SAMPLE_RATE) for i in range(n)]
+
+
+class FakeDia:
+    """dia.model.Dia's generate signature (nari-labs/dia, dia/model.py), no model."""
+
+    def __init__(self, samples_per_char: int = 300, shape: str = "1d") -> None:
+        self.calls: list[tuple[str, dict[str, object]]] = []
+        self.samples_per_char = samples_per_char
+        self.shape = shape
+
+    def generate(
+        self,
+        text: str | list[str],
+        max_tokens: int = 3072,
+        cfg_scale: float = 3.0,
+        temperature: float = 1.2,
+        top_p: float = 0.95,
+        use_torch_compile: bool = False,
+        cfg_filter_top_k: int = 45,
+        audio_prompt: object = None,
+        audio_prompt_path: object = None,
+        use_cfg_filter: bool | None = None,
+        verbose: bool = False,
+    ) -> FakeArray | None:
+        assert isinstance(text, str)
+        self.calls.append(
+            (text, {"use_torch_compile": use_torch_compile, "verbose": verbose, "top_p": top_p})
+        )
+        if self.shape == "none":
+            return None
+        values = tone(self.samples_per_char * len(text))
+        return FakeArray([values] if self.shape == "2d" else values)
+
+
+def test_dia_prefixes_the_speaker_tag_and_converts_the_audio() -> None:
+    model = FakeDia()
+    chunks = list(DiaSource(model).generate("Hello there.", "S2", 1.0))
+    assert [text for text, _ in model.calls] == ["[S2] Hello there."]
+    assert model.calls[0][1] == {"use_torch_compile": False, "verbose": False, "top_p": 0.95}
+    expected = float_to_pcm16(tone(300 * len("[S2] Hello there.")))
+    assert b"".join(chunks) == expected
+    assert all(len(c) == FRAME_BYTES for c in chunks[:-1])
+
+
+def test_dia_keeps_existing_tags_and_carries_the_speaker_across_calls() -> None:
+    model = FakeDia(samples_per_char=10)
+    source = DiaSource(model, max_chars_per_call=20)
+    text = "[S1] One two three. [S2] Four five six. Seven eight. Nine."
+    assert b"".join(source.generate(text, "S1", 1.0))
+    assert [t for t, _ in model.calls] == [
+        "[S1] One two three.",
+        "[S2] Four five six.",
+        "[S2] Seven eight. Nine.",
+    ]
+
+
+def test_dia_chunks_are_whole_frames_across_calls() -> None:
+    model = FakeDia(samples_per_char=7)  # odd lengths: call boundaries fall inside frames
+    chunks = list(DiaSource(model, max_chars_per_call=10).generate("Aa. Bb. Cc. Dd.", "S1", 1.0))
+    assert len(model.calls) > 1
+    assert all(len(c) == FRAME_BYTES for c in chunks[:-1])
+
+
+def test_dia_speed_resamples() -> None:
+    normal = b"".join(DiaSource(FakeDia()).generate("Hello there.", "S1", 1.0))
+    fast = b"".join(DiaSource(FakeDia()).generate("Hello there.", "S1", 2.0))
+    assert len(fast) == pytest.approx(len(normal) / 2, abs=4)
+
+
+def test_dia_close_stops_before_the_next_call() -> None:
+    model = FakeDia(samples_per_char=2000)
+    stream = DiaSource(model, max_chars_per_call=20).generate("One. Two. Three. Four.", "S1", 1)
+    next(stream)
+    stream.close()
+    assert len(model.calls) == 1
+
+
+def test_dia_accepts_2d_mono_and_nothing_generated() -> None:
+    flat = b"".join(DiaSource(FakeDia()).generate("Hi.", "S1", 1.0))
+    assert b"".join(DiaSource(FakeDia(shape="2d")).generate("Hi.", "S1", 1.0)) == flat
+    assert list(DiaSource(FakeDia(shape="none")).generate("Hi.", "S1", 1.0)) == []
+
+
+def test_dia_generate_options_pass_through() -> None:
+    model = FakeDia()
+    list(DiaSource(model, generate_options={"top_p": 0.8}).generate("Hi.", "S1", 1.0))
+    assert model.calls[0][1]["top_p"] == 0.8
+
+
+def test_dia_validates_arguments() -> None:
+    with pytest.raises(TypeError, match="generate"):
+        DiaSource(object())
+    with pytest.raises(ValueError, match="voice"):
+        DiaSource(FakeDia()).generate("Hi.", "alloy", 1.0)
+
+
+def test_dia_missing_package_names_the_install(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "dia", None)  # import fails even if something is installed
+    with pytest.raises(SourceUnavailable) as info:
+        DiaSource()
+    message = str(info.value)
+    assert "pip install 'nari-tts @ git+https://github.com/nari-labs/dia.git'" in message
+    assert "GPU" in message
+    assert isinstance(info.value, RuntimeError)
+
+
+def fake_dia_module(monkeypatch: pytest.MonkeyPatch, fail: bool = False) -> list[object]:
+    loads: list[object] = []
+
+    class Dia:
+        @classmethod
+        def from_pretrained(cls, model_name: str, **kwargs: object) -> FakeDia:
+            loads.append((model_name, kwargs))
+            if fail:
+                raise RuntimeError("no network")
+            return FakeDia()
+
+    module = types.ModuleType("dia.model")
+    module.Dia = Dia  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "dia", types.ModuleType("dia"))
+    monkeypatch.setitem(sys.modules, "dia.model", module)
+    return loads
+
+
+def test_dia_loads_the_pretrained_model_lazily(monkeypatch: pytest.MonkeyPatch) -> None:
+    loads = fake_dia_module(monkeypatch)
+    source = load_source("dia", compute_dtype="float16")
+    assert loads == [("nari-labs/Dia-1.6B-0626", {"compute_dtype": "float16"})]
+    assert source.name == "dia"
+    assert list(source.generate("Hi.", "S1", 1.0))
+
+
+def test_dia_load_failure_is_unavailable(monkeypatch: pytest.MonkeyPatch) -> None:
+    fake_dia_module(monkeypatch, fail=True)
+    with pytest.raises(SourceUnavailable, match="nari-labs/Dia-1.6B-0626.*no network"):
+        DiaSource()
+
+
+def test_unknown_source_names_the_valid_ones() -> None:
+    with pytest.raises(ValueError, match="dia, synthetic"):
+        load_source("piper")
+
+
+def test_resample_interpolates_linearly() -> None:
+    ramp = [float(i) for i in range(8)]
+    assert resample(ramp, 2.0) == [0.0, 2.0, 4.0, 6.0]
+    assert resample(ramp, 0.5) == [i / 2 for i in range(14)] + [7.0, 7.0]
+    assert resample(ramp, 1.0) == ramp
+    assert resample([], 3.0) == []
