@@ -94,14 +94,47 @@ def test_not_silence_and_not_a_constant_tone() -> None:
     assert len({round(level, 2) for level in levels if level > 0.03}) > 10
 
 
-def test_spectrum_changes_between_vowels() -> None:
-    # Same pitch, different vowels: the formant weighting changes the waveform's brightness.
-    def brightness(vowel: str) -> float:
-        x = samples(speak(vowel))
-        mid = x[len(x) // 8 : len(x) // 4]
-        return zcr(mid)
+def band(x: list[float], low: int, high: int) -> float:
+    """Energy of ``x`` between ``low`` and ``high`` Hz, sampled every 20 Hz (a slow DFT)."""
+    total = 0.0
+    for f in range(low, high, 20):
+        w = 2 * math.pi * f / SAMPLE_RATE
+        re = sum(v * math.cos(w * i) for i, v in enumerate(x))
+        im = sum(v * math.sin(w * i) for i, v in enumerate(x))
+        total += (re * re + im * im) / len(x) ** 2
+    return total
 
-    assert brightness("ee") > 1.5 * brightness("oo")
+
+def test_spectrum_follows_the_vowel() -> None:
+    def bands(vowel: str) -> tuple[float, float, float]:
+        x = samples(speak(vowel))[882 : 882 + 1500]  # inside the vowel, past the attack
+        return band(x, 100, 400), band(x, 500, 1200), band(x, 1800, 2600)
+
+    ah, ee, oo = bands("ah"), bands("ee"), bands("oo")
+    # "ee" has its second formant near 2.3 kHz; "ah" and "oo" have theirs below 1.2 kHz.
+    assert ee[2] / ee[1] > 4 * ah[2] / ah[1]
+    assert ee[2] / ee[1] > 4 * oo[2] / oo[1]
+    # "oo" has a low first formant (300 Hz), "ah" a high one (730 Hz).
+    assert oo[0] / oo[1] > 2 * ah[0] / ah[1]
+
+
+def sounds(x: list[float], gap: float = 0.03) -> list[tuple[int, int]]:
+    """(start, end) of the stretches separated by at least ``gap`` s of exact silence."""
+    out: list[tuple[int, int]] = []
+    start: int | None = None
+    zeros = 0
+    for i, v in enumerate(x):
+        if v != 0.0:
+            zeros = 0
+            start = i if start is None else start
+            continue
+        zeros += 1
+        if zeros == int(gap * SAMPLE_RATE) and start is not None:
+            out.append((start, i - zeros + 1))
+            start = None
+    if start is not None:
+        out.append((start, len(x)))
+    return out
 
 
 def test_voices_differ_in_pitch_and_pitch_falls_across_a_sentence() -> None:
@@ -113,17 +146,18 @@ def test_voices_differ_in_pitch_and_pitch_falls_across_a_sentence() -> None:
     assert 190 < high < 260
 
     x = samples(speak("ah ah ah ah ah ah ah ah", "S1"))
-    first = pitch(x[start : start + n])
-    # The last vowel starts after the last pause of a word gap (60 ms of exact zeros).
-    last_start = max(i for i in range(1, len(x) - 1000) if x[i - 1] == 0.0 and x[i] != 0.0)
-    last = pitch(x[last_start + start : last_start + start + n])
-    assert last < 0.9 * first
+    words = sounds(x)
+    assert len(words) == 8
+    f0 = [pitch(x[a + start : a + start + n]) for a, _ in words]
+    assert f0[-1] < 0.85 * f0[0]
 
 
 def test_pauses_grow_from_words_to_commas_to_sentences() -> None:
-    word = longest_silence(samples(speak("ah ah")))
-    comma = longest_silence(samples(speak("ah, ah")))
-    sentence = longest_silence(samples(speak("ah. ah")))
+    def gap(text: str) -> float:
+        x = samples(speak(text))
+        return longest_silence(x[: sounds(x)[-1][1]])  # not the pause after the last word
+
+    word, comma, sentence = gap("ah ah"), gap("ah, ah"), gap("ah. ah")
     assert 0.05 < word < 0.08
     assert 0.18 < comma < 0.23
     assert 0.32 < sentence < 0.40
