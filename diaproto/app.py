@@ -38,7 +38,12 @@ class Runtime(Protocol):
         ...
 
     def call_soon_threadsafe(self, callback: Callable[[], None]) -> None:
-        """Run ``callback`` on the loop thread, soon; callable from any thread."""
+        """Run ``callback`` on the loop thread, soon; callable from any thread.
+
+        Called from a worker, it returns once the loop has run the callback: a producer can
+        never run ahead of the loop (and so of the backpressure the loop sees). Every adapter
+        keeps this contract.
+        """
         ...
 
     def call_later(self, delay: float, callback: Callable[[], None]) -> Cancellable:
