@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from diaproto.app import Cancellable, Runtime, Session
+from diaproto.app import Cancellable, Runtime
 from diaproto.apps.serve.requests import StreamRequest
 from diaproto.apps.serve.sources import Source
 from diaproto.apps.serve.text import split_sentences
@@ -32,12 +32,19 @@ REPLAY_BYTES = 8 << 20
 KEEP_FINISHED = 64  # finished generations kept for late resumes
 
 
+class Waker(Protocol):
+    def wake(self) -> None: ...
+
+
 class Listener(Protocol):
     """One consumer of a generation: a wire stream, an SSE response, an HTTP body..."""
 
-    session: Session
-    stream_id: int
     paused: bool
+
+    @property
+    def session(self) -> Waker:
+        """Where to signal that output was queued (a :class:`diaproto.app.Session`)."""
+        ...
 
     def chunk(self, data: bytes, now: float) -> None: ...
     def end(self, now: float) -> None: ...

@@ -98,9 +98,14 @@ class CountingSource:
             self.closed += 1
 
 
+class _Session:
+    def wake(self) -> None:
+        pass
+
+
 @dataclass(eq=False)
 class RecordingListener:
-    session: object = None
+    session: _Session = field(default_factory=_Session)
     stream_id: int = 1
     paused: bool = False
     chunks: list[bytes] = field(default_factory=list)
@@ -117,11 +122,6 @@ class RecordingListener:
         self.failure = message
 
 
-class _Session:
-    def wake(self) -> None:
-        pass
-
-
 def make(
     source: CountingSource, text: str = "One. Two. Three."
 ) -> tuple[Generation, FakeRuntime, GenerationRegistry]:
@@ -133,7 +133,7 @@ def make(
 
 
 def listener() -> RecordingListener:
-    return RecordingListener(session=_Session())
+    return RecordingListener()
 
 
 def test_sentences_stream_in_order_to_every_listener_then_end() -> None:
