@@ -22,7 +22,7 @@ import urllib.request
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import pytest
 
@@ -43,7 +43,7 @@ CHROMIUM_ARGS = [
 SENTENCE = "[S1] Hello from the browser test. [S2] This audio streams as it is generated."
 
 
-def _missing(what: str) -> None:
+def _missing(what: str) -> NoReturn:
     """Skip loudly, or fail under CI=true."""
     message = f"BROWSER TEST NOT RUN: {what}"
     if os.environ.get("CI") == "true":
@@ -74,26 +74,25 @@ def server() -> Iterator[str]:
     base = f"http://127.0.0.1:{port}"
     command = [sys.executable, "-m", "diaproto.apps.cli", "serve"]
     command += ["--host", "127.0.0.1", "--port", str(port)]
-    log = tempfile.TemporaryFile()
-    process = subprocess.Popen(command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
-    try:
-        deadline = time.monotonic() + 20
-        while not _healthy(base):
-            if process.poll() is not None or time.monotonic() > deadline:
-                log.seek(0)
-                output = log.read().decode(errors="replace")
-                pytest.fail(f"the server did not become healthy:\n{output}")
-            time.sleep(0.1)
-        yield base
-    finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGINT)
-            try:
-                process.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout=5)
-        log.close()
+    with tempfile.TemporaryFile() as log:
+        process = subprocess.Popen(command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            deadline = time.monotonic() + 20
+            while not _healthy(base):
+                if process.poll() is not None or time.monotonic() > deadline:
+                    log.seek(0)
+                    output = log.read().decode(errors="replace")
+                    pytest.fail(f"the server did not become healthy:\n{output}")
+                time.sleep(0.1)
+            yield base
+        finally:
+            if process.poll() is None:
+                process.send_signal(signal.SIGINT)
+                try:
+                    process.wait(timeout=5)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    process.wait(timeout=5)
 
 
 def _speak(page: Any, transport: str) -> dict[str, Any]:
@@ -118,7 +117,7 @@ def test_page_speaks_over_websocket_and_sse(server: str) -> None:
     if not CHROMIUM.exists():
         _missing(f"{CHROMIUM} IS MISSING (apt-get install chromium)")
     try:
-        from playwright.sync_api import sync_playwright
+        from playwright.sync_api import sync_playwright  # noqa: PLC0415 (optional dependency)
     except ImportError:
         _missing("THE PLAYWRIGHT PACKAGE IS NOT INSTALLED (pip install -e '.[dev]')")
 
@@ -146,7 +145,9 @@ def test_page_speaks_over_websocket_and_sse(server: str) -> None:
             assert ws["ttfbMs"] is not None and ws["ttfbMs"] >= 0
             assert float(ws["ttfbText"]) >= 0
 
-            page.click("#stop")
+            if page.is_enabled("#stop"):  # still streaming: exercise Stop (cancel)
+                page.click("#stop")
+                assert page.evaluate("() => window.diaprotoStats.state") == "stopped"
             sse = _speak(page, "sse")
             assert sse["state"] != "error", sse
             assert sse["transport"] == "sse"
@@ -155,7 +156,7 @@ def test_page_speaks_over_websocket_and_sse(server: str) -> None:
             assert float(sse["ttfbText"]) >= 0
 
             # Let the stream run a little so the chart and the jitter have something to show.
-            page.wait_for_function("() => window.diaprotoStats.chunks >= 20", timeout=10_000)
+            page.wait_for_function("() => window.diaprotoStats.chunks >= 200", timeout=15_000)
             page.screenshot(path=str(SCREENSHOT), full_page=True)
             final = page.evaluate("() => ({...window.diaprotoStats})")
             print(f"\nwebsocket: {ws}\nsse: {sse}\nat screenshot: {final}", file=sys.stderr)

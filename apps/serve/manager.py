@@ -11,10 +11,12 @@ listener cancels, the worker stops at once; when it merely disconnects, the work
 from __future__ import annotations
 
 import logging
+import re
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Protocol
 
 from diaproto.app import Cancellable, Runtime
@@ -26,6 +28,7 @@ from diaproto.replay import ReplayBuffer
 
 log = logging.getLogger("diaproto.serve")
 
+SPEAKER_TAG = re.compile(r"\s*\[(S[12])\]")
 GATE_POLL = 0.1  # how often a held worker checks whether it was stopped
 REPLAY_MESSAGES = 4096  # about 47 s of audio at 86 chunks a second
 REPLAY_BYTES = 8 << 20
@@ -173,17 +176,20 @@ class Generation:
 
     def _produce(self) -> str | None:
         request = self.request
+        voice = request.voice
         for sentence in split_sentences(request.text):
-            chunks: Iterator[bytes] = self.source.generate(sentence, request.voice, request.speed)
+            # A speaker tag holds until the next one, across the sentences we split.
+            tag = SPEAKER_TAG.match(sentence)
+            if tag is not None:
+                voice = tag.group(1)
+            chunks = self.source.generate(sentence, voice, request.speed)
             try:
                 for data in chunks:
                     if not self._wait_for_gate():
                         return None
-                    self._to_loop(lambda data=data: self._deliver(data))  # type: ignore[misc]
+                    self._to_loop(partial(self._deliver, data))
             finally:
-                close = getattr(chunks, "close", None)
-                if close is not None:
-                    close()  # stops the source's own work (a generator's finally runs)
+                chunks.close()  # stops the source's own work (its finally blocks run)
             if self._stopped.is_set():
                 return None
         return None

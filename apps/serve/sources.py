@@ -13,7 +13,7 @@ import re
 import threading
 import time
 import zlib
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Generator, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -30,10 +30,10 @@ class Source(Protocol):
 
     name: str
 
-    def generate(self, text: str, voice: str, speed: float) -> Iterator[bytes]:
+    def generate(self, text: str, voice: str, speed: float) -> Generator[bytes, None, None]:
         """PCM s16le 44.1 kHz mono chunks of FRAME_BYTES (the last may be short).
 
-        Closing the iterator stops the work: nothing keeps computing for a gone client.
+        Closing the generator stops the work: nothing keeps computing for a gone client.
         """
         ...
 
@@ -50,7 +50,7 @@ def check_voice_and_speed(voice: str, speed: float) -> None:
         raise ValueError(f"speed must be a number in {MIN_SPEED}..{MAX_SPEED}, got {speed!r}")
 
 
-def _framed(pieces: Iterable[bytes]) -> Iterator[bytes]:
+def _framed(pieces: Iterable[bytes]) -> Generator[bytes, None, None]:
     """Re-cut PCM pieces into FRAME_BYTES chunks; only the very last chunk may be short."""
     buf = bytearray()
     for piece in pieces:
@@ -253,7 +253,7 @@ def _sentence_audio(words: list[_Word], speed: float) -> Iterator[list[float]]:
         yield [0.0] * int(word.pause * scale * SAMPLE_RATE)
 
 
-def synthesize(text: str, voice: str, speed: float = 1.0) -> Iterator[bytes]:
+def synthesize(text: str, voice: str, speed: float = 1.0) -> Generator[bytes, None, None]:
     """Deterministic speech-like PCM for ``text``, unpaced, in FRAME_BYTES chunks."""
     check_voice_and_speed(voice, speed)
 
@@ -284,11 +284,11 @@ class SyntheticSource:
         self.first_chunk_latency = first_chunk_latency
         self._sleep = sleep
 
-    def generate(self, text: str, voice: str, speed: float) -> Iterator[bytes]:
+    def generate(self, text: str, voice: str, speed: float) -> Generator[bytes, None, None]:
         """Chunks of :func:`synthesize`, each after the time a model would take for it."""
         return self._paced(synthesize(text, voice, speed))
 
-    def _paced(self, chunks: Iterator[bytes]) -> Iterator[bytes]:
+    def _paced(self, chunks: Iterator[bytes]) -> Generator[bytes, None, None]:
         if self.first_chunk_latency > 0:
             self._sleep(self.first_chunk_latency)
         owed = 0.0
@@ -424,7 +424,7 @@ class DiaSource:
             tagged.append(full)
         return tagged
 
-    def generate(self, text: str, voice: str, speed: float) -> Iterator[bytes]:
+    def generate(self, text: str, voice: str, speed: float) -> Generator[bytes, None, None]:
         """PCM chunks of Dia's speech for ``text``; ``speed`` resamples the output."""
         check_voice_and_speed(voice, speed)
         return _framed(self._pieces(self.batches(text, voice), speed))

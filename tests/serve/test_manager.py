@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import queue
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 
 import pytest
@@ -84,10 +84,12 @@ class CountingSource:
         self.fail_at = fail_at
         self.produced = 0
         self.sentences: list[str] = []
+        self.voices: list[str] = []
         self.closed = 0
 
-    def generate(self, text: str, voice: str, speed: float) -> Iterator[bytes]:
+    def generate(self, text: str, voice: str, speed: float) -> Generator[bytes, None, None]:
         self.sentences.append(text)
+        self.voices.append(voice)
         try:
             for i in range(self.per_sentence):
                 if self.fail_at is not None and self.produced == self.fail_at:
@@ -233,3 +235,12 @@ def test_no_grace_means_stop_at_once(grace: float) -> None:
     assert generation.stopped
     runtime.workers[0].join(WAIT)
     assert not generation.running
+
+
+def test_a_speaker_tag_holds_across_the_sentences_it_covers() -> None:
+    source = CountingSource(per_sentence=1)
+    generation, runtime, _ = make(source, "[S2] Hi there. How are you? [S1] Fine. Thanks.")
+    generation.attach(listener())
+    generation.start()
+    runtime.run_until(lambda: generation.finished)
+    assert source.voices == ["S2", "S2", "S1", "S1"]

@@ -64,7 +64,7 @@ def _no_space(text: str) -> str:
 
 
 sentence_text = st.lists(
-    st.sampled_from(list("ab3 .!?…,\n\t[]S12\"')(") + ["[S1]", "[S2]", "Mr.", "e.g."]),
+    st.sampled_from([*"ab3 .!?…,\n\t[]S12\"')(", "[S1]", "[S2]", "Mr.", "e.g."]),
     max_size=40,
 ).map("".join)
 

@@ -6,6 +6,7 @@ const SOURCE_RATE = 44100; // the server's PCM: s16le, 44.1 kHz, mono
 const BYTES_PER_FRAME = 2;
 const CREDIT_WINDOW = 131072; // ~1.5 s of audio ahead of playback
 const HISTORY = 240;
+const PREBUFFER_MS = 80; // audio held before playback starts, against early jitter
 
 const $ = (id) => /** @type {HTMLElement} */ (document.getElementById(id));
 const ui = {
@@ -191,7 +192,7 @@ async function speak() {
   let stream = null;
   try {
     await ensureAudio();
-    player?.port.postMessage({ type: "reset" });
+    player?.port.postMessage({ type: "reset", prebuffer: Math.round((PREBUFFER_MS / 1000) * context.sampleRate) });
     stream =
       transport === "ws"
         ? (await getSocket()).open(text, { ...options, credit: CREDIT_WINDOW, grantOn: "consumed" })
@@ -205,8 +206,8 @@ async function speak() {
       if (stream !== current) break;
       let samples = pcm.decode(chunk);
       if (resampler) samples = resampler.process(samples);
+      stats.framesToWorklet += samples.length; // before the transfer empties `samples`
       player?.port.postMessage({ type: "push", samples }, [samples.buffer]);
-      stats.framesToWorklet += samples.length;
       const s = stream.stats;
       stats.chunks = s.chunks;
       stats.bytes = s.bytes;
@@ -218,6 +219,7 @@ async function speak() {
         setState("streaming", transport === "ws" ? "WebSocket" : "SSE");
       }
     }
+    player?.port.postMessage({ type: "drain" }); // play what is left, however little
     if (stream === current) {
       setState("done", `${stats.chunks} chunks, ${(stats.bytes / (SOURCE_RATE * BYTES_PER_FRAME)).toFixed(2)} s of audio`);
     }
@@ -344,7 +346,7 @@ function drawChart() {
     g.stroke();
   }
   g.fillStyle = muted;
-  g.fillText("last ~12 s", 6, height - 4);
+  g.fillText(`buffer: last ${(HISTORY * 0.05).toFixed(0)} s · gaps: last ${HISTORY} chunks`, 6, height - 4);
 }
 
 setInterval(() => {

@@ -1,7 +1,9 @@
 // An AudioWorklet that plays float samples pushed from the page through a ring buffer.
 //
 // Messages in:  {type: "push", samples: Float32Array}   (mono, at the context's rate)
-//               {type: "reset"}                          (drop everything buffered)
+//               {type: "reset", prebuffer?: frames}      (drop everything buffered; then
+//                                                         wait for `prebuffer` frames)
+//               {type: "drain"}                          (no more input: play what is left)
 // Messages out: {type: "status", buffered, consumed, underruns}   about every 20 ms:
 //               frames buffered, frames played in total, and blocks that ran dry.
 
@@ -14,13 +16,18 @@ class PcmPlayer extends AudioWorkletProcessor {
     this.buffered = 0;
     this.consumed = 0;
     this.underruns = 0;
-    this.playing = false; // a block has been played since the buffer last ran dry
+    this.playing = false; // playing (not waiting to fill the prebuffer)
+    this.prebuffer = 0;
+    this.draining = false;
     this.sinceReport = 0;
     this.port.onmessage = ({ data }) => {
       if (data.type === "push") this.push(data.samples);
+      else if (data.type === "drain") this.draining = true;
       else if (data.type === "reset") {
         this.read = this.write = this.buffered = 0;
         this.playing = false;
+        this.draining = false;
+        this.prebuffer = data.prebuffer ?? 0;
         this.report();
       }
     };
@@ -44,7 +51,8 @@ class PcmPlayer extends AudioWorkletProcessor {
   process(_inputs, outputs) {
     const channels = outputs[0];
     const out = channels[0];
-    const n = Math.min(out.length, this.buffered);
+    if (!this.playing && (this.buffered >= this.prebuffer || this.draining) && this.buffered > 0) this.playing = true;
+    const n = this.playing ? Math.min(out.length, this.buffered) : 0;
     const ring = this.ring;
     for (let i = 0; i < n; i++) {
       out[i] = ring[this.read];
@@ -54,9 +62,8 @@ class PcmPlayer extends AudioWorkletProcessor {
     for (let c = 1; c < channels.length; c++) channels[c].set(out);
     this.buffered -= n;
     this.consumed += n;
-    if (n > 0) this.playing = true;
-    if (n < out.length && this.playing) {
-      this.underruns += 1;
+    if (this.playing && n < out.length) {
+      if (!this.draining) this.underruns += 1; // ran dry mid-stream: refill the prebuffer
       this.playing = false;
     }
     this.sinceReport += out.length;

@@ -258,7 +258,7 @@ function decodeWith(text, decide) {
  * Parse a server's control message (what a client receives), in canonical form:
  * `{type:"open",stream,token}`, `{type:"end",stream,seq}` or `{type:"error",stream,code,message}`.
  * @param {string} text
- * @returns {import("./diaproto.js").ServerMessage}
+ * @returns {import("./diaproto.d.ts").ServerMessage}
  */
 export function decodeServerMessage(text) {
   return decodeWith(text, (body, kind) => {
@@ -286,7 +286,7 @@ export function decodeServerMessage(text) {
  * Parse a client's control message (what a server receives), in canonical form.
  * The WireError's `stream` is what the server's error answer must carry.
  * @param {string} text
- * @returns {import("./diaproto.js").ClientMessage}
+ * @returns {import("./diaproto.d.ts").ClientMessage}
  */
 export function decodeClientMessage(text) {
   return decodeWith(text, (body, kind) => {
@@ -339,7 +339,7 @@ function checkJson(value, where) {
  * The canonical JSON text of a control message (either direction): members in the
  * specification's order, optional members left out when not given, no whitespace.
  * A client `open` is told from a server `open` by its `text` member.
- * @param {import("./diaproto.js").AnyMessage} message
+ * @param {import("./diaproto.d.ts").AnyMessage} message
  * @returns {string}
  */
 export function encodeMessage(message) {
@@ -838,7 +838,7 @@ export class DiaprotoSocket {
     }
   }
 
-  /** @param {import("./diaproto.js").ServerMessage} message */
+  /** @param {import("./diaproto.d.ts").ServerMessage} message */
   _control_message(message) {
     const target = message.stream === null ? undefined : this.streams.get(message.stream);
     switch (message.type) {

@@ -1,0 +1,192 @@
+// TypeScript declarations for diaproto.js (the diaproto.v1 client).
+
+export declare const SUBPROTOCOL: "diaproto.v1";
+export declare const MAX_ID: 4294967295;
+export declare const ErrorCode: Readonly<{
+  BAD_MESSAGE: "bad_message";
+  UNKNOWN_TYPE: "unknown_type";
+  UNKNOWN_STREAM: "unknown_stream";
+  STREAM_EXISTS: "stream_exists";
+  REPLAY_GAP: "replay_gap";
+  SLOW_CONSUMER: "slow_consumer";
+  INVALID_REQUEST: "invalid_request";
+  INTERNAL: "internal";
+}>;
+
+/** A received message that could not be accepted. */
+export declare class WireError extends Error {
+  constructor(code: string, message: string, stream?: number | null);
+  readonly code: string;
+  /** For client messages: the stream the server's error answer carries. */
+  readonly stream: number | null;
+}
+/** A message this side must not send. */
+export declare class LocalProtocolError extends Error {}
+/** Why a stream failed: a server error code or connection_closed, network, http_error, bad_response. */
+export declare class StreamFailure extends Error {
+  constructor(code: string, message: string, stream?: number | null);
+  readonly code: string;
+  readonly stream: number | null;
+}
+
+export interface DataRecord {
+  stream: number;
+  seq: number;
+  data: Uint8Array;
+}
+
+export type ClientMessage =
+  | { type: "open"; stream: number; text: string; voice: string | null; options: Record<string, unknown>; credit: number | null }
+  | { type: "cancel"; stream: number }
+  | { type: "credit"; stream: number; bytes: number }
+  | { type: "resume"; stream: number; after: number; token: string | null };
+
+export type ServerMessage =
+  | { type: "open"; stream: number; token: string | null }
+  | { type: "end"; stream: number; seq: number }
+  | { type: "error"; stream: number | null; code: string; message: string };
+
+/** Input of encodeMessage: optional members may be omitted. */
+export type AnyMessage =
+  | { type: "open"; stream: number; text: string; voice?: string | null; options?: Record<string, unknown> | null; credit?: number | null }
+  | { type: "open"; stream: number; token?: string | null }
+  | { type: "cancel"; stream: number }
+  | { type: "credit"; stream: number; bytes: number }
+  | { type: "resume"; stream: number; after: number; token?: string | null }
+  | { type: "end"; stream: number; seq: number }
+  | { type: "error"; stream?: number | null; code: string; message?: string | null };
+
+export declare function decodeRecords(body: ArrayBuffer | ArrayBufferView): DataRecord[];
+export declare function encodeRecords(
+  records: Iterable<{ stream: number; seq: number; data: ArrayBuffer | ArrayBufferView }>,
+): Uint8Array;
+export declare function decodeServerMessage(text: string): ServerMessage;
+export declare function decodeClientMessage(text: string): ClientMessage;
+export declare function encodeMessage(message: AnyMessage): string;
+
+export declare class StreamStats {
+  ttfbMs: number | null;
+  jitterMs: number | null;
+  meanGapMs: number | null;
+  lastGapMs: number | null;
+  chunks: number;
+  bytes: number;
+  reconnects: number;
+  startedAt: number;
+  lastArrival: number | null;
+}
+
+export type StreamState = "opening" | "open" | "ended" | "error" | "cancelled";
+
+/** A stream of PCM (or other) chunks: async-iterable, with callbacks. */
+export declare class ChunkStream implements AsyncIterable<Uint8Array> {
+  constructor(options?: { now?: () => number });
+  readonly stats: StreamStats;
+  state: StreamState;
+  error: StreamFailure | null;
+  lastSeq: number;
+  readonly done: boolean;
+  /** Settles when the stream is over: resolves on end or cancel, rejects on error. */
+  readonly finished: Promise<void>;
+  onchunk: ((chunk: Uint8Array, seq: number, stream: ChunkStream) => void) | null;
+  onend: ((lastSeq: number, stream: ChunkStream) => void) | null;
+  onerror: ((error: StreamFailure, stream: ChunkStream) => void) | null;
+  [Symbol.asyncIterator](): AsyncIterator<Uint8Array>;
+  run(): Promise<void>;
+  cancel(): void;
+  /** Bytes that left the playback buffer (grants credit back on WebSocket streams). */
+  consumed(nbytes: number): void;
+}
+
+export declare class SpeechStream extends ChunkStream {
+  readonly socket: DiaprotoSocket;
+  readonly id: number;
+  token: string | null;
+  readonly window: number | null;
+  readonly grantOn: "consumed" | "read";
+  granted: number;
+}
+
+export interface OpenOptions {
+  voice?: string;
+  speed?: number;
+  options?: Record<string, unknown>;
+  /** Credit window in bytes (default 131072); null: not credit-based. */
+  credit?: number | null;
+  /** "consumed": credit follows consumed() (a player); "read": what the application reads. */
+  grantOn?: "consumed" | "read";
+}
+
+export interface WebSocketLike {
+  readyState: number;
+  protocol?: string;
+  binaryType?: string;
+  send(data: string): void;
+  close(code?: number, reason?: string): void;
+  addEventListener?(type: string, listener: (event: any) => void): void;
+  on?(type: string, listener: (...args: any[]) => void): void;
+}
+
+export declare class DiaprotoSocket {
+  constructor(
+    target: string | URL | WebSocketLike,
+    options?: { WebSocket?: any; firstStreamId?: number; window?: number | null; grantOn?: "consumed" | "read"; now?: () => number },
+  );
+  readonly ws: WebSocketLike;
+  readonly streams: Map<number, SpeechStream>;
+  /** Resolves once open (and diaproto.v1 was selected). */
+  readonly ready: Promise<void>;
+  closed: boolean;
+  flushes: number;
+  badMessages: number;
+  onerror: ((error: { type: "error"; stream: number | null; code: string; message: string }) => void) | null;
+  onclose: ((event: unknown) => void) | null;
+  open(text: string, options?: OpenOptions): SpeechStream;
+  cancel(stream: number | SpeechStream): void;
+  flush(): void;
+  close(code?: number, reason?: string): void;
+}
+
+export interface SseEvent {
+  event: string;
+  data: string;
+  id: string | null;
+}
+
+export declare class SseParser {
+  constructor(options?: { lastEventId?: string | null; maxLine?: number });
+  lastEventId: string | null;
+  retry: number | null;
+  feed(chunk: Uint8Array | string): SseEvent[];
+}
+
+export interface SseOptions {
+  method?: "GET" | "POST";
+  body?: unknown;
+  headers?: Record<string, string>;
+  fetch?: typeof fetch;
+  maxRetries?: number;
+  retryMs?: number;
+  lastEventId?: string | null;
+  now?: () => number;
+}
+
+export declare class SseSpeechStream extends ChunkStream {
+  constructor(url: string | URL, options?: SseOptions);
+  readonly url: string;
+  readonly method: "GET" | "POST";
+  maxRetries: number;
+  retryMs: number;
+  readonly lastEventId: string | null;
+}
+
+export declare function speakSse(
+  base: string | URL,
+  text: string,
+  options?: { voice?: string; speed?: number; method?: "GET" | "POST"; fetch?: typeof fetch; maxRetries?: number; id?: string },
+): SseSpeechStream;
+
+export declare function eventSourceStream(
+  url: string | URL,
+  options?: { EventSource?: any; now?: () => number },
+): ChunkStream & { source: EventSource };
