@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import logging
 import sys
 from collections.abc import Sequence
@@ -36,6 +37,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.uvloop and args.runtime != "asyncio":
         print("diaproto: --uvloop needs --runtime asyncio", file=sys.stderr)
         return 2
+    if args.uvloop and importlib.util.find_spec("uvloop") is None:
+        print("diaproto: --uvloop needs uvloop: pip install 'diaproto[uvloop]'", file=sys.stderr)
+        return 2
     try:
         source = load_source(args.model)
     except SourceUnavailable as exc:
@@ -47,7 +51,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         shown = f"[{host}]" if ":" in host else host
         print(
             f"diaproto serving on http://{shown}:{port}/ "
-            f"(runtime {args.runtime}, model {args.model}); open it in a browser",
+            f"(runtime {args.runtime}{'+uvloop' if args.uvloop else ''}, model {args.model}); "
+            "open it in a browser",
             flush=True,
         )
 
