@@ -151,7 +151,8 @@ class ServerConnection:
 
     def next_event(self) -> Event | None:
         while True:
-            if self._events:
+            # ConnectionClosed is always the last word: the streams' own events go first.
+            if self._events and not isinstance(self._events[0], ConnectionClosed):
                 return self._events.popleft()
             event = self._scheduler.next_event()
             if event is not None:
@@ -160,6 +161,8 @@ class ServerConnection:
                 if getattr(event, "stream_id", None) == CONTROL_STREAM:
                     continue  # our own control stream is no business of the application
                 return event
+            if self._events:
+                return self._events.popleft()
             if not self._advance():
                 return None
 
@@ -704,6 +707,8 @@ class ServerConnection:
     def _set_closed(self, code: int | None, reason: str) -> None:
         self.state = State.CLOSED
         self._framer = None
+        for stream_id in self._scheduler.stream_ids:
+            self._scheduler.discard_stream(stream_id)  # each reports StreamFinished
         if not self._closed_reported:
             self._closed_reported = True
             self._events.append(ConnectionClosed(code, reason))

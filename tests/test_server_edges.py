@@ -10,6 +10,7 @@ from diaproto import (
     ServerConnection,
     SlowConsumer,
     State,
+    StreamFinished,
 )
 from diaproto.config import ConnectionConfig
 from diaproto.testing import sse_pair
@@ -50,3 +51,22 @@ def test_a_bad_body_on_a_head_request_gets_an_error_head_without_a_body() -> Non
     assert out.startswith(b"HTTP/1.1 400 ")
     assert out.endswith(b"\r\n\r\n")  # the head only
     assert server.finished
+
+
+def test_connection_closed_is_the_last_event_after_every_stream_finished() -> None:
+    loop = sse_pair()
+    server, now = loop.server, loop.clock.now
+    loop.take_server_events()
+    server.open_stream(1, now)
+    server.open_stream(2, now)
+    server.set_transport_buffered(10**6)  # the window is shut: both keep data queued
+    server.send(1, b"one", now)
+    server.send(2, b"two", now)
+    server.receive_eof(now)  # the client vanishes mid-stream
+    events = []
+    while (event := server.next_event()) is not None:
+        events.append(event)
+    finished = sorted(e.stream_id for e in events if isinstance(e, StreamFinished))
+    assert finished == [1, 2]
+    assert isinstance(events[-1], ConnectionClosed)
+    assert sum(isinstance(e, ConnectionClosed) for e in events) == 1

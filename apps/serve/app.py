@@ -116,9 +116,9 @@ class DiaService:
                     listener.paused = isinstance(event, StreamPaused)
                     generation.update_gate()
             case StreamFinished():
+                # Ended, cancelled, or dropped with its connection: detach whatever is left.
                 self.metrics.stream_finished(event.metrics)
-                if state.listeners.pop(event.stream_id, None) is not None:
-                    self.metrics.active_streams.dec()
+                self._detach(state, event.stream_id, cancelled=False)
             case SlowConsumer():
                 self.metrics.disconnects.labels("slow_consumer").inc()
             case RemoteError():
@@ -126,6 +126,7 @@ class DiaService:
                 if event.fatal:
                     self.metrics.disconnects.labels("protocol_error").inc()
             case ConnectionClosed():
+                # The core reported every stream's end before this (its last event).
                 for stream_id in list(state.listeners):
                     self._detach(state, stream_id, cancelled=False)
                 del self._sessions[session]
@@ -366,10 +367,11 @@ class DiaService:
             generation.attach(listener)
 
     def _detach(self, state: _SessionState, stream_id: int, *, cancelled: bool) -> None:
-        entry = state.listeners.get(stream_id)
+        entry = state.listeners.pop(stream_id, None)
         if entry is None:
-            return
+            return  # already detached (a cancel is followed by the stream's StreamFinished)
         generation, listener = entry
+        self.metrics.active_streams.dec()
         generation.detach(listener, cancelled=cancelled, grace=self.resume_grace)
 
     def _idle(self, generation: Generation) -> None:

@@ -26,6 +26,8 @@ class StreamListener:
     paused: bool = False
 
     def chunk(self, data: bytes, now: float) -> None:
+        if not self.session.conn.scheduler.has_stream(self.stream_id):
+            return  # the stream ended (cancel, close) while this chunk was on its way
         try:
             self.session.conn.send(self.stream_id, data, now)
         except LocalProtocolError:

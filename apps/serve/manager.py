@@ -99,8 +99,9 @@ class Generation:
     def detach(self, listener: Listener, *, cancelled: bool, grace: float) -> None:
         """Remove a listener; the last one leaving stops the work (after ``grace`` unless
         it cancelled)."""
-        if listener in self.listeners:
-            self.listeners.remove(listener)
+        if listener not in self.listeners:
+            return  # it already ended with the generation
+        self.listeners.remove(listener)
         if self.listeners or self.finished:
             self.update_gate()
             if not self.listeners:
