@@ -99,10 +99,24 @@ class AnyioSession:
     conn: ServerConnection
     runtime: AnyioRuntime
     peer: str
+    app: Application | None = None
     _wakeup: anyio.Event = field(default_factory=anyio.Event)
+    _sending: bool = False
+    _dispatch_scheduled: bool = False
 
     def wake(self) -> None:
         self._wakeup.set()
+        if self._sending and not self._dispatch_scheduled and self.app is not None:
+            # The writer is blocked on a full transport and dispatches nothing meanwhile; the
+            # events the core raised since (a StreamPaused for a producer) must not wait for
+            # the peer to read, or the producer never pauses.
+            self._dispatch_scheduled = True
+            self.runtime.call_soon_threadsafe(self._dispatch_now)
+
+    def _dispatch_now(self) -> None:
+        self._dispatch_scheduled = False
+        if self.app is not None:
+            _dispatch(self.app, self)
 
     async def wait(self, timeout: float) -> None:
         with anyio.move_on_after(timeout):
@@ -162,7 +176,7 @@ class Server:
         assert self.runtime is not None
         address = stream.extra(SocketAttribute.remote_address)
         peer = f"{address[0]}:{address[1]}" if isinstance(address, tuple) else str(address)
-        session = AnyioSession(ServerConnection(now(), self.config), self.runtime, peer)
+        session = AnyioSession(ServerConnection(now(), self.config), self.runtime, peer, self.app)
         self.sessions.add(session)
         try:
             async with anyio.create_task_group() as tg:
@@ -214,11 +228,14 @@ async def _writer(app: Application, session: AnyioSession, stream: anyio.abc.Byt
         _dispatch(app, session)  # taking a batch can resume paused producers
         if data:
             conn.set_transport_buffered(len(data))
+            session._sending = True
             try:
                 await stream.send(data)
             except (anyio.BrokenResourceError, anyio.ClosedResourceError):
                 conn.receive_eof(now())
                 _dispatch(app, session)
+            finally:
+                session._sending = False
             conn.set_transport_buffered(0)
             continue
         if conn.finished:

@@ -184,8 +184,13 @@ class ServerConnection:
         return data
 
     def set_transport_buffered(self, nbytes: int) -> None:
-        """Bytes the transport still holds unwritten; the write window counts them."""
+        """Bytes the transport still holds unwritten; the write window and budget count them.
+
+        Counted at once, so a write blocked on a slow peer holds back the next batch and its
+        bytes are inside ``buffered_bytes`` while it waits."""
         self._transport_buffered = max(nbytes, 0)
+        if self.state in (State.STREAMING, State.WEBSOCKET):
+            self._scheduler.set_in_flight(len(self._out) + self._transport_buffered)
 
     def next_deadline(self) -> float | None:
         deadlines: list[float] = []

@@ -144,6 +144,8 @@ class DiaService:
             self._static_file(session, "index.html", request)
         elif path.startswith("/static/") and request.method in ("GET", "HEAD"):
             self._static_file(session, path.removeprefix("/static/"), request)
+        elif path in ("/healthz", "/metrics") and request.method not in ("GET", "HEAD"):
+            self._error(session, path[1:], 405, "use GET", allow="GET, HEAD")
         elif path == "/healthz":
             self._respond(session, "healthz", 200, b"ok\n", "text/plain; charset=utf-8")
         elif path == "/metrics":
