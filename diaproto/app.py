@@ -20,10 +20,12 @@ adapter (anyio on asyncio or trio, tornado, raw sockets). Types only: no I/O her
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from diaproto.events import Event
 from diaproto.server import ServerConnection
+
+T = TypeVar("T")
 
 
 class Cancellable(Protocol):
@@ -81,4 +83,25 @@ class Application(Protocol):
 
     def shutdown(self) -> None:
         """The server is stopping: stop producers (connections are being closed with 1001)."""
+        ...
+
+
+class ServerHandle(Protocol):
+    """A server an adapter runs on a thread of its own (``start_in_thread``): for tests,
+    benchmarks, and embedding in a program that has no event loop.
+
+    Every adapter module offers ``start_in_thread(app, host="127.0.0.1", port=0, config=None)``
+    returning one of these, and ``run(app, host, port, *, config=None, ready=None)`` that
+    serves in the calling thread until SIGINT or SIGTERM.
+    """
+
+    @property
+    def port(self) -> int: ...
+
+    def call(self, function: Callable[[], T]) -> T:
+        """Run ``function`` on the server's loop thread and return its result."""
+        ...
+
+    def stop(self, timeout: float = 15.0) -> bool:
+        """Shut down gracefully (1001 to every connection); False if it took too long."""
         ...
