@@ -1,0 +1,304 @@
+"""The raw-socket adapter (socket + selectors), driven by real clients over 127.0.0.1.
+
+- the Dia service streams to the end over WebSocket and over SSE, and 50 SSE streams at once;
+- graceful shutdown closes a connected WebSocket with 1001 and the server thread ends;
+- an application that raises loses only that connection (1011);
+- a client that stops reading pauses the stream, and the connection's buffered bytes stay
+  within ``max_buffered``; reading again resumes it;
+- 200 connects and disconnects leak no file descriptor;
+- the timer heap: a connection's handshake deadline closes it; call_later runs, or not once
+  cancelled;
+- the runtime's contract: a worker's ``call_soon_threadsafe`` returns once the loop ran it;
+- ``diaproto serve --runtime sockets`` serves /healthz and exits 0 on SIGINT.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+
+import httpx
+import pytest
+from websockets.exceptions import ConnectionClosed
+from websockets.sync.client import ClientConnection, connect
+from websockets.typing import Subprotocol
+
+from diaproto.adapters.sockets import ThreadedServer, start_in_thread
+from diaproto.app import Application, Session
+from diaproto.apps.serve.app import DiaService
+from diaproto.apps.serve.sources import Source, SyntheticSource
+from diaproto.config import ConnectionConfig, Timeouts
+from diaproto.events import Event, Request, WebSocketMessage, WebSocketRequest
+
+SUBPROTOCOL = Subprotocol("diaproto.v1")
+LIMIT = 10.0  # bound on every wait (never a timing assertion)
+LONG_TEXT = " ".join(f"Sentence number {n} goes on for quite a while indeed." for n in range(60))
+
+
+def fast_source() -> Source:
+    return SyntheticSource(real_time_factor=0.02, first_chunk_latency=0.005)
+
+
+@contextmanager
+def serving(app: Application, config: ConnectionConfig | None = None) -> Iterator[ThreadedServer]:
+    handle = start_in_thread(app, config=config)
+    try:
+        yield handle
+    finally:
+        assert handle.stop(timeout=15.0), "the server thread did not end"
+
+
+def wait_until(condition: Callable[[], bool], what: str) -> None:
+    deadline = time.monotonic() + LIMIT
+    while not condition():
+        assert time.monotonic() < deadline, f"not within {LIMIT} s: {what}"
+        time.sleep(0.01)
+
+
+def ws_connect(port: int, path: str = "/ws", *subprotocols: str) -> ClientConnection:
+    return connect(
+        f"ws://127.0.0.1:{port}{path}",
+        subprotocols=[Subprotocol(p) for p in subprotocols] or None,
+        proxy=None,
+        open_timeout=5,
+        close_timeout=5,
+    )
+
+
+def sse_stream(port: int, text: str) -> list[str]:
+    """The SSE event names of one /v1/stream response, read to its end."""
+    events: list[str] = []
+    url = f"http://127.0.0.1:{port}/v1/stream"
+    headers = {"accept": "text/event-stream"}
+    with (
+        httpx.Client(trust_env=False, timeout=LIMIT) as client,
+        client.stream("GET", url, params={"text": text}, headers=headers) as response,
+    ):
+        assert response.status_code == 200
+        for line in response.iter_lines():
+            if line.startswith("event: "):
+                events.append(line.removeprefix("event: "))
+    return events
+
+
+def test_websocket_stream_to_the_end() -> None:
+    with (
+        serving(DiaService(fast_source())) as server,
+        ws_connect(server.port, "/ws", SUBPROTOCOL) as ws,
+    ):
+        ws.send(json.dumps({"type": "open", "stream": 1, "text": "Hello there.", "voice": "S1"}))
+        ack = json.loads(ws.recv(timeout=LIMIT))
+        assert ack["type"] == "open" and ack["stream"] == 1
+        seqs: list[int] = []
+        while isinstance(message := ws.recv(timeout=LIMIT), bytes):
+            offset = 0
+            while offset < len(message):
+                stream, seq, length = struct.unpack_from(">III", message, offset)
+                assert stream == 1
+                seqs.append(seq)
+                offset += 12 + length
+        assert json.loads(message) == {"type": "end", "stream": 1, "seq": len(seqs)}
+        assert seqs == list(range(1, len(seqs) + 1)) and seqs
+
+
+def test_sse_stream_to_the_end() -> None:
+    with serving(DiaService(fast_source())) as server:
+        events = sse_stream(server.port, "Hello there.")
+        assert events[-1] == "end" and events.count("data") == len(events) - 1 > 0
+        health = httpx.get(f"http://127.0.0.1:{server.port}/healthz", trust_env=False)
+        assert health.status_code == 200 and health.text == "ok\n"
+
+
+def test_fifty_sse_streams_at_once() -> None:
+    with serving(DiaService(fast_source())) as server, ThreadPoolExecutor(50) as pool:
+        texts = [f"Hi {n}." for n in range(50)]
+        results = list(pool.map(lambda text: sse_stream(server.port, text), texts))
+        assert all(events and events[-1] == "end" for events in results)
+        assert server.call(lambda: len(server.server.sessions)) <= 50
+
+
+def test_graceful_shutdown_closes_websockets_with_1001() -> None:
+    # Paced at Dia's speed: the stream is still in progress when the server stops.
+    service = DiaService(SyntheticSource(real_time_factor=0.4, first_chunk_latency=0.01))
+    server = start_in_thread(service)
+    with ws_connect(server.port, "/ws", SUBPROTOCOL) as ws:
+        ws.send(json.dumps({"type": "open", "stream": 1, "text": LONG_TEXT}))
+        assert json.loads(ws.recv(timeout=LIMIT))["type"] == "open"
+        assert isinstance(ws.recv(timeout=LIMIT), bytes)  # audio is flowing
+        (generation,) = server.call(lambda: list(service.generations.live.values()))
+        assert server.stop(timeout=15.0), "the server thread did not end"
+        with pytest.raises(ConnectionClosed):
+            while True:
+                ws.recv(timeout=LIMIT)
+        assert ws.close_code == 1001
+        assert generation.stopped and not generation.running  # its worker ended with it
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(f"http://127.0.0.1:{server.port}/healthz", trust_env=False)
+    with pytest.raises(RuntimeError):
+        server.call(lambda: None)  # the loop is gone: say so instead of hanging
+
+
+class Echo:
+    """Plain WebSocket echo that raises on "boom"; HTTP requests get 200 "ok"."""
+
+    def __init__(self) -> None:
+        self.shut_down = False
+
+    def handle_event(self, session: Session, event: Event) -> None:
+        conn, now = session.conn, session.runtime.now()
+        match event:
+            case Request():
+                conn.respond(200, (("content-type", "text/plain"),), b"ok", now=now)
+            case WebSocketRequest():
+                conn.accept_websocket(None, now=now)
+                conn.open_stream(1, now)
+            case WebSocketMessage(data=str() as text):
+                if text == "boom":
+                    raise RuntimeError("the application failed")
+                conn.send(1, f"echo: {text}", now)
+            case _:
+                pass
+
+    def shutdown(self) -> None:
+        self.shut_down = True
+
+
+def test_application_exception_closes_only_that_connection() -> None:
+    app = Echo()
+    with serving(app) as server, ws_connect(server.port, "/echo") as healthy:
+        with ws_connect(server.port, "/echo") as doomed:
+            healthy.send("one")
+            assert healthy.recv(timeout=LIMIT) == "echo: one"
+            doomed.send("boom")
+            with pytest.raises(ConnectionClosed):
+                doomed.recv(timeout=LIMIT)
+            assert doomed.close_code == 1011
+        healthy.send("two")
+        assert healthy.recv(timeout=LIMIT) == "echo: two"
+        response = httpx.get(f"http://127.0.0.1:{server.port}/", trust_env=False)
+        assert response.status_code == 200 and response.text == "ok"
+    assert app.shut_down
+
+
+def test_a_client_that_stops_reading_pauses_its_stream_within_the_budget() -> None:
+    service = DiaService(fast_source())
+    config = ConnectionConfig()
+    with (
+        serving(service, config) as server,
+        socket.create_connection(("127.0.0.1", server.port)) as sock,
+    ):
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        target = "/v1/stream?text=" + LONG_TEXT.replace(" ", "%20")
+        sock.sendall(
+            f"GET {target} HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n\r\n".encode()
+        )
+
+        def listener_paused() -> bool:
+            for session, state in service._sessions.items():  # one, once the request is in
+                assert session.conn.scheduler.buffered_bytes <= config.scheduler.max_buffered
+                return any(listener.paused for _, listener in state.listeners.values())
+            return False
+
+        wait_until(lambda: server.call(listener_paused), "the stream pauses")
+        for _ in range(20):  # and stays paused, within the budget, while nobody reads
+            assert server.call(listener_paused)
+            time.sleep(0.01)
+        sock.settimeout(LIMIT)
+        deadline = time.monotonic() + LIMIT
+        while server.call(listener_paused):  # reading again resumes the producer
+            assert sock.recv(65536) and time.monotonic() < deadline
+
+
+def test_no_descriptor_leaks_after_200_connections() -> None:
+    def open_fds() -> int:
+        return len(os.listdir("/proc/self/fd"))
+
+    with serving(Echo()) as server:
+        before = open_fds()
+        for n in range(200):
+            with socket.create_connection(("127.0.0.1", server.port), timeout=LIMIT) as sock:
+                if n % 3 == 1:  # a whole request and answer
+                    sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                    while sock.recv(65536):
+                        pass
+                elif n % 3 == 2:  # half a request, then gone
+                    sock.sendall(b"GET / HTTP/1.1\r\nHo")
+        wait_until(lambda: server.call(lambda: not server.server.sessions), "all closed")
+        assert open_fds() == before
+
+
+def test_the_timer_heap_drives_the_cores_deadlines() -> None:
+    # A silent connection meets the handshake timeout; only the loop's timers can end it.
+    config = ConnectionConfig(timeouts=Timeouts(handshake=0.2))
+    with (
+        serving(Echo(), config) as server,
+        socket.create_connection(("127.0.0.1", server.port), timeout=LIMIT) as sock,
+    ):
+        assert sock.recv(1) == b""  # closed by the server
+        runtime, fired = server.server.runtime, list[bool]()
+
+        def arm() -> None:  # on the loop: the cancelled timer was due first
+            runtime.call_later(0.01, lambda: fired.append(False)).cancel()
+            runtime.call_later(0.05, lambda: fired.append(True))
+
+        server.call(arm)
+        wait_until(lambda: server.call(lambda: bool(fired)), "call_later ran")
+        assert server.call(lambda: fired) == [True]
+
+
+def test_a_worker_call_returns_once_the_loop_ran_it() -> None:
+    with serving(Echo()) as server:
+        runtime = server.server.runtime
+        loop_thread = server.call(threading.get_ident)
+        seen: list[int] = []
+        done = threading.Event()
+
+        def worker() -> None:
+            runtime.call_soon_threadsafe(lambda: seen.append(threading.get_ident()))
+            assert seen == [loop_thread]  # it ran, on the loop, before the call returned
+            done.set()
+
+        server.call(lambda: runtime.start_worker(worker, name="probe"))
+        assert done.wait(LIMIT)
+
+
+def test_command_line_serves_and_exits_on_sigint() -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    command = [sys.executable, "-m", "diaproto.apps.cli", "serve", "--runtime", "sockets"]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    process = subprocess.Popen(
+        [*command, "--port", str(port)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env
+    )
+    try:
+        url = f"http://127.0.0.1:{port}/healthz"
+        deadline = time.monotonic() + 20.0
+        while True:
+            try:
+                health = httpx.get(url, trust_env=False, timeout=LIMIT)
+                break
+            except httpx.ConnectError:
+                assert process.poll() is None and time.monotonic() < deadline, "did not start"
+                time.sleep(0.05)
+        assert health.status_code == 200
+        process.send_signal(signal.SIGINT)
+        output, _ = process.communicate(timeout=15.0)
+        text = output.decode(errors="replace")
+        assert process.returncode == 0, text
+        assert "runtime sockets" in text and "diaproto: stopped" in text
+        assert "Traceback" not in text
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
