@@ -1,5 +1,62 @@
-"""Runtime adapters, importable as ``diaproto.adapters.<runtime>``.
+"""Runtime adapters, importable as ``diaproto.adapters.<module>``.
 
-Each adapter is the same small pump loop around a core connection; none makes a protocol
-decision. They arrive with the anyio, tornado and sockets issues.
+Each adapter is the same small pump loop around the core's connections and makes no protocol
+decision. Every adapter module offers ``run(app, host, port, *, config=None, ready=None)``
+and ``start_in_thread(app, host="127.0.0.1", port=0, config=None) -> ServerHandle``; the two
+functions here pick the module by runtime name, for the command line and the test suites.
 """
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from typing import Any
+
+from diaproto.app import Application, ServerHandle
+from diaproto.config import ConnectionConfig
+
+#: runtime name -> (adapter module, keyword options it needs)
+RUNTIMES: dict[str, tuple[str, dict[str, Any]]] = {
+    "asyncio": ("anyio", {"backend": "asyncio"}),
+    "trio": ("anyio", {"backend": "trio"}),
+    "tornado": ("tornado", {}),
+    "sockets": ("sockets", {}),
+}
+
+
+def _adapter(runtime: str) -> tuple[Any, dict[str, Any]]:
+    if runtime not in RUNTIMES:
+        msg = f"unknown runtime {runtime!r}; choose one of {', '.join(RUNTIMES)}"
+        raise ValueError(msg)
+    module_name, options = RUNTIMES[runtime]
+    return importlib.import_module(f"diaproto.adapters.{module_name}"), dict(options)
+
+
+def run(
+    runtime: str,
+    app: Application,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    *,
+    config: ConnectionConfig | None = None,
+    ready: Callable[[str, int], None] | None = None,
+    use_uvloop: bool = False,
+) -> None:
+    """Serve ``app`` on ``runtime`` until SIGINT or SIGTERM."""
+    module, options = _adapter(runtime)
+    if use_uvloop:
+        options["use_uvloop"] = True
+    module.run(app, host, port, config=config, ready=ready, **options)
+
+
+def start_in_thread(
+    runtime: str,
+    app: Application,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    config: ConnectionConfig | None = None,
+) -> ServerHandle:
+    """Serve ``app`` on ``runtime`` in a thread of its own; returns once it listens."""
+    module, options = _adapter(runtime)
+    handle: ServerHandle = module.start_in_thread(app, host, port, config, **options)
+    return handle

@@ -3,20 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import importlib
 import importlib.util
 import logging
 import sys
 from collections.abc import Sequence
 
-# Each runtime is an adapter module with ``run(app, host, port, *, ready=None, **options)``.
-ADAPTERS: dict[str, tuple[str, dict[str, object]]] = {
-    "asyncio": ("diaproto.adapters.anyio", {"backend": "asyncio"}),
-    "trio": ("diaproto.adapters.anyio", {"backend": "trio"}),
-    "tornado": ("diaproto.adapters.tornado", {}),
-    "sockets": ("diaproto.adapters.sockets", {}),
-}
-RUNTIMES = tuple(ADAPTERS)
+RUNTIMES = ("asyncio", "trio", "tornado", "sockets")  # see diaproto.adapters.RUNTIMES
 MODELS = ("synthetic", "dia")
 
 
@@ -38,7 +30,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    from diaproto.apps.serve.app import DiaService  # noqa: PLC0415 (keeps `--help` fast)
+    from diaproto import adapters  # noqa: PLC0415 (keeps `--help` fast)
+    from diaproto.apps.serve.app import DiaService  # noqa: PLC0415
     from diaproto.apps.serve.sources import SourceUnavailable, load_source  # noqa: PLC0415
 
     if args.uvloop and args.runtime != "asyncio":
@@ -63,11 +56,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             flush=True,
         )
 
-    module_name, options = ADAPTERS[args.runtime]
-    if args.uvloop:
-        options = {**options, "use_uvloop": True}
-    adapter = importlib.import_module(module_name)
-    adapter.run(service, args.host, args.port, ready=ready, **options)
+    adapters.run(args.runtime, service, args.host, args.port, ready=ready, use_uvloop=args.uvloop)
     print("diaproto: stopped", flush=True)
     return 0
 

@@ -24,6 +24,7 @@ from wsproto.events import (
     TextMessage,
 )
 from wsproto.events import Request as WsRequest
+from wsproto.extensions import Extension
 from wsproto.utilities import RemoteProtocolError as WsRemoteProtocolError
 
 from diaproto.config import ConnectionConfig
@@ -49,7 +50,7 @@ from diaproto.wire import (
     decode_server_message,
     encode_message,
 )
-from diaproto.wsframes import MessageAssembler
+from diaproto.wsframes import BoundedPerMessageDeflate, MessageAssembler
 
 
 class ClientState(Enum):
@@ -71,17 +72,22 @@ class WebSocketClientConnection:
         subprotocols: tuple[str, ...] = (),
         headers: Headers = (),
         config: ConnectionConfig | None = None,
+        compress: bool = False,
     ) -> None:
+        """``compress``: offer permessage-deflate (used if the server accepts it)."""
         self.config = config or ConnectionConfig()
         self.state = ClientState.CONNECTING
         self.subprotocol: str | None = None
         self._ws = WSConnection(ConnectionType.CLIENT)
+        limit = self.config.limits.max_message_bytes
+        extensions: list[Extension] = [BoundedPerMessageDeflate(limit)] if compress else []
         self._out = bytearray(
             self._ws.send(
                 WsRequest(
                     host=host,
                     target=target,
                     subprotocols=list(subprotocols),
+                    extensions=extensions,
                     extra_headers=encode_headers(headers),
                 )
             )

@@ -28,8 +28,15 @@ def payload_size(payload: Payload) -> int:
     return len(payload)
 
 
-def websocket_framer(wire: bool) -> Framer:
-    """bytes -> binary message (wire: data records, batched); str -> text message."""
+def websocket_framer(
+    wire: bool, encode_message: Callable[[bytes | str], bytes] | None = None
+) -> Framer:
+    """bytes -> binary message (wire: data records, batched); str -> text message.
+
+    ``encode_message`` frames one whole message; by default the fast unmasked encoder. With
+    an extension (permessage-deflate) the server passes wsproto's, which compresses.
+    """
+    encode = encode_message or _encode_plain
 
     def frame(batch: list[Outgoing[Payload]]) -> bytes:
         out: list[bytes] = []
@@ -40,18 +47,24 @@ def websocket_framer(wire: bool) -> Framer:
                 if wire:
                     records.append((item.stream_id, item.seq, payload))
                 else:
-                    out.append(encode_frame(OP_BINARY, payload))
+                    out.append(encode(payload))
                 continue
             if records:
-                out.append(encode_frame(OP_BINARY, encode_records(records)))
+                out.append(encode(encode_records(records)))
                 records = []
             assert isinstance(payload, str)  # send() refuses SseEvent on a WebSocket
-            out.append(encode_frame(OP_TEXT, payload.encode()))
+            out.append(encode(payload))
         if records:
-            out.append(encode_frame(OP_BINARY, encode_records(records)))
+            out.append(encode(encode_records(records)))
         return b"".join(out)
 
     return frame
+
+
+def _encode_plain(payload: bytes | str) -> bytes:
+    if isinstance(payload, str):
+        return encode_frame(OP_TEXT, payload.encode())
+    return encode_frame(OP_BINARY, payload)
 
 
 def sse_frame(batch: list[Outgoing[Payload]]) -> bytes:

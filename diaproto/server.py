@@ -26,6 +26,7 @@ from wsproto.connection import ConnectionState as WsState
 from wsproto.connection import ConnectionType
 from wsproto.events import BytesMessage, CloseConnection, Ping, Pong, TextMessage
 from wsproto.events import Event as WsEvent
+from wsproto.extensions import Extension
 from wsproto.utilities import generate_accept_token
 
 from diaproto.config import ConnectionConfig
@@ -66,7 +67,12 @@ from diaproto.wire import (
     decode_client_message,
     encode_message,
 )
-from diaproto.wsframes import MessageAssembler
+from diaproto.wsframes import (
+    CLOSE_MESSAGE_TOO_BIG,
+    MessageAssembler,
+    negotiate_deflate,
+    wsproto_encoder,
+)
 
 CONTROL_STREAM = -1  # internal stream for control messages; never a wire stream id
 CLOSE_NORMAL = 1000
@@ -91,6 +97,7 @@ class ServerConnection:
         self.config = config or ConnectionConfig()
         self.state = State.AWAITING_REQUEST
         self.subprotocol: str | None = None
+        self.extensions: str | None = None  # the Sec-WebSocket-Extensions we answered with
         self._h11 = h11.Connection(
             h11.SERVER, max_incomplete_event_size=self.config.limits.max_header_bytes
         )
@@ -286,14 +293,27 @@ class ServerConnection:
             self._write_body(encode_retry(self.config.sse_retry_ms))
 
     def accept_websocket(
-        self, subprotocol: str | None = None, headers: Headers = (), *, now: float
+        self,
+        subprotocol: str | None = None,
+        headers: Headers = (),
+        *,
+        now: float,
+        compress: bool = False,
     ) -> None:
-        """Complete the pending upgrade. ``subprotocol`` must be one the client offered."""
+        """Complete the pending upgrade. ``subprotocol`` must be one the client offered.
+
+        ``compress``: use permessage-deflate when the client offers it (``extensions`` then
+        holds the negotiated header value); every message is compressed, through wsproto.
+        """
         pending = self._expect_pending()
         if not isinstance(pending, WebSocketRequest):
             raise LocalProtocolError("the pending request is not a WebSocket upgrade")
         if subprotocol is not None and subprotocol not in pending.subprotocols:
             raise LocalProtocolError(f"the client did not offer subprotocol {subprotocol!r}")
+        deflate = None
+        if compress:
+            offers = header_values(pending.headers, "sec-websocket-extensions")
+            deflate = negotiate_deflate(offers, self.config.limits.max_message_bytes)
         key = (pending.header("sec-websocket-key") or "").encode()
         response_headers: list[tuple[str, str]] = [
             ("upgrade", "websocket"),
@@ -302,6 +322,8 @@ class ServerConnection:
         ]
         if subprotocol is not None:
             response_headers.append(("sec-websocket-protocol", subprotocol))
+        if deflate is not None:
+            response_headers.append(("sec-websocket-extensions", deflate[1]))
         response_headers.extend(headers)
         try:
             switch = h11.InformationalResponse(
@@ -311,12 +333,16 @@ class ServerConnection:
             raise LocalProtocolError(f"invalid response: {exc}") from exc
         self._h11_send(switch)
         trailing, _ = self._h11.trailing_data
-        self._ws = WsConnection(ConnectionType.SERVER, trailing_data=trailing)
+        extensions: list[Extension] = [] if deflate is None else [deflate[0]]
+        ws = WsConnection(ConnectionType.SERVER, extensions, trailing_data=trailing)
+        self._ws = ws
         self._pending = None
         self.subprotocol = subprotocol
+        self.extensions = None if deflate is None else deflate[1]
         self._wire = subprotocol == SUBPROTOCOL
         self.state = State.WEBSOCKET
-        self._framer = websocket_framer(self._wire)
+        # The fast encoder writes plain frames only: an extension's frames go through wsproto.
+        self._framer = websocket_framer(self._wire, wsproto_encoder(ws) if extensions else None)
         self._keepalive.on_activity(now)
         self._open_control_stream(now)
 
@@ -523,7 +549,7 @@ class ServerConnection:
         event = next(self._ws_events, None)
         if event is None:
             self._ws_events = None
-            return False
+            return self._refuse_declared_oversize()
         if isinstance(event, (TextMessage, BytesMessage)):
             try:
                 message = self._assembler.feed(event)
@@ -538,6 +564,27 @@ class ServerConnection:
         elif isinstance(event, CloseConnection):
             self._on_close_frame(event)
         # Pong needs nothing: any received byte already counted as life.
+        return True
+
+    def _refuse_declared_oversize(self) -> bool:
+        """Close 1009 as soon as a frame *header* declares more than the message limit.
+
+        wsproto yields payload only as it arrives, so a peer declaring 2 GiB and sending
+        nothing more would otherwise hold the connection until a timeout. wsproto keeps
+        the parsed header on its frame decoder (an internal, pinned by ``wsproto<2``).
+        """
+        assert self._ws is not None
+        decoder = self._ws._proto._frame_decoder
+        header = decoder.header
+        if header is None or self._ws.state is not WsState.OPEN:
+            return False
+        remaining = header.payload_len - decoder.payload_consumed
+        if self._assembler.pending + remaining <= self._assembler.max_size:
+            return False
+        limit = self._assembler.max_size
+        self._protocol_failure(
+            RemoteProtocolError(f"message larger than {limit}", close_code=CLOSE_MESSAGE_TOO_BIG)
+        )
         return True
 
     def _on_message(self, message: bytes | str) -> None:

@@ -13,7 +13,7 @@ from diaproto import (
     StreamFinished,
 )
 from diaproto.config import ConnectionConfig
-from diaproto.testing import sse_pair
+from diaproto.testing import sse_pair, websocket_pair
 
 
 def test_slow_consumer_verdict_after_the_application_closed_reports_close_once() -> None:
@@ -70,3 +70,36 @@ def test_connection_closed_is_the_last_event_after_every_stream_finished() -> No
     assert finished == [1, 2]
     assert isinstance(events[-1], ConnectionClosed)
     assert sum(isinstance(e, ConnectionClosed) for e in events) == 1
+
+
+def _huge_binary_frame_header(length: int = 2**31) -> bytes:
+    # FIN + binary, masked, 64-bit length, then the mask key; no payload follows.
+    return bytes([0x82, 0x80 | 127]) + length.to_bytes(8, "big") + b"\x01\x02\x03\x04"
+
+
+def test_a_frame_header_declaring_2_gib_is_refused_with_1009_before_any_payload() -> None:
+    loop = websocket_pair()
+    server = loop.server
+    loop.take_server_events()
+    server.receive_data(_huge_binary_frame_header(), loop.clock.now)
+    events = []
+    while (event := server.next_event()) is not None:
+        events.append(event)
+    assert isinstance(events[0], RemoteError) and events[0].error.close_code == 1009
+    assert isinstance(events[-1], ConnectionClosed) and events[-1].code == 1009
+    out = server.data_to_send(loop.clock.now)
+    assert out[0] == 0x88  # FIN + close
+    assert int.from_bytes(out[2:4], "big") == 1009
+    assert server.finished
+
+
+def test_a_big_header_while_closing_is_left_to_the_close_handshake() -> None:
+    loop = websocket_pair()
+    server = loop.server
+    loop.take_server_events()
+    server.close(loop.clock.now)  # our close frame is out: CLOSING
+    server.data_to_send(loop.clock.now)
+    server.receive_data(_huge_binary_frame_header(), loop.clock.now)
+    while server.next_event() is not None:
+        pass
+    assert server.state is State.CLOSING  # no second close; the close timeout ends it
