@@ -32,9 +32,11 @@ log = logging.getLogger("diaproto.adapters.tornado")
 T = TypeVar("T")
 
 READ_SIZE = 65536
-# Only one batch is ever in IOStream's buffer (the core's scheduler holds the rest), so this
-# bound is never reached by a correct pump; it stops a bug from buffering without limit.
-MAX_WRITE_BUFFER = 16 * 1024 * 1024
+# Only one batch is ever in IOStream's buffer (the core's scheduler holds the rest). A batch
+# can hold one message larger than ``batch_bytes``, but never more than the core's budget
+# (``max_buffered``), so that plus room for frame headers is the bound; it stops a pump bug
+# from buffering without limit, and never refuses a message the core accepted.
+WRITE_BUFFER_HEADROOM = 64 * 1024
 CLOSE_CODE_SHUTDOWN = 1001
 STARTUP_TIMEOUT = 10.0
 LOOP_GONE_POLL = 0.1
@@ -297,7 +299,7 @@ class Server(TCPServer):
             await session.done.wait()
 
     async def handle_stream(self, stream: IOStream, address: Any) -> None:
-        stream.max_write_buffer_size = MAX_WRITE_BUFFER
+        stream.max_write_buffer_size = self.config.scheduler.max_buffered + WRITE_BUFFER_HEADROOM
         peer = f"{address[0]}:{address[1]}" if isinstance(address, tuple) else str(address)
         session = TornadoSession(self, stream, peer)
         self.sessions.add(session)
