@@ -1,0 +1,112 @@
+"""What every part of a server connection shares: its states, its buffers, and the few
+operations each part uses (close, write a response byte, queue a control message).
+
+:class:`~diaproto.server.ServerConnection` is this base plus three parts, each in its own
+module: the HTTP/1.1 front (:mod:`diaproto.http_front`), the WebSocket session
+(:mod:`diaproto.websocket_session`) and the outbound streams (:mod:`diaproto.streaming`).
+They are mixins over one object, so the pump's hot path reads plain attributes.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from enum import Enum
+
+import h11
+from wsproto.connection import Connection as WsConnection
+
+from diaproto.config import ConnectionConfig
+from diaproto.errors import LocalProtocolError
+from diaproto.events import ConnectionClosed, Event
+from diaproto.keepalive import Keepalive
+from diaproto.outbound import Framer, Payload
+from diaproto.scheduler import Policy, Priority, Scheduler
+
+CONTROL_STREAM = -1  # internal stream for control messages; never a wire stream id
+CLOSE_NORMAL = 1000
+CLOSE_GOING_AWAY = 1001
+CLOSE_POLICY = 1008
+CLOSE_INTERNAL = 1011
+
+
+class State(Enum):
+    AWAITING_REQUEST = "awaiting_request"  # reading a request, or idle between requests
+    REQUEST_RECEIVED = "request_received"  # the application owes an answer
+    STREAMING = "streaming"  # an SSE or chunked-body response is open
+    WEBSOCKET = "websocket"
+    CLOSING = "closing"  # our WebSocket close frame is out; waiting for the peer's
+    CLOSED = "closed"
+
+
+class ServerConnectionBase:
+    """The shared state of one server connection; the parts add their own."""
+
+    def __init__(self, now: float, config: ConnectionConfig | None) -> None:
+        self.config = config or ConnectionConfig()
+        self.state = State.AWAITING_REQUEST
+        self._h11 = h11.Connection(
+            h11.SERVER, max_incomplete_event_size=self.config.limits.max_header_bytes
+        )
+        self._events: deque[Event] = deque()
+        self._out = bytearray()
+        self._scheduler: Scheduler[Payload] = Scheduler(self.config.scheduler)
+        self._keepalive = Keepalive(self.config.timeouts, now)
+        self._request: h11.Request | None = None
+        self._pending: Event | None = None  # the request event awaiting an answer
+        self._eof = False
+        self._ws: WsConnection | None = None
+        self._wire = False  # the WebSocket speaks diaproto.v1
+        self._framer: Framer | None = None
+        self._sse = False
+        self._last_sse_write = now
+        self._ending = False
+        self._transport_buffered = 0
+        self._closed_reported = False
+
+    def _expect_pending(self) -> Event:
+        if self.state is not State.REQUEST_RECEIVED or self._pending is None:
+            raise LocalProtocolError(f"no request is waiting for an answer (state {self.state})")
+        return self._pending
+
+    def _expect_output(self) -> None:
+        if self.state not in (State.STREAMING, State.WEBSOCKET):
+            raise LocalProtocolError(f"no open stream to send on (state {self.state})")
+
+    def _h11_send(self, event: h11.Event) -> None:
+        try:
+            data = self._h11.send(event)
+        except h11.LocalProtocolError as exc:
+            raise LocalProtocolError(str(exc)) from exc
+        if data:
+            self._out += data
+
+    def _write_body(self, data: bytes) -> None:
+        if self._ws is not None:
+            self._out += data
+        elif not self._answering_head():  # a HEAD response has no body to write
+            self._h11_send(h11.Data(data=data))
+
+    def _answering_head(self) -> bool:
+        return self._request is not None and self._request.method == b"HEAD"
+
+    def _open_control_stream(self, now: float) -> None:
+        self._scheduler.open_stream(
+            CONTROL_STREAM,
+            now,
+            priority=Priority.CONTROL,
+            policy=Policy.DISCONNECT,
+            limit=self.config.scheduler.max_buffered,
+            grace=0.0,
+        )
+
+    def _control(self, text: str, now: float) -> None:
+        self._scheduler.enqueue(CONTROL_STREAM, text, len(text), now)
+
+    def _set_closed(self, code: int | None, reason: str) -> None:
+        self.state = State.CLOSED
+        self._framer = None
+        for stream_id in self._scheduler.stream_ids:
+            self._scheduler.discard_stream(stream_id)  # each reports StreamFinished
+        if not self._closed_reported:
+            self._closed_reported = True
+            self._events.append(ConnectionClosed(code, reason))
