@@ -652,7 +652,13 @@ export class McpClient {
     if (params !== undefined) message.params = params;
     const abort = call ? call._abort : new AbortController();
     /** @type {Promise<any>} */
-    const promise = new Promise((resolve, reject) => this._pending.set(id, { resolve, reject }));
+    const promise = new Promise((resolve, reject) => {
+      // A call settles synchronously with its response: nothing after completion gets through.
+      const entry = call
+        ? { resolve: (/** @type {any} */ v) => (call._finish(v), resolve(v)), reject: (/** @type {unknown} */ e) => (call._fail(e), reject(e)) }
+        : { resolve, reject };
+      this._pending.set(id, entry);
+    });
     const fail = (/** @type {unknown} */ error) => {
       const entry = this._pending.get(id);
       if (!entry) return;
