@@ -357,6 +357,7 @@ class HttpTransport {
     let current = response;
     let cause = "the stream ended";
     for (;;) {
+      /** @type {SseParser} */
       const parser = new SseParser({ lastEventId });
       if (current !== null) {
         cause = "the stream ended";
@@ -461,7 +462,8 @@ class WebSocketTransport {
     if (!Impl) throw new McpTransportError("no WebSocket implementation: pass options.WebSocket");
     this.ws = new Impl(url, [MCP_SUBPROTOCOL]);
     if ("binaryType" in this.ws) this.ws.binaryType = "arraybuffer";
-    this.sessionId = null;
+    /** @type {string|null} */
+    this.sessionId = null; // no sessions on a WebSocket: the connection is the session
     /** @type {string|null} */
     this.protocolVersion = null;
     this.closed = false;
