@@ -22,7 +22,13 @@ import anyio
 import uvicorn
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.streamable_http import EventId, EventMessage, EventStore, StreamId
-from mcp_types import AudioContent, CallToolResult, JSONRPCMessage, TextContent
+from mcp_types import (
+    CLIENT_CAPABILITIES_META_KEY,
+    AudioContent,
+    CallToolResult,
+    JSONRPCMessage,
+    TextContent,
+)
 from pydantic import Field
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
@@ -32,6 +38,7 @@ SAMPLE_RATE = 24_000
 CHUNK_SECONDS = 0.1
 # Pacing between chunks: slow enough to cancel mid-stream, fast enough for a short suite.
 CHUNK_DELAY = 0.03
+PARTIAL_RESULT = "notifications/tools/partial_result"
 VOICES = [
     {"id": "S1", "description": "first speaker"},
     {"id": "S2", "description": "second speaker"},
@@ -84,6 +91,24 @@ class MemoryEventStore(EventStore):
         return stream_id
 
 
+def partial_result_token(ctx: Context) -> str | int | None:
+    """SEP-2998 (draft): the call's partialResultToken if the client declared partialResults.
+
+    Declared top-level in the 2026-07-28 per-request capabilities (the SEP's form), or under
+    `experimental` (the only form the SDK's models keep from an initialize handshake).
+    """
+    meta: dict[str, Any] = dict(ctx.request_context.meta or {})
+    token = meta.get("partialResultToken")
+    if not isinstance(token, str | int):
+        return None
+    envelope = meta.get(CLIENT_CAPABILITIES_META_KEY)
+    declared = isinstance(envelope, dict) and "partialResults" in envelope
+    capabilities = ctx.client_capabilities
+    if capabilities is not None and capabilities.experimental:
+        declared = declared or "partialResults" in capabilities.experimental
+    return token if declared else None
+
+
 mcp = MCPServer("diaproto-reference", version="0")
 
 
@@ -98,11 +123,23 @@ async def speak(
     try:
         # One 0.1 s chunk per word (at least one): long texts give a test time to cancel.
         chunks = max(1, len(text.split()))
+        partial_token = partial_result_token(ctx)
         generated = 0.0
         for i in range(chunks):
             await anyio.sleep(CHUNK_DELAY)
             generated = round((i + 1) * CHUNK_SECONDS / speed, 6)
             await ctx.report_progress(generated, message=f"{voice} chunk {i + 1}")
+            if partial_token is not None:
+                chunk = base64.b64encode(wav_bytes(CHUNK_SECONDS / speed)).decode()
+                # The SDK has no public request-scoped notify for a method outside its unions.
+                await ctx.session._request_outbound.notify(
+                    PARTIAL_RESULT,
+                    {
+                        "partialResultToken": partial_token,
+                        "seq": i,
+                        "content": [{"type": "audio", "mimeType": "audio/wav", "data": chunk}],
+                    },
+                )
             # "[resume]" in the text closes the SSE stream once, so clients must resume it.
             if i == 0 and "[resume]" in text:
                 await ctx.close_sse_stream()
