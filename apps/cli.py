@@ -22,6 +22,26 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--uvloop", action="store_true", help="use uvloop (asyncio only)")
     serve.add_argument("--model", choices=MODELS, default="synthetic")
     serve.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
+    mcp = serve.add_argument_group("MCP (/mcp, /sse)")
+    mcp.add_argument(
+        "--mcp-allow-host",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="also accept this Host name (DNS-rebinding guard; loopback names always pass)",
+    )
+    mcp.add_argument(
+        "--mcp-allow-origin",
+        action="append",
+        default=[],
+        metavar="ORIGIN",
+        help="also accept this browser Origin, e.g. https://app.example",
+    )
+    mcp.add_argument(
+        "--mcp-token",
+        metavar="TOKEN",
+        help="require 'Authorization: Bearer TOKEN' on every MCP request",
+    )
     return parser
 
 
@@ -33,6 +53,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from diaproto import adapters  # noqa: PLC0415 (keeps `--help` fast)
     from diaproto.apps.serve.app import DiaService  # noqa: PLC0415
     from diaproto.apps.serve.sources import SourceUnavailable, load_source  # noqa: PLC0415
+    from diaproto.mcp.http import LOOPBACK_HOSTS, McpHttpConfig  # noqa: PLC0415
 
     if args.uvloop and args.runtime != "asyncio":
         print("diaproto: --uvloop needs --runtime asyncio", file=sys.stderr)
@@ -45,14 +66,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SourceUnavailable as exc:
         print(f"diaproto: {exc}", file=sys.stderr)
         return 2
-    service = DiaService(source)
+    mcp_config = McpHttpConfig(
+        allowed_hosts=(*LOOPBACK_HOSTS, *(name.lower() for name in args.mcp_allow_host)),
+        allowed_origins=tuple(args.mcp_allow_origin),
+        bearer_token=args.mcp_token,
+    )
+    service = DiaService(source, mcp_config=mcp_config)
 
     def ready(host: str, port: int) -> None:
         shown = f"[{host}]" if ":" in host else host
         print(
             f"diaproto serving on http://{shown}:{port}/ "
             f"(runtime {args.runtime}{'+uvloop' if args.uvloop else ''}, model {args.model}); "
-            "open it in a browser",
+            f"open it in a browser; MCP at http://{shown}:{port}/mcp",
             flush=True,
         )
 

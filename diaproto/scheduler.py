@@ -171,6 +171,19 @@ class Scheduler(Generic[T]):
         self._update_pauses()
         return dropped
 
+    def withdraw(self, stream_id: int, key: Hashable) -> bool:
+        """Take back the queued message of ``key`` on a LATEST stream (it became moot: a
+        progress report for a request that has just been answered). True if one was queued."""
+        stream = self._get(stream_id)
+        item = stream.latest.get(key)
+        if item is None:
+            return False
+        stream.queue.remove(item)
+        self._unqueue(stream, item)
+        stream.metrics.coalesced += 1
+        self._update_pauses()
+        return True
+
     def metrics(self, stream_id: int) -> StreamMetrics:
         return self._get(stream_id).metrics
 

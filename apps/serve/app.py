@@ -16,7 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
-from diaproto.app import Session
+from diaproto.app import Runtime, Session
+from diaproto.apps.mcp.service import McpService
 from diaproto.apps.serve.audio import wav_header
 from diaproto.apps.serve.listeners import (
     SpeechBodyListener,
@@ -46,6 +47,7 @@ from diaproto.events import (
     StreamResumed,
     WebSocketRequest,
 )
+from diaproto.mcp import McpHttpConfig
 from diaproto.scheduler import Policy, Priority
 from diaproto.wire import SUBPROTOCOL, CancelStream, ErrorCode, OpenStream, ResumeStream
 
@@ -68,16 +70,24 @@ SSE_STREAM_ID = 1
 @dataclass(eq=False)
 class _SessionState:
     listeners: dict[int, tuple[Generation, Listener]] = field(default_factory=dict)
+    mcp: bool = False  # the connection's current exchange belongs to the MCP server
 
 
 class DiaService:
     """The service. One instance serves every connection of one server."""
 
-    def __init__(self, source: Source, *, resume_grace: float = RESUME_GRACE) -> None:
+    def __init__(
+        self,
+        source: Source,
+        *,
+        resume_grace: float = RESUME_GRACE,
+        mcp_config: McpHttpConfig | None = None,
+    ) -> None:
         self.source = source
         self.resume_grace = resume_grace
         self.metrics = ServiceMetrics()
         self.generations = GenerationRegistry()
+        self.mcp = McpService(self._start_mcp_generation, config=mcp_config)
         self._sessions: dict[Session, _SessionState] = {}
         self._static = (
             {
@@ -96,6 +106,11 @@ class DiaService:
         if state is None:
             state = self._sessions[session] = _SessionState()
             self.metrics.connections.inc()
+        if self._belongs_to_mcp(state, event):
+            self.mcp.handle_event(session, event)
+            if not isinstance(event, ConnectionClosed):
+                self.metrics.active_generations.set(self.generations.running_workers)
+                return
         match event:
             case Request():
                 self._request(session, event)
@@ -134,7 +149,13 @@ class DiaService:
         self.metrics.active_generations.set(self.generations.running_workers)
 
     def shutdown(self) -> None:
+        self.mcp.shutdown()
         self.generations.stop_all()
+
+    def _belongs_to_mcp(self, state: _SessionState, event: Event) -> bool:
+        if isinstance(event, Request | SseRequest | WebSocketRequest):
+            state.mcp = McpService.serves(urlsplit(event.target).path)
+        return state.mcp
 
     # --- plain HTTP ------------------------------------------------------------------------
 
@@ -329,6 +350,14 @@ class DiaService:
 
     def _start_generation(self, session: Session, token: str, request: StreamRequest) -> Generation:
         generation = Generation(token, request, self.source, session.runtime, self._idle)
+        self.generations.add(generation)
+        generation.start()
+        return generation
+
+    def _start_mcp_generation(self, runtime: Runtime, request: StreamRequest) -> Generation:
+        generation = Generation(
+            secrets.token_urlsafe(12), request, self.source, runtime, self._idle
+        )
         self.generations.add(generation)
         generation.start()
         return generation

@@ -1,0 +1,1 @@
+"""The MCP server of diaproto serve (see service.py)."""

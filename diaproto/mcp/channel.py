@@ -1,0 +1,138 @@
+"""Scheduling MCP messages by kind on one connection (a WebSocket or an SSE response).
+
+Four scheduler streams per connection, so a slow client costs only itself:
+
+- **control** (CONTROL class): responses, errors, pings, cancellations. Never waits behind
+  bulk data, never dropped.
+- **progress** (INTERACTIVE, LATEST): one queued report per progress token; a newer value
+  replaces an unsent older one. A report still queued when its request is answered is
+  withdrawn, so nothing about a request follows its response.
+- **log** (BACKGROUND, DROP_OLDEST): a lagging client loses old log lines, counted in the
+  stream's metrics (``drops``), instead of holding memory.
+- **bulk** (STREAM, PAUSE): streamed tool output (partial results). Lossless; the producer
+  is paused through ``StreamPaused``/``StreamResumed`` for stream :data:`BULK`. A response to a
+  request whose partial results are still queued follows them on this stream, so a client
+  never sees a result before the output it completes.
+
+Past the connection's hard budget the client is too far behind to serve: the connection is
+closed (1008 on a WebSocket) and ``send`` returns False. Nothing blocks the server.
+"""
+
+from __future__ import annotations
+
+from diaproto.errors import LocalProtocolError
+from diaproto.mcp.eventstore import EventStore
+from diaproto.mcp.jsonrpc import RequestId
+from diaproto.mcp.protocol import Kind
+from diaproto.mcp.session import Outbound
+from diaproto.scheduler import Policy, Priority
+from diaproto.server import ServerConnection
+from diaproto.sse import SseEvent
+
+CONTROL, PROGRESS, LOG, BULK = 1, 2, 3, 4
+LOG_LIMIT = 64 * 1024  # log lines a client may lag by before the oldest are dropped
+BULK_LIMIT = 256 * 1024  # streamed output queued per connection before its producer pauses
+CLOSE_POLICY_VIOLATION = 1008
+#: What a resumable SSE stream records (with an event id) for replay. Progress reports are
+#: left out (the next one supersedes them, and the coalescing that reorders them would make
+#: "everything after id X" inexact), and so are log lines (droppable by design).
+RESUMABLE = frozenset({Kind.RESPONSE, Kind.CONTROL, Kind.PARTIAL})
+
+
+class McpChannel:
+    """Carries MCP messages on a connection that has accepted SSE or a WebSocket."""
+
+    def __init__(
+        self,
+        conn: ServerConnection,
+        now: float,
+        *,
+        sse: bool,
+        store: EventStore | None = None,
+        stream: str | None = None,
+    ) -> None:
+        """``store`` and ``stream``: record what this SSE stream sends under event ids, so a
+        client can resume it (Streamable HTTP). Ids are given in the order messages are
+        queued, and every recorded kind is queued in order (see the module doc)."""
+        if (store is None) != (stream is None) or (store is not None and not sse):
+            raise LocalProtocolError("a resumable channel is an SSE stream with store and name")
+        self.conn = conn
+        self.sse = sse
+        self.store = store
+        self.stream = stream
+        budget = conn.config.scheduler.max_buffered
+        conn.open_stream(CONTROL, now, priority=Priority.CONTROL, limit=budget)
+        conn.open_stream(PROGRESS, now, priority=Priority.INTERACTIVE, policy=Policy.LATEST)
+        conn.open_stream(
+            LOG, now, priority=Priority.BACKGROUND, policy=Policy.DROP_OLDEST, limit=LOG_LIMIT
+        )
+        conn.open_stream(BULK, now, priority=Priority.STREAM, limit=BULK_LIMIT)
+        self._streaming: set[RequestId] = set()  # requests with partial results sent
+        self.closed = False
+
+    def send(self, message: Outbound, now: float) -> bool:
+        """Queue one message on the stream its kind calls for; False if the client is gone."""
+        if self.closed:
+            return False
+        stream = _STREAM_OF[message.kind]
+        related = message.related
+        if message.kind is Kind.PARTIAL and related is not None:
+            self._streaming.add(related)
+        elif message.final and related in self._streaming:
+            self._streaming.discard(related)
+            if self.conn.scheduler.queued_bytes(BULK):
+                stream = BULK  # after the output it completes
+        if message.final and message.progress_token is not None:
+            self.conn.scheduler.withdraw(PROGRESS, message.progress_token)
+        payload: str | SseEvent = message.text
+        if self.sse:
+            event_id = None
+            if self.store is not None and self.stream is not None and message.kind in RESUMABLE:
+                event_id = self.store.store(self.stream, message.text)
+            payload = SseEvent(data=message.text, event="message", id=event_id)
+        try:
+            self.conn.send(stream, payload, now, key=message.progress_token)
+        except LocalProtocolError:
+            # Past the hard budget: this client stopped reading long ago.
+            self.closed = True
+            self.conn.close(now, CLOSE_POLICY_VIOLATION, "the client is too far behind")
+            return False
+        return True
+
+    def prime(self, retry_ms: int, now: float) -> None:
+        """A resumable stream's first event: an id, no data, and the reconnection delay, so
+        a client that loses the stream before any message can still resume it."""
+        if self.store is None or self.stream is None:
+            raise LocalProtocolError("only a resumable stream is primed")
+        event_id = self.store.store(self.stream, "")
+        self.conn.send(CONTROL, SseEvent(data="", id=event_id, retry=retry_ms), now)
+
+    def replay(self, event_id: str, text: str, related: RequestId | None, now: float) -> None:
+        """Re-send a recorded message under its original id (a resumed stream), in order
+        with what follows: a response to ``related`` will not overtake it."""
+        if related is not None:
+            self._streaming.add(related)
+        self.conn.send(BULK, SseEvent(data=text, event="message", id=event_id), now)
+
+    def endpoint(self, uri: str, now: float) -> None:
+        """The legacy HTTP+SSE transport's first event: where to POST messages."""
+        self.conn.send(CONTROL, SseEvent(data=uri, event="endpoint"), now)
+
+    @property
+    def paused(self) -> bool:
+        """True while streamed output must wait (the bulk stream is over its share)."""
+        return self.conn.scheduler.is_paused(BULK)
+
+    def finish(self, now: float) -> None:
+        """End an SSE response once everything queued has been sent."""
+        self.closed = True
+        self.conn.end_response(now)
+
+
+_STREAM_OF = {
+    Kind.RESPONSE: CONTROL,
+    Kind.CONTROL: CONTROL,
+    Kind.PROGRESS: PROGRESS,
+    Kind.LOG: LOG,
+    Kind.PARTIAL: BULK,
+}

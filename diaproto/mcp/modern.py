@@ -1,0 +1,115 @@
+"""Streamable HTTP at 2026-07-28: no session, every request names its version twice.
+
+A request is served on this path when its ``MCP-Protocol-Version`` header names a version
+that has no handshake (2026-07-28, or one we do not know). :func:`check_request` runs the
+checks in the order the revision gives, first failure wins:
+
+1. ``params._meta`` carries the envelope (protocol version and client capabilities): -32602.
+2. ``MCP-Protocol-Version`` equals the envelope's version, ``Mcp-Method`` the body's method,
+   and ``Mcp-Name`` the tool name (or resource URI): -32020. A header sent twice: -32020.
+3. The version is one we serve: -32022 with the versions we do serve.
+
+Status codes follow :data:`diaproto.mcp.http.STATUS_OF_CODE`.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+from typing import Any
+
+from diaproto.events import Headers
+from diaproto.http_util import header_values
+from diaproto.mcp.jsonrpc import (
+    HEADER_MISMATCH,
+    INVALID_PARAMS,
+    UNSUPPORTED_PROTOCOL_VERSION,
+    JsonRpcError,
+    JsonRpcRequest,
+)
+from diaproto.mcp.protocol import (
+    HANDSHAKE_VERSIONS,
+    META_CLIENT_CAPABILITIES,
+    META_PROTOCOL_VERSION,
+    MODERN_VERSIONS,
+)
+
+#: Methods whose target is mirrored in ``Mcp-Name``, and the param that holds it.
+NAME_PARAM = {"tools/call": "name", "prompts/get": "name", "resources/read": "uri"}
+ROUTING_HEADERS = ("mcp-protocol-version", "mcp-method", "mcp-name")
+_BASE64_VALUE = re.compile(r"^=\?base64\?(.*)\?=$")
+
+
+def is_modern(headers: Headers) -> bool:
+    """Does this request take the 2026-07-28 path? (A version header without a handshake.)"""
+    versions = header_values(headers, "mcp-protocol-version")
+    return bool(versions) and versions[0].strip() not in HANDSHAKE_VERSIONS
+
+
+def decode_header_value(value: str | None) -> str | None:
+    """``Mcp-Name`` carries non-ASCII names as ``=?base64?<utf-8 base64>?=``."""
+    if value is None:
+        return None
+    match = _BASE64_VALUE.match(value)
+    if match is None:
+        return value
+    try:
+        return base64.b64decode(match.group(1), validate=True).decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError):
+        return None
+
+
+def check_request(request: JsonRpcRequest, headers: Headers) -> JsonRpcError | None:
+    """The 2026-07-28 checks of one request; None when it may be served."""
+    for name in ROUTING_HEADERS:
+        if len(header_values(headers, name)) > 1:
+            return JsonRpcError(HEADER_MISMATCH, f"{name} is sent more than once", request.id)
+    params = request.params or {}
+    meta = params.get("_meta")
+    if not isinstance(meta, dict):
+        return JsonRpcError(
+            INVALID_PARAMS,
+            f"params._meta must carry {META_PROTOCOL_VERSION!r} and {META_CLIENT_CAPABILITIES!r}",
+            request.id,
+        )
+    missing = [key for key in (META_PROTOCOL_VERSION, META_CLIENT_CAPABILITIES) if key not in meta]
+    if missing:
+        return JsonRpcError(
+            INVALID_PARAMS, f"params._meta is missing {', '.join(missing)}", request.id
+        )
+    version: Any = meta[META_PROTOCOL_VERSION]
+    header_version = next(iter(header_values(headers, "mcp-protocol-version")), None)
+    if header_version is None or header_version.strip() != version:
+        return JsonRpcError(
+            HEADER_MISMATCH, "MCP-Protocol-Version does not match params._meta", request.id
+        )
+    if next(iter(header_values(headers, "mcp-method")), None) != request.method:
+        return JsonRpcError(HEADER_MISMATCH, "Mcp-Method does not match the method", request.id)
+    name_param = NAME_PARAM.get(request.method)
+    if name_param is not None and params.get(name_param) is not None:
+        given = decode_header_value(next(iter(header_values(headers, "mcp-name")), None))
+        if given != params[name_param]:
+            return JsonRpcError(
+                HEADER_MISMATCH, f"Mcp-Name does not match params.{name_param}", request.id
+            )
+    if version not in MODERN_VERSIONS:
+        return JsonRpcError(
+            UNSUPPORTED_PROTOCOL_VERSION,
+            f"protocol version {version!r} is not supported",
+            request.id,
+            {"supported": list(MODERN_VERSIONS), "requested": version},
+        )
+    if not isinstance(meta[META_CLIENT_CAPABILITIES], dict):
+        return JsonRpcError(INVALID_PARAMS, "client capabilities must be an object", request.id)
+    return None
+
+
+def unsupported_version(version: str) -> JsonRpcError:
+    """A request (or notification) whose version header names nothing we speak."""
+    return JsonRpcError(
+        UNSUPPORTED_PROTOCOL_VERSION,
+        f"protocol version {version!r} is not supported",
+        None,
+        {"supported": list(MODERN_VERSIONS + HANDSHAKE_VERSIONS), "requested": version},
+    )

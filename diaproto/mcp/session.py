@@ -1,0 +1,415 @@
+"""One MCP session, server side, as a state machine: messages in, events and messages out.
+
+The session answers what the protocol itself decides (``initialize``, ``ping``,
+``tools/list``, ``logging/setLevel``, unknown methods, malformed params) and hands the
+application only what it must decide: :class:`ToolCall` and :class:`CallCancelled`. The
+application answers a call with :meth:`McpSession.respond` / :meth:`McpSession.fail`, and
+streams with :meth:`McpSession.progress` and :meth:`McpSession.partial_result`. Every message
+the session produces comes out of :meth:`McpSession.next_outbound` labelled with its
+:class:`~diaproto.mcp.protocol.Kind` (how to schedule it) and the request it belongs to
+(which stream carries it).
+
+Guarantees: progress values strictly increase per request; nothing about a request is sent
+after its response; a cancelled request gets no response; ``initialize`` cannot be
+cancelled; a response to an unknown or finished request is refused.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any
+
+from diaproto.errors import LocalProtocolError
+from diaproto.mcp.jsonrpc import (
+    INVALID_PARAMS,
+    INVALID_REQUEST,
+    METHOD_NOT_FOUND,
+    JsonRpcErrorResponse,
+    JsonRpcNotification,
+    JsonRpcRequest,
+    JsonRpcResponse,
+    Message,
+    RequestId,
+    encode_message,
+    is_finite_number,
+)
+from diaproto.mcp.protocol import (
+    LOG_LEVELS,
+    META_SERVER_INFO,
+    MODERN_VERSIONS,
+    PARTIAL_RESULT_CAPABILITY,
+    PARTIAL_RESULT_METHOD,
+    PARTIAL_RESULT_TOKEN,
+    Kind,
+    negotiate_version,
+)
+
+
+CACHE_TTL_MS = 60_000  # how long a 2026-07-28 client may reuse discover and tools/list
+
+
+class SessionState(Enum):
+    NEW = "new"  # waiting for initialize
+    INITIALIZING = "initializing"  # answered initialize, waiting for notifications/initialized
+    READY = "ready"
+    CLOSED = "closed"
+
+
+@dataclass(frozen=True, slots=True)
+class Tool:
+    """A tool the server offers: ``input_schema`` is a JSON Schema object."""
+
+    name: str
+    description: str
+    input_schema: dict[str, Any]
+    title: str | None = None
+
+    def describe(self) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "name": self.name,
+            "description": self.description,
+            "inputSchema": self.input_schema,
+        }
+        if self.title is not None:
+            body["title"] = self.title
+        return body
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCall:
+    """The client called a tool; answer with ``respond``/``fail`` (once)."""
+
+    request_id: RequestId
+    name: str
+    arguments: dict[str, Any]
+    progress_token: str | int | None
+    partial_token: str | int | None  # set: the client takes partial results (SEP-2998)
+
+
+@dataclass(frozen=True, slots=True)
+class CallCancelled:
+    """The client cancelled a call (or the session ended under it): stop its work."""
+
+    request_id: RequestId
+    reason: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Outbound:
+    """One message to send: its JSON text, how to schedule it, the request it is about."""
+
+    text: str
+    kind: Kind
+    related: RequestId | None = None
+    progress_token: str | int | None = None
+    final: bool = False  # the response that ends ``related``
+
+
+McpEvent = ToolCall | CallCancelled
+
+
+@dataclass(slots=True)
+class _InFlight:
+    method: str
+    progress_token: str | int | None = None
+    last_progress: float | None = None
+    partial_token: str | int | None = None
+    partial_seq: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class ServerInfo:
+    name: str
+    version: str
+    instructions: str | None = None
+
+
+@dataclass(eq=False)
+class McpSession:
+    """The protocol state of one client. Pure: no I/O, no clock."""
+
+    info: ServerInfo
+    tools: tuple[Tool, ...] = ()
+    state: SessionState = SessionState.NEW
+    protocol_version: str | None = None
+    client_capabilities: dict[str, Any] = field(default_factory=dict)
+    client_info: dict[str, Any] = field(default_factory=dict)
+    log_level: str | None = "info"  # None: send no log messages
+    _in_flight: dict[RequestId, _InFlight] = field(default_factory=dict)
+    _events: deque[McpEvent] = field(default_factory=deque)
+    _outbound: deque[Outbound] = field(default_factory=deque)
+
+    @classmethod
+    def ready(
+        cls,
+        info: ServerInfo,
+        tools: tuple[Tool, ...],
+        protocol_version: str,
+        client_capabilities: dict[str, Any],
+    ) -> McpSession:
+        """A session that needs no handshake (2026-07-28: each request says who it is)."""
+        session = cls(info, tools, SessionState.READY, protocol_version, log_level=None)
+        session.client_capabilities = client_capabilities
+        return session
+
+    @property
+    def modern(self) -> bool:
+        """Speaking 2026-07-28: no handshake, results carry the server's identity."""
+        return self.protocol_version in MODERN_VERSIONS
+
+    # --- inbound ---------------------------------------------------------------------------
+
+    def receive(self, message: Message) -> None:
+        """Take one message from the client. Never raises for what the client sent."""
+        if self.state is SessionState.CLOSED:
+            return
+        match message:
+            case JsonRpcRequest():
+                self._request(message)
+            case JsonRpcNotification():
+                self._notification(message)
+            case _:
+                pass  # we send the client no requests, so its responses answer nothing
+
+    def refuse(self, error: JsonRpcErrorResponse) -> None:
+        """Send an error for a message the transport could not even parse."""
+        self._send(encode_message(error), Kind.RESPONSE, error.id, final=True)
+
+    def next_event(self) -> McpEvent | None:
+        return self._events.popleft() if self._events else None
+
+    def next_outbound(self) -> Outbound | None:
+        return self._outbound.popleft() if self._outbound else None
+
+    @property
+    def in_flight(self) -> tuple[RequestId, ...]:
+        return tuple(self._in_flight)
+
+    @property
+    def partial_results(self) -> bool:
+        """The client declared SEP-2998's capability (top level, or as experimental)."""
+        experimental = self.client_capabilities.get("experimental")
+        return PARTIAL_RESULT_CAPABILITY in self.client_capabilities or (
+            isinstance(experimental, dict) and PARTIAL_RESULT_CAPABILITY in experimental
+        )
+
+    def _request(self, request: JsonRpcRequest) -> None:
+        method, params = request.method, request.params or {}
+        if request.id in self._in_flight:
+            self._error(request.id, INVALID_REQUEST, f"request id {request.id!r} is in use")
+            return
+        if method == "ping":
+            self._result(request.id, {})
+        elif method == "initialize":
+            self._initialize(request.id, params)
+        elif method == "server/discover" and self.modern:
+            self._result(request.id, self._discover())
+        elif self.state is SessionState.NEW:
+            self._error(request.id, INVALID_REQUEST, "the session is not initialized")
+        elif method == "tools/list":
+            tools = {"tools": [tool.describe() for tool in self.tools]}
+            self._result(request.id, {**tools, **self._cacheable()})
+        elif method == "tools/call":
+            self._call_tool(request.id, params)
+        elif method == "logging/setLevel":
+            level = params.get("level")
+            if level not in LOG_LEVELS:
+                self._error(request.id, INVALID_PARAMS, f"level must be one of {LOG_LEVELS}")
+            else:
+                self.log_level = str(level)
+                self._result(request.id, {})
+        else:
+            self._error(request.id, METHOD_NOT_FOUND, f"method not found: {method}")
+
+    def _initialize(self, request_id: RequestId, params: dict[str, Any]) -> None:
+        if self.state is not SessionState.NEW:
+            self._error(request_id, INVALID_REQUEST, "the session is already initialized")
+            return
+        capabilities, client = params.get("capabilities"), params.get("clientInfo")
+        if not isinstance(params.get("protocolVersion"), str):
+            self._error(request_id, INVALID_PARAMS, "protocolVersion must be a string")
+            return
+        if not isinstance(capabilities, dict) or not isinstance(client, dict):
+            self._error(request_id, INVALID_PARAMS, "capabilities and clientInfo are objects")
+            return
+        self.protocol_version = negotiate_version(params["protocolVersion"])
+        self.client_capabilities = capabilities
+        self.client_info = client
+        self.state = SessionState.INITIALIZING
+        result: dict[str, Any] = {
+            "protocolVersion": self.protocol_version,
+            "capabilities": self._capabilities(),
+            "serverInfo": {"name": self.info.name, "version": self.info.version},
+        }
+        if self.info.instructions is not None:
+            result["instructions"] = self.info.instructions
+        self._result(request_id, result)
+
+    def _call_tool(self, request_id: RequestId, params: dict[str, Any]) -> None:
+        name, arguments = params.get("name"), params.get("arguments", {})
+        if not isinstance(name, str) or not isinstance(arguments, dict):
+            self._error(request_id, INVALID_PARAMS, "tools/call needs a name and object arguments")
+            return
+        if not any(tool.name == name for tool in self.tools):
+            self._error(request_id, INVALID_PARAMS, f"unknown tool: {name}")
+            return
+        meta = params.get("_meta")
+        meta = meta if isinstance(meta, dict) else {}
+        token = _token(meta.get("progressToken"))
+        partial = _token(meta.get(PARTIAL_RESULT_TOKEN)) if self.partial_results else None
+        self._in_flight[request_id] = _InFlight("tools/call", token, partial_token=partial)
+        self._events.append(ToolCall(request_id, name, arguments, token, partial))
+
+    def _notification(self, note: JsonRpcNotification) -> None:
+        params = note.params or {}
+        if note.method == "notifications/initialized":
+            if self.state is SessionState.INITIALIZING:
+                self.state = SessionState.READY
+        elif note.method == "notifications/cancelled":
+            request_id = params.get("requestId")
+            # Unknown or finished ids are normal (the response and the cancel crossed).
+            if isinstance(request_id, str | int) and request_id in self._in_flight:
+                del self._in_flight[request_id]
+                reason = params.get("reason")
+                self._events.append(
+                    CallCancelled(request_id, reason if isinstance(reason, str) else None)
+                )
+        # Any other notification (progress, roots changed...) needs nothing from us.
+
+    # --- outbound: the application's side --------------------------------------------------
+
+    def respond(self, request_id: RequestId, result: dict[str, Any]) -> bool:
+        """Answer a call; False (and nothing sent) if it was cancelled or already answered."""
+        if self._in_flight.pop(request_id, None) is None:
+            return False
+        self._result(request_id, result)
+        return True
+
+    def fail(self, request_id: RequestId, code: int, message: str, data: Any = None) -> bool:
+        """Answer a call with a JSON-RPC error; False if it was cancelled or answered."""
+        if self._in_flight.pop(request_id, None) is None:
+            return False
+        self._error(request_id, code, message, data)
+        return True
+
+    def progress(
+        self,
+        request_id: RequestId,
+        progress: float,
+        total: float | None = None,
+        message: str | None = None,
+    ) -> bool:
+        """Report progress on a call that asked for it; values must strictly increase.
+
+        False when nothing was sent: no token, a finished call, or a value not above the last.
+        """
+        call = self._in_flight.get(request_id)
+        if not is_finite_number(progress):
+            raise LocalProtocolError("progress must be a finite number")
+        if call is None or call.progress_token is None:
+            return False
+        if call.last_progress is not None and progress <= call.last_progress:
+            return False
+        call.last_progress = progress
+        params: dict[str, Any] = {"progressToken": call.progress_token, "progress": progress}
+        if total is not None:
+            params["total"] = total
+        if message is not None:
+            params["message"] = message
+        note = JsonRpcNotification("notifications/progress", params)
+        self._send(encode_message(note), Kind.PROGRESS, request_id, call.progress_token)
+        return True
+
+    def partial_result(self, request_id: RequestId, content: list[dict[str, Any]]) -> bool:
+        """Stream part of a call's output (SEP-2998) to a client that opted the call in."""
+        call = self._in_flight.get(request_id)
+        if call is None or call.partial_token is None:
+            return False
+        params: dict[str, Any] = {
+            PARTIAL_RESULT_TOKEN: call.partial_token,
+            "seq": call.partial_seq,
+            "content": content,
+        }
+        call.partial_seq += 1
+        note = JsonRpcNotification(PARTIAL_RESULT_METHOD, params)
+        self._send(encode_message(note), Kind.PARTIAL, request_id)
+        return True
+
+    def log(self, level: str, data: Any, logger: str | None = None) -> bool:
+        """``notifications/message`` if ``level`` is at or above what the client asked for."""
+        if level not in LOG_LEVELS:
+            raise LocalProtocolError(f"level must be one of {LOG_LEVELS}")
+        if (
+            self.state is SessionState.CLOSED
+            or self.log_level is None
+            or LOG_LEVELS.index(level) < LOG_LEVELS.index(self.log_level)
+        ):
+            return False
+        params: dict[str, Any] = {"level": level, "data": data}
+        if logger is not None:
+            params["logger"] = logger
+        self._send(encode_message(JsonRpcNotification("notifications/message", params)), Kind.LOG)
+        return True
+
+    def close(self) -> None:
+        """The session ended (DELETE, expiry, the connection went away): calls are cancelled."""
+        if self.state is SessionState.CLOSED:
+            return
+        self.state = SessionState.CLOSED
+        for request_id in list(self._in_flight):
+            self._events.append(CallCancelled(request_id, "the session ended"))
+        self._in_flight.clear()
+        self._outbound.clear()
+
+    # --- helpers ---------------------------------------------------------------------------
+
+    def _capabilities(self) -> dict[str, Any]:
+        return {"tools": {"listChanged": False}, "logging": {}}
+
+    def _cacheable(self) -> dict[str, Any]:
+        """2026-07-28 caching directives: the tool list is fixed for the server's life and
+        the same for every client."""
+        return {"ttlMs": CACHE_TTL_MS, "cacheScope": "public"} if self.modern else {}
+
+    def _discover(self) -> dict[str, Any]:
+        result: dict[str, Any] = {
+            "supportedVersions": list(MODERN_VERSIONS),
+            "capabilities": self._capabilities(),
+            **self._cacheable(),
+        }
+        if self.info.instructions is not None:
+            result["instructions"] = self.info.instructions
+        return result
+
+    def _result(self, request_id: RequestId, result: dict[str, Any]) -> None:
+        if self.modern:
+            # 2026-07-28: every result says it is complete and who answered.
+            identity = {"name": self.info.name, "version": self.info.version}
+            meta = {**result.get("_meta", {}), META_SERVER_INFO: identity}
+            result = {"resultType": "complete", **result, "_meta": meta}
+        text = encode_message(JsonRpcResponse(request_id, result))
+        self._send(text, Kind.RESPONSE, request_id, final=True)
+
+    def _error(self, request_id: RequestId, code: int, message: str, data: Any = None) -> None:
+        text = encode_message(JsonRpcErrorResponse(request_id, code, message, data))
+        self._send(text, Kind.RESPONSE, request_id, final=True)
+
+    def _send(
+        self,
+        text: str,
+        kind: Kind,
+        related: RequestId | None = None,
+        token: str | int | None = None,
+        *,
+        final: bool = False,
+    ) -> None:
+        self._outbound.append(Outbound(text, kind, related, token, final))
+
+
+def _token(value: object) -> str | int | None:
+    """A progress or partial-result token: a string or an integer (not a bool)."""
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        return None
+    return value
