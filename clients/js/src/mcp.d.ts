@@ -97,6 +97,8 @@ export interface ConnectOptions {
   maxRetries?: number;
   /** HTTP: delay before a resumption in ms (default 1000); the server's `retry:` replaces it. */
   retryMs?: number;
+  /** HTTP: the longest SSE line (one whole message) accepted, in characters (default 64 MiB). */
+  maxEventSize?: number;
   /** WebSocket: a constructor `new WebSocket(url, protocols)` (default: the global one). */
   WebSocket?: new (url: string, protocols: string[]) => any;
 }
@@ -140,6 +142,7 @@ export declare class McpClient {
     retryMs?: number;
     maxRetries?: number;
     resumes?: number;
+    maxEventSize?: number;
   };
   /** The negotiated protocol version. */
   protocolVersion: string | null;

@@ -281,6 +281,8 @@ class HttpTransport {
     this.retryMs = options.retryMs ?? 1000;
     /** Resumptions done (GET with Last-Event-ID). */
     this.resumes = 0;
+    /** The longest SSE line accepted, in characters: one message (a whole result) is one line. */
+    this.maxEventSize = options.maxEventSize ?? 64 * 1024 * 1024;
   }
 
   /** @param {Record<string, string>} extra */
@@ -358,7 +360,7 @@ class HttpTransport {
     let cause = "the stream ended";
     for (;;) {
       /** @type {SseParser} */
-      const parser = new SseParser({ lastEventId });
+      const parser = new SseParser({ lastEventId, maxLine: this.maxEventSize });
       if (current !== null) {
         cause = "the stream ended";
         if (!current.body) throw new McpTransportError(`${this.url}: an event stream without a body`);
@@ -368,7 +370,14 @@ class HttpTransport {
           for (;;) {
             const { value, done } = await reader.read();
             if (done) break;
-            for (const event of parser.feed(value)) {
+            let events;
+            try {
+              events = parser.feed(value);
+            } catch (error) {
+              reader.cancel().catch(() => {});
+              throw new McpTransportError(`${this.url}: ${error instanceof Error ? error.message : error} (maxEventSize ${this.maxEventSize})`);
+            }
+            for (const event of events) {
               // An event without its own id carries the previous one: only a new id can repeat.
               if (event.id !== null && event.id !== previousId) {
                 if (seen.has(event.id)) continue;
@@ -395,6 +404,7 @@ class HttpTransport {
           }
         } catch (error) {
           if (signal?.aborted || !this.client._pending.has(id)) return;
+          if (error instanceof McpTransportError) throw error; // not a dropped connection
           cause = error instanceof Error ? error.message : String(error);
         }
         lastEventId = parser.lastEventId;
@@ -422,6 +432,12 @@ class HttpTransport {
       } catch (error) {
         if (signal?.aborted) return;
         cause = `GET failed: ${error instanceof Error ? error.message : error}`; // retried within the bound
+        continue;
+      }
+      if (current.status === 409) {
+        // The server still holds the old stream (it has not seen the drop yet): try again.
+        cause = (await httpError(current, "GET", this.url)).message;
+        current = null;
         continue;
       }
       if (!current.ok) throw await httpError(current, "GET", this.url);

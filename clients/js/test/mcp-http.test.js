@@ -202,3 +202,26 @@ test("cancelling a streamed call posts notifications/cancelled and stops the res
   assert.deepEqual(cancelledWith, { requestId: call.requestId, reason: "enough" });
   await client.close();
 });
+
+test("a 409 on resume (the old stream still registered) is retried; an oversized event is an error", async () => {
+  let gets = 0;
+  const { fetch, log } = fakeServer((r) => {
+    if (r.body?.method === "tools/call" && r.body.params.name === "big") {
+      const big = event("2", { id: r.body.id, result: { content: [{ type: "text", text: "x".repeat(5000) }] } });
+      return sse(["id: 1\ndata: \n\n", big.slice(0, 4500), big.slice(4500)]); // the bound is on a line still incomplete
+    }
+    if (r.body?.method === "tools/call") return sse(["id: 1\ndata: \n\n"]);
+    if (r.method === "GET") {
+      gets += 1;
+      if (gets === 1) return json({ jsonrpc: "2.0", id: null, error: { code: -32000, message: "Conflict" } }, 409);
+      return sse([event("2", { id: log.find((x) => x.body?.method === "tools/call").body.id, result: { content: [] } })]);
+    }
+    return undefined;
+  });
+  const client = await connect(fetch, { maxEventSize: 4096 });
+  assert.deepEqual(await client.callTool("t", {}).result, { content: [] });
+  assert.equal(gets, 2);
+  await assert.rejects(client.callTool("big", {}).result, /SSE line too long \(maxEventSize 4096\)/);
+  assert.equal(gets, 2, "not retried as a dropped connection");
+  await client.close();
+});
