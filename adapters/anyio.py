@@ -7,7 +7,6 @@ heartbeats, batching and backpressure are the core's; this file moves bytes and 
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
 import signal
@@ -24,6 +23,7 @@ import anyio.lowlevel
 import anyio.to_thread
 from anyio.abc import SocketAttribute
 
+from diaproto.adapters._threaded import Listening, ThreadedServer, start_loop_thread
 from diaproto.app import Application, Cancellable
 from diaproto.config import ConnectionConfig
 from diaproto.events import Event
@@ -302,33 +302,6 @@ async def serve_in_background(
     return server, bound[0]
 
 
-STARTUP_TIMEOUT = 10.0
-
-
-class ThreadedServer:
-    """A :class:`diaproto.app.ServerHandle` for a server on its own thread and event loop."""
-
-    def __init__(self, server: Server, port: int, token: object, thread: threading.Thread):
-        self.server = server
-        self._port = port
-        self._token = token
-        self.thread = thread
-
-    @property
-    def port(self) -> int:
-        return self._port
-
-    def call(self, function: Callable[[], T]) -> T:
-        return anyio.from_thread.run_sync(function, token=self._token)  # type: ignore[arg-type]
-
-    def stop(self, timeout: float = 15.0) -> bool:
-        if self.thread.is_alive():
-            with contextlib.suppress(RuntimeError):  # the loop already ended
-                self.call(self.server.stop)
-        self.thread.join(timeout)
-        return not self.thread.is_alive()
-
-
 def start_in_thread(
     app: Application,
     host: str = "127.0.0.1",
@@ -337,28 +310,21 @@ def start_in_thread(
     *,
     backend: str = "asyncio",
     use_uvloop: bool = False,
-) -> ThreadedServer:
+) -> ThreadedServer[Server]:
     """Serve ``app`` on a new thread; returns once it listens (raises if it cannot start)."""
-    started = threading.Event()
-    box: list[ThreadedServer] = []
-    failure: list[BaseException] = []
 
-    async def main() -> None:
+    async def serve(listening: Listening[Server]) -> None:
         async with anyio.create_task_group() as tg:
             server, bound = await serve_in_background(app, tg, host, port, config)
-            box.append(ThreadedServer(server, bound, anyio.lowlevel.current_token(), thread))
-            started.set()
+            token = anyio.lowlevel.current_token()
 
-    def target() -> None:
-        try:
-            options = {"use_uvloop": True} if backend == "asyncio" and use_uvloop else {}
-            anyio.run(main, backend=backend, backend_options=options)
-        except BaseException as exc:  # reported to the caller of start_in_thread
-            failure.append(exc)
-            started.set()
+            def call(function: Callable[[], T]) -> T:
+                return anyio.from_thread.run_sync(function, token=token)
 
-    thread = threading.Thread(target=target, name=f"diaproto-{backend}", daemon=True)
-    thread.start()
-    if not started.wait(STARTUP_TIMEOUT) or failure or not box:
-        raise RuntimeError(f"the server did not start: {failure or 'timed out'}")
-    return box[0]
+            listening(server, bound, call)
+
+    def main(listening: Listening[Server]) -> None:
+        options = {"use_uvloop": True} if backend == "asyncio" and use_uvloop else {}
+        anyio.run(serve, listening, backend=backend, backend_options=options)
+
+    return start_loop_thread(f"diaproto-{backend}", main)

@@ -23,6 +23,7 @@ from collections.abc import Callable
 from types import FrameType
 from typing import TypeVar
 
+from diaproto.adapters._threaded import ThreadedServer
 from diaproto.app import Application
 from diaproto.config import ConnectionConfig
 from diaproto.server import ServerConnection
@@ -428,40 +429,24 @@ def run(
             signal.signal(sig, handler)
 
 
-class ThreadedServer:
-    """A :class:`diaproto.app.ServerHandle` for a server on its own thread."""
-
-    def __init__(self, server: Server, port: int, thread: threading.Thread) -> None:
-        self.server = server
-        self._port = port
-        self.thread = thread
-
-    @property
-    def port(self) -> int:
-        return self._port
-
-    def call(self, function: Callable[[], T]) -> T:
-        if threading.get_ident() == self.server.loop_thread:
-            return function()
-        box: list[T] = []
-        self.server.runtime.call_soon_threadsafe(lambda: box.append(function()))
-        return box[0]
-
-    def stop(self, timeout: float = 15.0) -> bool:
-        self.server.stop()
-        self.thread.join(timeout)
-        return not self.thread.is_alive()
-
-
 def start_in_thread(
     app: Application,
     host: str = "127.0.0.1",
     port: int = 0,
     config: ConnectionConfig | None = None,
-) -> ThreadedServer:
+) -> ThreadedServer[Server]:
     """Serve ``app`` on a new thread; returns once it listens (raises if it cannot bind)."""
     server = Server(app, config)
     _, bound_port = server.bind(host, port)
     thread = threading.Thread(target=server.serve_forever, name="diaproto-sockets", daemon=True)
     thread.start()
-    return ThreadedServer(server, bound_port, thread)
+
+    def call(function: Callable[[], T]) -> T:
+        if threading.get_ident() == server.loop_thread:
+            return function()
+        box: list[T] = []
+        server.runtime.call_soon_threadsafe(lambda: box.append(function()))
+        return box[0]
+
+    # stop() is safe from any thread, and needs no trip through the loop.
+    return ThreadedServer(server, bound_port, thread, call, request_stop=server.stop)

@@ -24,6 +24,12 @@ from tornado.locks import Event as LoopEvent
 from tornado.netutil import bind_sockets
 from tornado.tcpserver import TCPServer
 
+from diaproto.adapters._threaded import (
+    Listening,
+    ThreadedServer,
+    start_loop_thread,
+    wait_on_loop,
+)
 from diaproto.app import Application, Cancellable
 from diaproto.config import ConnectionConfig
 from diaproto.server import ServerConnection
@@ -38,8 +44,6 @@ READ_SIZE = 65536
 # from buffering without limit, and never refuses a message the core accepted.
 WRITE_BUFFER_HEADROOM = 64 * 1024
 CLOSE_CODE_SHUTDOWN = 1001
-STARTUP_TIMEOUT = 10.0
-LOOP_GONE_POLL = 0.1
 
 
 def now() -> float:
@@ -88,27 +92,8 @@ class TornadoRuntime:
 
 def run_on_loop(runtime: TornadoRuntime, function: Callable[[], T]) -> T:
     """Run ``function`` on the loop thread from another thread; its result or exception."""
-    done = threading.Event()
-    box: list[Any] = []
-
-    def call() -> None:
-        try:
-            box.append((True, function()))
-        except BaseException as exc:  # re-raised in the calling thread
-            box.append((False, exc))
-        finally:
-            done.set()
-
-    if runtime.closed:
-        raise RuntimeError("the server's loop has ended")
-    runtime.loop.add_callback(call)  # silently dropped if the loop is already closed
-    while not done.wait(LOOP_GONE_POLL):
-        if runtime.closed:
-            raise RuntimeError("the server's loop has ended")
-    ok, value = box[0]
-    if not ok:
-        raise value
-    return value  # type: ignore[no-any-return]
+    # add_callback silently drops the callback once the loop is closed: hence ``closed``.
+    return wait_on_loop(runtime.loop.add_callback, lambda: runtime.closed, function)
 
 
 class TornadoSession:
@@ -341,60 +326,28 @@ def _on_signal(server: Server, signum: int) -> None:
     server.stop()
 
 
-class ThreadedServer:
-    """A :class:`diaproto.app.ServerHandle` for a server on its own thread and IOLoop."""
-
-    def __init__(self, server: Server, port: int, thread: threading.Thread) -> None:
-        self.server = server
-        self._port = port
-        self.thread = thread
-
-    @property
-    def port(self) -> int:
-        return self._port
-
-    def call(self, function: Callable[[], T]) -> T:
-        if threading.get_ident() == self.server.runtime.loop_thread:
-            return function()
-        return run_on_loop(self.server.runtime, function)
-
-    def stop(self, timeout: float = 15.0) -> bool:
-        if self.thread.is_alive():
-            with contextlib.suppress(RuntimeError):  # the loop already ended
-                self.call(self.server.stop)
-        self.thread.join(timeout)
-        return not self.thread.is_alive()
-
-
 def start_in_thread(
     app: Application,
     host: str = "127.0.0.1",
     port: int = 0,
     config: ConnectionConfig | None = None,
-) -> ThreadedServer:
+) -> ThreadedServer[Server]:
     """Serve ``app`` on a new thread; returns once it listens (raises if it cannot start)."""
-    started = threading.Event()
-    box: list[ThreadedServer] = []
-    failure: list[BaseException] = []
 
-    async def main() -> None:
-        server = Server(app, config)
+    async def serve(listening: Listening[Server]) -> None:
+        server = Server(app, config)  # on the running loop: its runtime binds to that loop
+
+        def call(function: Callable[[], T]) -> T:
+            if threading.get_ident() == server.runtime.loop_thread:
+                return function()
+            return run_on_loop(server.runtime, function)
 
         def ready(_host: str, bound: int) -> None:
-            box.append(ThreadedServer(server, bound, thread))
-            started.set()
+            listening(server, bound, call)
 
         await server.serve(host, port, ready)
 
-    def target() -> None:
-        try:
-            asyncio.run(main())
-        except BaseException as exc:  # reported to the caller of start_in_thread
-            failure.append(exc)
-            started.set()
+    def main(listening: Listening[Server]) -> None:
+        asyncio.run(serve(listening))
 
-    thread = threading.Thread(target=target, name="diaproto-tornado", daemon=True)
-    thread.start()
-    if not started.wait(STARTUP_TIMEOUT) or failure or not box:
-        raise RuntimeError(f"the server did not start: {failure or 'timed out'}")
-    return box[0]
+    return start_loop_thread("diaproto-tornado", main)

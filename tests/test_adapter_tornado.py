@@ -34,7 +34,8 @@ from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
 from websockets.typing import Subprotocol
 
-from diaproto.adapters.tornado import ThreadedServer, start_in_thread
+from diaproto.adapters._threaded import ThreadedServer
+from diaproto.adapters.tornado import Server, start_in_thread
 from diaproto.app import Application, Session
 from diaproto.apps.serve.app import DiaService
 from diaproto.apps.serve.sources import Source, SyntheticSource
@@ -58,7 +59,9 @@ def fast_source() -> Source:
 
 
 @contextmanager
-def serving(app: Application, config: ConnectionConfig | None = None) -> Iterator[ThreadedServer]:
+def serving(
+    app: Application, config: ConnectionConfig | None = None
+) -> Iterator[ThreadedServer[Server]]:
     handle = start_in_thread(app, config=config)
     try:
         yield handle
