@@ -81,7 +81,8 @@ class MemoryEventStore:
     def replay_after(self, event_id: str) -> tuple[str, list[tuple[str, str]]]:
         stream, _, number = event_id.rpartition(".")
         log = self._logs.get(stream)
-        if log is None or not number.isdigit():
+        # ASCII digits only ("²" is a digit to str.isdigit), and few enough for int().
+        if log is None or not (number.isascii() and number.isdigit()) or len(number) > 20:
             raise ReplayRefused(f"unknown event id {event_id!r}")
         after = int(number)
         last = log.first + len(log.events) - 1

@@ -111,7 +111,10 @@ def check_access(headers: Headers, config: McpHttpConfig) -> HttpRefusal | None:
 def _origin_allowed(origin: str, config: McpHttpConfig) -> bool:
     if origin in config.allowed_origins:
         return True
-    parts = urlsplit(origin)
+    try:
+        parts = urlsplit(origin)
+    except ValueError:  # e.g. an unclosed IPv6 bracket
+        return False
     if parts.scheme not in ("http", "https") or parts.path or not parts.netloc:
         return False  # includes the opaque origin "null"
     return host_name(parts.netloc) in config.allowed_hosts

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -74,6 +75,11 @@ class JsonRpcError(Exception):
         return JsonRpcErrorResponse(self.request_id, self.code, self.message, self.data)
 
 
+# A surrogate escape (``\ud800``): paired ones are fine, a lone one decodes to a str that
+# cannot be encoded back to UTF-8, so every answer quoting it would fail to send.
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+
+
 def _refuse_constant(name: str) -> float:
     # NaN and Infinity are not JSON; Python's decoder accepts them unless told not to.
     raise ValueError(f"{name} is not valid JSON")
@@ -90,9 +96,13 @@ def _is_id(value: object) -> bool:
 def parse_message(payload: bytes | str) -> Message:
     """One JSON-RPC message from one payload (a POST body, a WebSocket text frame)."""
     try:
+        if isinstance(payload, str):
+            payload.encode("utf-8")  # a lone surrogate raises UnicodeEncodeError
         text = payload.decode("utf-8") if isinstance(payload, bytes) else payload
         value = json.loads(text, parse_constant=_refuse_constant)
-    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        if _SURROGATE_ESCAPE.search(text) is not None:
+            json.dumps(value, ensure_ascii=False).encode("utf-8")  # likewise, once decoded
+    except (ValueError, RecursionError) as exc:
         raise JsonRpcError(PARSE_ERROR, f"parse error: {exc}") from None
     if isinstance(value, list):
         raise JsonRpcError(INVALID_REQUEST, "JSON-RPC batches are not supported (MCP 2025-06-18)")

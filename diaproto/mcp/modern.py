@@ -15,7 +15,6 @@ Status codes follow :data:`diaproto.mcp.http.STATUS_OF_CODE`.
 from __future__ import annotations
 
 import base64
-import binascii
 import re
 from typing import Any
 
@@ -56,7 +55,7 @@ def decode_header_value(value: str | None) -> str | None:
         return value
     try:
         return base64.b64decode(match.group(1), validate=True).decode("utf-8")
-    except (binascii.Error, UnicodeDecodeError):
+    except ValueError:  # bad base64 (binascii.Error), non-ASCII input, or not UTF-8
         return None
 
 

@@ -46,7 +46,6 @@ from diaproto.mcp.protocol import (
     negotiate_version,
 )
 
-
 CACHE_TTL_MS = 60_000  # how long a 2026-07-28 client may reuse discover and tools/list
 
 
@@ -270,7 +269,8 @@ class McpSession:
         elif note.method == "notifications/cancelled":
             request_id = params.get("requestId")
             # Unknown or finished ids are normal (the response and the cancel crossed).
-            if isinstance(request_id, str | int) and request_id in self._in_flight:
+            # _token refuses a bool, which would otherwise equal (and cancel) id 1 or 0.
+            if _token(request_id) is not None and request_id in self._in_flight:
                 del self._in_flight[request_id]
                 reason = params.get("reason")
                 self._events.append(
