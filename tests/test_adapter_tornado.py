@@ -1,11 +1,11 @@
 """The tornado adapter (TCPServer + IOStream), driven by real clients over 127.0.0.1.
 
-- the Dia service streams to the end over WebSocket and over SSE;
-- graceful shutdown closes a connected WebSocket with 1001, its generation stops, the thread
-  ends, and the handle then says the loop is gone instead of hanging;
+What every runtime must do (streams, shutdown with 1001, backpressure, timeouts) is in
+tests/conformance; this file keeps what is particular to this adapter:
+
+- an SSE stream runs to the end and the same connection serves the next request;
 - an application that raises loses only that connection (1011);
-- a WebSocket client that stops reading pauses its stream while the connection's buffered
-  bytes stay within ``max_buffered``; reading again resumes it, and every chunk arrives in order;
+- after ``stop()`` the handle says the loop is gone instead of hanging;
 - shutdown drops, after the close timeout, a client that neither reads nor answers;
 - inbound flow control (what tornado's own WebSocket code lacks, tornado #2341): a peer that
   pipelines without end is no longer read once the core holds its bound;
@@ -15,18 +15,16 @@
 
 from __future__ import annotations
 
-import json
 import os
 import select
 import signal
 import socket
-import struct
 import subprocess
 import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import contextmanager
 
 import httpx
 import pytest
@@ -40,7 +38,7 @@ from diaproto.app import Application, Session
 from diaproto.apps.serve.app import DiaService
 from diaproto.apps.serve.sources import Source, SyntheticSource
 from diaproto.client import WebSocketClientConnection
-from diaproto.config import ConnectionConfig, Limits, SchedulerConfig, Timeouts
+from diaproto.config import ConnectionConfig, Limits, Timeouts
 from diaproto.events import Event, Request, WebSocketAccepted, WebSocketMessage, WebSocketRequest
 from diaproto.wire import OpenStream
 
@@ -86,27 +84,6 @@ def ws_connect(port: int, path: str = "/ws", *subprotocols: str) -> ClientConnec
     )
 
 
-def test_websocket_stream_to_the_end() -> None:
-    with (
-        serving(DiaService(fast_source())) as server,
-        ws_connect(server.port, "/ws", SUBPROTOCOL) as ws,
-    ):
-        ws.send(json.dumps({"type": "open", "stream": 1, "text": "Hello there.", "voice": "S1"}))
-        ack = json.loads(ws.recv(timeout=LIMIT))
-        assert ack["type"] == "open" and ack["stream"] == 1
-        seqs: list[int] = []
-        while isinstance(message := ws.recv(timeout=LIMIT), bytes):
-            offset = 0
-            while offset < len(message):
-                stream, seq, length = struct.unpack_from(">III", message, offset)
-                assert stream == 1
-                seqs.append(seq)
-                offset += 12 + length
-            assert offset == len(message)
-        assert json.loads(message) == {"type": "end", "stream": 1, "seq": len(seqs)}
-        assert seqs == list(range(1, len(seqs) + 1)) and seqs
-
-
 def test_sse_stream_to_the_end() -> None:
     with (
         serving(DiaService(fast_source())) as server,
@@ -129,28 +106,6 @@ def test_sse_stream_to_the_end() -> None:
         # The same connection serves the next request (keep-alive after the stream ended).
         health = client.get(f"http://127.0.0.1:{server.port}/healthz")
         assert health.status_code == 200 and health.text == "ok\n"
-
-
-def test_graceful_shutdown_closes_websockets_with_1001() -> None:
-    # Paced at Dia's speed: the stream is still in progress when the server stops.
-    service = DiaService(SyntheticSource(real_time_factor=0.4, first_chunk_latency=0.01))
-    server = start_in_thread(service)
-    with ws_connect(server.port, "/ws", SUBPROTOCOL) as ws:
-        ws.send(json.dumps({"type": "open", "stream": 1, "text": long_text(30)}))
-        assert json.loads(ws.recv(timeout=LIMIT))["type"] == "open"
-        assert isinstance(ws.recv(timeout=LIMIT), bytes)  # audio is flowing
-        (generation,) = server.call(lambda: list(service.generations.live.values()))
-        assert server.stop(timeout=15.0), "the server thread did not end"
-        with pytest.raises(ConnectionClosed):
-            while True:
-                ws.recv(timeout=LIMIT)
-        assert ws.close_code == 1001
-        assert generation.stopped
-        wait_until(lambda: not generation.running, "the generation's worker ends")
-    with pytest.raises(httpx.ConnectError):
-        httpx.get(f"http://127.0.0.1:{server.port}/healthz", trust_env=False)
-    with pytest.raises(RuntimeError):
-        server.call(lambda: None)  # the loop is gone: say so instead of hanging
 
 
 class Echo:
@@ -198,6 +153,19 @@ def test_application_exception_closes_only_that_connection() -> None:
     assert app.shut_down
 
 
+def test_after_stop_the_handle_says_the_loop_is_gone() -> None:
+    # Shutdown itself (1001 to a WebSocket mid-stream) is in tests/conformance; this is the
+    # handle's side, which each adapter implements on its own loop.
+    app = Echo()
+    server = start_in_thread(app)
+    assert server.stop(timeout=15.0), "the server thread did not end"
+    assert app.shut_down
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(f"http://127.0.0.1:{server.port}/healthz", trust_env=False)
+    with pytest.raises(RuntimeError):
+        server.call(lambda: None)  # the loop is gone: say so instead of hanging
+
+
 def open_and_stop_reading(port: int, text: str) -> tuple[socket.socket, WebSocketClientConnection]:
     """A diaproto.v1 WebSocket with a tiny receive window that opens stream 1 and reads no more."""
     sock = socket.socket()
@@ -215,32 +183,8 @@ def open_and_stop_reading(port: int, text: str) -> tuple[socket.socket, WebSocke
     sock.sendall(client.data_to_send(time.monotonic()))
     return sock, client
 
-
-def test_a_websocket_client_that_stops_reading_pauses_within_the_budget() -> None:
-    service = DiaService(fast_source())
-    budget = SchedulerConfig(
-        high_watermark=256 * 1024, low_watermark=64 * 1024, max_buffered=512 * 1024
-    )
-    config = ConnectionConfig(scheduler=budget)
-    with ExitStack() as stack:
-        server = stack.enter_context(serving(service, config))
-        # ~9 MB of audio: more than the kernel's send buffer takes, so the core must pause it.
-        sock, _client = open_and_stop_reading(server.port, long_text(30))
-        stack.enter_context(sock)
-
-        def listener_paused() -> bool:
-            for session, state in service._sessions.items():  # the one connection
-                assert session.conn.scheduler.buffered_bytes <= budget.max_buffered
-                return any(listener.paused for _, listener in state.listeners.values())
-            return False
-
-        wait_until(lambda: server.call(listener_paused), "the stream pauses")
-        for _ in range(20):  # and stays paused, within the budget, while nobody reads
-            assert server.call(listener_paused)
-            time.sleep(0.01)
-
-        # (Draining megabytes through a 4 KiB window is too slow for a bounded test: the
-        # kernel reports the socket writable only after a third of its buffer frees.)
+    # (Draining megabytes through a 4 KiB window is too slow for a bounded test: the
+    # kernel reports the socket writable only after a third of its buffer frees.)
 
 
 def test_shutdown_drops_a_client_that_neither_reads_nor_answers() -> None:

@@ -1,28 +1,24 @@
 """The anyio adapter on asyncio and on trio, driven by real clients over 127.0.0.1.
 
-- the service round-trips a stream over WebSocket;
-- graceful shutdown: a connected WebSocket with a stream in progress is closed with 1001 and
-  the server thread ends (nothing hangs);
+Streams, shutdown with 1001 and the rest of what every runtime must do are in
+tests/conformance (which runs asyncio and trio); this file keeps:
+
 - an application that raises in handle_event loses only that connection (1011); the server
-  keeps serving the others.
+  keeps serving the others, and its shutdown() is called when the server stops.
 """
 
 from __future__ import annotations
 
-import json
-import struct
-import time
 from collections.abc import Iterator
 
 import httpx
 import pytest
-from server_fixture import RunningApp, running_app, running_server
+from server_fixture import RunningApp, running_app
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
 from websockets.typing import Subprotocol
 
 from diaproto.app import Session
-from diaproto.apps.serve.sources import SyntheticSource
 from diaproto.events import ConnectionClosed as CoreConnectionClosed
 from diaproto.events import Event, Request, WebSocketMessage, WebSocketRequest
 
@@ -46,57 +42,6 @@ def ws_connect(url: str, *subprotocols: str) -> ClientConnection:
         open_timeout=5,
         close_timeout=5,
     )
-
-
-def test_service_round_trip(backend: str) -> None:
-    with running_server(backend=backend) as server, ws_connect(server.ws_url, SUBPROTOCOL) as ws:
-        ws.send(json.dumps({"type": "open", "stream": 9, "text": "Round trip."}))
-        ack = json.loads(ws.recv(timeout=POLL_LIMIT))
-        assert ack["type"] == "open" and ack["stream"] == 9
-        seqs: list[int] = []
-        for _ in range(10_000):
-            message = ws.recv(timeout=POLL_LIMIT)
-            if isinstance(message, str):
-                end = json.loads(message)
-                assert end == {"type": "end", "stream": 9, "seq": len(seqs)}
-                break
-            offset = 0
-            while offset < len(message):
-                stream, seq, length = struct.unpack_from("!III", message, offset)
-                assert stream == 9
-                seqs.append(seq)
-                offset += 12 + length
-        assert seqs == list(range(1, len(seqs) + 1)) and seqs
-        health = httpx.get(server.url + "/healthz", trust_env=False, timeout=POLL_LIMIT)
-        assert health.status_code == 200
-
-
-def test_graceful_shutdown_closes_websockets_with_1001(backend: str) -> None:
-    # Paced at Dia's speed: the stream is still in progress when the server stops.
-    source = SyntheticSource(real_time_factor=0.4, first_chunk_latency=0.01)
-    with running_server(source, backend=backend) as server:
-        with ws_connect(server.ws_url, SUBPROTOCOL) as ws:
-            text = " ".join(f"Sentence {n} takes a while to say out loud." for n in range(30))
-            ws.send(json.dumps({"type": "open", "stream": 1, "text": text}))
-            assert json.loads(ws.recv(timeout=POLL_LIMIT))["type"] == "open"
-            first = ws.recv(timeout=POLL_LIMIT)
-            assert isinstance(first, bytes)  # audio is flowing
-            (generation,) = server.call(lambda: list(server.service.generations.live.values()))
-            assert generation.running
-
-            assert server.stop(timeout=POLL_LIMIT), "the server thread did not end"
-            with pytest.raises(ConnectionClosed):
-                for _ in range(100_000):
-                    ws.recv(timeout=POLL_LIMIT)
-            assert ws.close_code == 1001
-            assert generation.stopped
-            for _ in range(500):  # the worker thread ends at its next chunk or gate check
-                if not generation.running:
-                    break
-                time.sleep(0.02)
-            assert not generation.running
-        with pytest.raises(httpx.ConnectError):
-            httpx.get(server.url + "/healthz", trust_env=False, timeout=POLL_LIMIT)
 
 
 class Echo:
