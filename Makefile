@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint typecheck pytest fuzz fuzz-atheris clean
+.PHONY: run test lint typecheck pytest fuzz fuzz-atheris bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -36,6 +36,12 @@ fuzz: $(STAMP)
 fuzz-atheris: $(STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[fuzz]'
 	$(BIN)/python -m fuzz --engine atheris --seconds $${FUZZ_SECONDS:-600}
+
+# diaproto against its peers, side by side (quick set; ARGS=--full for the long one); rewrites
+# docs/benchmarks.md, its plots and docs/benchmarks/results.json.
+bench: $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[dev,serve,bench]'
+	$(BIN)/python -m benchmarks $(ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis .coverage
