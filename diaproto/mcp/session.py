@@ -102,6 +102,8 @@ class Outbound:
     text: str
     kind: Kind
     related: RequestId | None = None
+    #: Progress: the token it coalesces under. A final response: the call's token, so the
+    #: channel withdraws a report still queued (nothing about a request after its response).
     progress_token: str | int | None = None
     final: bool = False  # the response that ends ``related``
 
@@ -282,16 +284,18 @@ class McpSession:
 
     def respond(self, request_id: RequestId, result: dict[str, Any]) -> bool:
         """Answer a call; False (and nothing sent) if it was cancelled or already answered."""
-        if self._in_flight.pop(request_id, None) is None:
+        call = self._in_flight.pop(request_id, None)
+        if call is None:
             return False
-        self._result(request_id, result)
+        self._result(request_id, result, call.progress_token)
         return True
 
     def fail(self, request_id: RequestId, code: int, message: str, data: Any = None) -> bool:
         """Answer a call with a JSON-RPC error; False if it was cancelled or answered."""
-        if self._in_flight.pop(request_id, None) is None:
+        call = self._in_flight.pop(request_id, None)
+        if call is None:
             return False
-        self._error(request_id, code, message, data)
+        self._error(request_id, code, message, data, call.progress_token)
         return True
 
     def progress(
@@ -383,18 +387,27 @@ class McpSession:
             result["instructions"] = self.info.instructions
         return result
 
-    def _result(self, request_id: RequestId, result: dict[str, Any]) -> None:
+    def _result(
+        self, request_id: RequestId, result: dict[str, Any], token: str | int | None = None
+    ) -> None:
         if self.modern:
             # 2026-07-28: every result says it is complete and who answered.
             identity = {"name": self.info.name, "version": self.info.version}
             meta = {**result.get("_meta", {}), META_SERVER_INFO: identity}
             result = {"resultType": "complete", **result, "_meta": meta}
         text = encode_message(JsonRpcResponse(request_id, result))
-        self._send(text, Kind.RESPONSE, request_id, final=True)
+        self._send(text, Kind.RESPONSE, request_id, token, final=True)
 
-    def _error(self, request_id: RequestId, code: int, message: str, data: Any = None) -> None:
+    def _error(
+        self,
+        request_id: RequestId,
+        code: int,
+        message: str,
+        data: Any = None,
+        token: str | int | None = None,
+    ) -> None:
         text = encode_message(JsonRpcErrorResponse(request_id, code, message, data))
-        self._send(text, Kind.RESPONSE, request_id, final=True)
+        self._send(text, Kind.RESPONSE, request_id, token, final=True)
 
     def _send(
         self,

@@ -1,0 +1,355 @@
+"""McpChannel on a real ServerConnection over the in-memory loopback (WebSocket subprotocol
+``mcp`` and SSE), time from a FakeClock. A lagging client is a transport that reports bytes
+it has not written yet (``set_transport_buffered``): bulk output then stays queued in the
+scheduler, where control messages can overtake it."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from diaproto.config import ConnectionConfig, SchedulerConfig, Timeouts
+from diaproto.errors import LocalProtocolError
+from diaproto.events import (
+    ConnectionClosed,
+    SseMessage,
+    StreamPaused,
+    StreamResumed,
+    WebSocketMessage,
+)
+from diaproto.mcp.channel import BULK, LOG, LOG_LIMIT, PROGRESS, McpChannel
+from diaproto.mcp.eventstore import MemoryEventStore
+from diaproto.mcp.jsonrpc import (
+    JsonRpcNotification,
+    JsonRpcRequest,
+    JsonRpcResponse,
+    RequestId,
+    encode_message,
+)
+from diaproto.mcp.protocol import Kind
+from diaproto.mcp.session import McpSession, Outbound, ServerInfo, Tool
+from diaproto.sse import SseParser
+from diaproto.testing import Loopback, sse_pair, websocket_pair
+
+QUIET = Timeouts(ping_interval=None, ping_timeout=None, idle=None, sse_heartbeat=None)
+CONFIG = ConnectionConfig(timeouts=QUIET)
+
+
+def ws(config: ConnectionConfig = CONFIG) -> tuple[Loopback, McpChannel]:
+    loop = websocket_pair(offer=("mcp",), accept="mcp", server_config=config)
+    return loop, McpChannel(loop.server, loop.clock.now, sse=False)
+
+
+def texts(loop: Loopback) -> list[dict[str, Any]]:
+    """What the client received, as JSON, once the low classes' linger has passed."""
+    loop.advance(0.01)
+    return [
+        json.loads(event.data)
+        for event in loop.take_client_events()
+        if isinstance(event, WebSocketMessage) and isinstance(event.data, str)
+    ]
+
+
+def lag(loop: Loopback) -> None:
+    """The transport is a full write window behind: only control messages leave."""
+    loop.server.set_transport_buffered(loop.server.config.scheduler.write_window)
+
+
+def catch_up(loop: Loopback) -> None:
+    loop.server.set_transport_buffered(0)
+
+
+def response(request_id: RequestId, token: str | int | None = None) -> Outbound:
+    text = encode_message(JsonRpcResponse(request_id, {"done": request_id}))
+    return Outbound(text, Kind.RESPONSE, request_id, token, final=True)
+
+
+def partial(request_id: RequestId, seq: int, size: int = 10) -> Outbound:
+    params = {"partialResultToken": request_id, "seq": seq, "content": "x" * size}
+    text = encode_message(JsonRpcNotification("notifications/tools/partial_result", params))
+    return Outbound(text, Kind.PARTIAL, request_id)
+
+
+def progress(request_id: RequestId, token: str | int, value: float) -> Outbound:
+    params = {"progressToken": token, "progress": value}
+    text = encode_message(JsonRpcNotification("notifications/progress", params))
+    return Outbound(text, Kind.PROGRESS, request_id, token)
+
+
+def log(data: str) -> Outbound:
+    params = {"level": "info", "data": data}
+    return Outbound(encode_message(JsonRpcNotification("notifications/message", params)), Kind.LOG)
+
+
+def summary(body: dict[str, Any]) -> tuple[str, object]:
+    if "method" in body:
+        params = body.get("params", {})
+        return body["method"].rsplit("/", 1)[-1], params.get("seq", params.get("progress"))
+    return "response", body["id"]
+
+
+# --- ordering ------------------------------------------------------------------------------
+
+
+def test_a_response_overtakes_queued_bulk_of_another_request() -> None:
+    loop, channel = ws()
+    lag(loop)
+    for seq in range(3):
+        assert channel.send(partial("a", seq), loop.clock.now)
+    assert channel.send(response("b"), loop.clock.now)
+    assert [summary(b) for b in texts(loop)] == [("response", "b")]
+    catch_up(loop)
+    assert [summary(b) for b in texts(loop)] == [("partial_result", n) for n in range(3)]
+
+
+def test_a_response_follows_its_own_queued_partial_results() -> None:
+    loop, channel = ws()
+    lag(loop)
+    for seq in range(3):
+        channel.send(partial("a", seq), loop.clock.now)
+    channel.send(response("a"), loop.clock.now)
+    assert texts(loop) == []  # the response waits behind the output it completes
+    catch_up(loop)
+    assert [summary(b) for b in texts(loop)] == [
+        ("partial_result", 0),
+        ("partial_result", 1),
+        ("partial_result", 2),
+        ("response", "a"),
+    ]
+
+
+def test_a_response_after_its_partial_results_were_sent_goes_at_once() -> None:
+    loop, channel = ws()
+    channel.send(partial("a", 0), loop.clock.now)
+    assert [summary(b) for b in texts(loop)] == [("partial_result", 0)]
+    lag(loop)
+    channel.send(response("a"), loop.clock.now)
+    assert [summary(b) for b in texts(loop)] == [("response", "a")]
+
+
+def test_queued_progress_is_withdrawn_by_the_response() -> None:
+    loop, channel = ws()
+    lag(loop)
+    channel.send(progress(1, "t", 0.5), loop.clock.now)
+    channel.send(progress(2, "u", 0.5), loop.clock.now)  # another request's report stays
+    channel.send(response(1, "t"), loop.clock.now)
+    assert [summary(b) for b in texts(loop)] == [("response", 1)]
+    catch_up(loop)
+    assert [summary(b) for b in texts(loop)] == [("progress", 0.5)]
+    assert loop.server.scheduler.metrics(PROGRESS).coalesced == 1
+
+
+def test_session_responses_withdraw_their_progress_end_to_end() -> None:
+    """The session labels a call's response with its progress token, so on the wire nothing
+    about the call follows the response."""
+    loop, channel = ws()
+    session = McpSession.ready(ServerInfo("s", "1"), (Tool("speak", "", {}),), "2026-07-28", {})
+    params = {"name": "speak", "_meta": {"progressToken": "tok"}}
+    session.receive(JsonRpcRequest(7, "tools/call", params))
+    lag(loop)
+    session.progress(7, 0.1)
+    session.progress(7, 0.2)
+    session.respond(7, {"content": []})
+    while (message := session.next_outbound()) is not None:
+        channel.send(message, loop.clock.now)
+    catch_up(loop)
+    assert [summary(b) for b in texts(loop)] == [("response", 7)]
+
+
+def test_progress_coalesces_to_the_latest_per_token() -> None:
+    loop, channel = ws()
+    lag(loop)
+    for value in (0.1, 0.2, 0.3):
+        channel.send(progress(1, "t", value), loop.clock.now)
+    channel.send(progress(2, "u", 0.9), loop.clock.now)
+    catch_up(loop)
+    assert [summary(b) for b in texts(loop)] == [("progress", 0.3), ("progress", 0.9)]
+    assert loop.server.scheduler.metrics(PROGRESS).coalesced == 2
+
+
+def test_logs_are_dropped_oldest_first_when_the_client_lags() -> None:
+    loop, channel = ws()
+    lag(loop)
+    line = "l" * 1000
+    count = LOG_LIMIT // 1000 + 20
+    for n in range(count):
+        assert channel.send(log(f"{n:04d}{line}"), loop.clock.now)
+    drops = loop.server.scheduler.metrics(LOG).drops
+    assert drops > 0
+    catch_up(loop)
+    received = [b["params"]["data"][:4] for b in texts(loop)]
+    assert received == [f"{n:04d}" for n in range(drops, count)]  # the newest survive
+
+
+def test_control_kinds_go_first() -> None:
+    loop, channel = ws()
+    lag(loop)
+    channel.send(log("bg"), loop.clock.now)
+    note = encode_message(JsonRpcNotification("notifications/tools/list_changed"))
+    channel.send(Outbound(note, Kind.CONTROL), loop.clock.now)
+    assert [b["method"] for b in texts(loop)] == ["notifications/tools/list_changed"]
+
+
+# --- backpressure --------------------------------------------------------------------------
+
+
+def test_bulk_pauses_and_resumes() -> None:
+    scheduler = SchedulerConfig(
+        write_window=4096, high_watermark=8192, low_watermark=2048, max_buffered=1 << 20
+    )
+    loop, channel = ws(ConnectionConfig(timeouts=QUIET, scheduler=scheduler))
+    lag(loop)
+    seq = 0
+    while not channel.paused:
+        assert channel.send(partial("a", seq, 1000), loop.clock.now)
+        seq += 1
+    loop.pump()
+    assert StreamPaused(BULK) in loop.take_server_events()
+    catch_up(loop)
+    received = texts(loop)
+    assert [b["params"]["seq"] for b in received] == list(range(seq))
+    assert not channel.paused
+    assert StreamResumed(BULK) in loop.take_server_events()
+
+
+def test_past_the_hard_budget_the_connection_is_closed() -> None:
+    scheduler = SchedulerConfig(
+        write_window=1024, high_watermark=4096, low_watermark=1024, max_buffered=16384
+    )
+    loop, channel = ws(ConnectionConfig(timeouts=QUIET, scheduler=scheduler))
+    lag(loop)
+    sent = 0
+    while channel.send(partial("a", sent, 1000), loop.clock.now):
+        sent += 1
+        assert sent < 100
+    assert channel.closed
+    assert not channel.send(response("b"), loop.clock.now)
+    catch_up(loop)
+    loop.pump()
+    closed = [e for e in loop.take_client_events() if isinstance(e, ConnectionClosed)]
+    assert [e.code for e in closed] == [1008]
+
+
+# --- SSE -----------------------------------------------------------------------------------
+
+
+def sse(
+    store: MemoryEventStore | None = None, stream: str | None = None
+) -> tuple[Loopback, McpChannel]:
+    loop = sse_pair(server_config=CONFIG)
+    loop.client_reading = False  # read the raw bytes: the priming event has no data
+    return loop, McpChannel(loop.server, loop.clock.now, sse=True, store=store, stream=stream)
+
+
+def events(loop: Loopback) -> list[SseMessage]:
+    loop.advance(0.01)
+    parser = SseParser()
+    parser.feed(bytes(loop.held))
+    loop.held.clear()
+    out: list[SseMessage] = []
+    while (event := parser.next_event()) is not None:
+        out.append(event)
+    return out
+
+
+def test_sse_records_only_resumable_kinds() -> None:
+    store = MemoryEventStore()
+    loop, channel = sse(store, "r1")
+    channel.prime(1000, loop.clock.now)
+    raw = loop.server.data_to_send(loop.clock.now)
+    assert b"id: r1.1\nretry: 1000\ndata: \n\n" in raw  # the priming event
+    now = loop.clock.now
+    channel.send(progress(1, "t", 0.5), now)
+    channel.send(log("x"), now)
+    channel.send(partial(1, 0), now)
+    channel.send(partial(1, 1), now)
+    channel.send(response(1, "t"), now)
+    sent = [(e.id, summary(json.loads(e.data))) for e in events(loop)]
+    assert sent == [
+        ("r1.2", ("partial_result", 0)),
+        ("r1.3", ("partial_result", 1)),
+        ("r1.4", ("response", 1)),
+        ("r1.4", ("message", None)),  # a log line has no id of its own (r1.4 stays in force)
+    ]
+    stream, replay = store.replay_after("r1.1")
+    assert stream == "r1"
+    assert [(i, summary(json.loads(text))) for i, text in replay] == sent[:3]
+    assert store.replay_after("r1.4") == ("r1", [])
+
+
+def test_sse_records_control_messages() -> None:
+    store = MemoryEventStore()
+    loop, channel = sse(store, "g1")
+    note = encode_message(JsonRpcNotification("notifications/tools/list_changed"))
+    channel.send(Outbound(note, Kind.CONTROL), loop.clock.now)
+    [event] = events(loop)
+    assert event.id == "g1.1"
+    assert store.replay_after("g1.0") == ("g1", [("g1.1", note)])
+
+
+def test_sse_without_a_store_sends_no_ids() -> None:
+    loop, channel = sse()
+    channel.send(response(1), loop.clock.now)
+    [event] = events(loop)
+    assert (event.event, event.id) == ("message", None)
+    assert json.loads(event.data)["id"] == 1
+
+
+def test_replay_keeps_order_with_the_response() -> None:
+    store = MemoryEventStore()
+    for text in (
+        "",
+        encode_message(JsonRpcNotification("a")),
+        encode_message(JsonRpcNotification("b")),
+    ):
+        store.store("r2", text)  # what the lost connection sent: priming event, a, b
+    loop, channel = sse(store, "r2")
+    loop.server.set_transport_buffered(loop.server.config.scheduler.write_window)
+    for event_id, text in store.replay_after("r2.1")[1]:
+        channel.replay(event_id, text, 5, loop.clock.now)
+    channel.send(response(5), loop.clock.now)
+    loop.server.set_transport_buffered(0)
+    sent = events(loop)
+    assert [(e.id, summary(json.loads(e.data))) for e in sent] == [
+        ("r2.2", ("a", None)),
+        ("r2.3", ("b", None)),
+        ("r2.4", ("response", 5)),
+    ]
+
+
+def test_replay_of_the_standing_stream() -> None:
+    loop, channel = sse(MemoryEventStore(), "g1")
+    channel.replay("g1.1", encode_message(JsonRpcNotification("n")), None, loop.clock.now)
+    [event] = events(loop)
+    assert event.id == "g1.1"
+
+
+def test_endpoint_and_finish() -> None:
+    loop, channel = sse()
+    channel.endpoint("/messages?session_id=abc", loop.clock.now)
+    [event] = events(loop)
+    assert (event.event, event.data) == ("endpoint", "/messages?session_id=abc")
+    channel.finish(loop.clock.now)
+    assert channel.closed
+    assert not channel.send(response(1), loop.clock.now)
+    assert loop.server.data_to_send(loop.clock.now).endswith(b"0\r\n\r\n")  # body ended
+
+
+@pytest.mark.parametrize(
+    ("sse_mode", "store", "stream"),
+    [(True, MemoryEventStore(), None), (True, None, "r1"), (False, MemoryEventStore(), "r1")],
+)
+def test_a_resumable_channel_needs_sse_a_store_and_a_name(
+    sse_mode: bool, store: MemoryEventStore | None, stream: str | None
+) -> None:
+    loop = sse_pair(server_config=CONFIG) if sse_mode else ws()[0]
+    with pytest.raises(LocalProtocolError):
+        McpChannel(loop.server, loop.clock.now, sse=sse_mode, store=store, stream=stream)
+
+
+def test_only_a_resumable_stream_is_primed() -> None:
+    loop, channel = sse()
+    with pytest.raises(LocalProtocolError):
+        channel.prime(1000, loop.clock.now)
