@@ -4,7 +4,7 @@ plain and streamed answers, and the keep-alive cycle from one request to the nex
 from __future__ import annotations
 
 import base64
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import h11
 
@@ -17,10 +17,10 @@ from diaproto.http_util import (
     header_tokens,
     header_values,
 )
-from diaproto.outbound import Framer, body_frame, sse_frame
+from diaproto.outbound import Framer, body_frame, sse_framer
 from diaproto.scheduler import Scheduler
 from diaproto.server_base import ServerConnectionBase, State
-from diaproto.sse import SSE_RESPONSE_HEADERS, encode_retry
+from diaproto.sse import SSE_RESPONSE_HEADERS, SseEvent, encode_retry
 
 
 class HttpFront(ServerConnectionBase):
@@ -55,11 +55,22 @@ class HttpFront(ServerConnectionBase):
         self._h11_send(_response(status, headers))
         self._start_streaming(body_frame, sse=False)
 
-    def accept_sse(self, headers: Headers = (), *, now: float) -> None:
-        """Answer the pending request with an SSE stream."""
+    def accept_sse(
+        self,
+        headers: Headers = (),
+        *,
+        now: float,
+        stamp: Callable[[SseEvent], SseEvent] | None = None,
+    ) -> None:
+        """Answer the pending request with an SSE stream.
+
+        ``stamp`` sees every SseEvent as it is framed, in the order events leave (give ids
+        there for a resumable stream: see :func:`diaproto.outbound.sse_framer`); what was
+        still queued when the connection closed is then in ``unsent``.
+        """
         self._expect_pending()
         self._h11_send(_response(200, [*SSE_RESPONSE_HEADERS, *headers]))
-        self._start_streaming(sse_frame, sse=True)
+        self._start_streaming(sse_framer(stamp), sse=True)
         self._last_sse_write = now
         if self.config.sse_retry_ms is not None:
             self._write_body(encode_retry(self.config.sse_retry_ms))

@@ -82,6 +82,24 @@ def sse_frame(batch: list[Outgoing[Payload]]) -> bytes:
     return b"".join(out)
 
 
+def sse_framer(stamp: Callable[[SseEvent], SseEvent] | None = None) -> Framer:
+    """:func:`sse_frame`, with ``stamp`` applied to each SseEvent as it is framed.
+
+    A stamp sees events in the order they leave, which is what resumable streams need: ids
+    given there make "everything after id X" exact even when priorities reorder messages.
+    """
+    if stamp is None:
+        return sse_frame
+
+    def frame(batch: list[Outgoing[Payload]]) -> bytes:
+        for item in batch:
+            if isinstance(item.payload, SseEvent):
+                item.payload = stamp(item.payload)
+        return sse_frame(batch)
+
+    return frame
+
+
 def body_frame(batch: list[Outgoing[Payload]]) -> bytes:
     """A streamed HTTP body: the payloads back to back (text as UTF-8)."""
     return b"".join(

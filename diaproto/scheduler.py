@@ -171,6 +171,12 @@ class Scheduler(Generic[T]):
         self._update_pauses()
         return dropped
 
+    def queued_items(self) -> list[Outgoing[T]]:
+        """Everything still queued, in the order it would leave: highest class first, each
+        stream's messages in order (a snapshot; nothing is removed)."""
+        streams = sorted(self._streams.values(), key=lambda stream: stream.priority)
+        return [item for stream in streams for item in stream.queue]
+
     def withdraw(self, stream_id: int, key: Hashable) -> bool:
         """Take back the queued message of ``key`` on a LATEST stream (it became moot: a
         progress report for a request that has just been answered). True if one was queued."""

@@ -62,6 +62,8 @@ class ServerConnectionBase:
         self._ending = False
         self._transport_buffered = 0
         self._closed_reported = False
+        #: What was queued and never sent when the connection closed (set on close).
+        self.unsent: list[Payload] = []
 
     def _expect_pending(self) -> Event:
         if self.state is not State.REQUEST_RECEIVED or self._pending is None:
@@ -105,6 +107,8 @@ class ServerConnectionBase:
     def _set_closed(self, code: int | None, reason: str) -> None:
         self.state = State.CLOSED
         self._framer = None
+        # Kept for the application: a resumable stream records what never left.
+        self.unsent = [item.payload for item in self._scheduler.queued_items()]
         for stream_id in self._scheduler.stream_ids:
             self._scheduler.discard_stream(stream_id)  # each reports StreamFinished
         if not self._closed_reported:

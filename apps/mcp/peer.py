@@ -19,7 +19,6 @@ from diaproto.mcp import (
     BULK,
     CallCancelled,
     EventStore,
-    Kind,
     McpChannel,
     McpSession,
     Outbound,
@@ -32,8 +31,6 @@ if TYPE_CHECKING:
     from diaproto.apps.mcp.speak import SpeakCall
 
 log = logging.getLogger("diaproto.mcp")
-
-RESUMABLE = (Kind.RESPONSE, Kind.CONTROL, Kind.PARTIAL)
 
 
 class Transport(Enum):
@@ -129,11 +126,11 @@ class McpPeer:
                 self._finish_route(route, now)
             return
         stream = self._stream_of(related)
-        if stream is not None and self.store is not None and message.kind in RESUMABLE:
+        if stream is not None and self.store is not None:
             self.store.store(stream, message.text)  # the client's resume will replay it
             if message.final:
                 self.finished.add(stream)
-        elif message.kind is not Kind.PROGRESS:
+        else:
             log.debug("dropped a %s message: no route to the client", message.kind.value)
 
     def _stream_of(self, related: RequestId | None) -> str | None:
@@ -148,6 +145,7 @@ class McpPeer:
         self.routes.pop(route.request_id, None)  # type: ignore[arg-type]
         self.service.forget_route(route)
         route.channel.finish(now)
+        route.conn.wake()  # no longer among the live routes that pump() wakes
 
     def _cancelled(self, request_id: RequestId, now: float) -> None:
         call = self.calls.pop(request_id, None)
@@ -163,6 +161,7 @@ class McpPeer:
             if route.stream is not None:
                 self.finished.add(route.stream)
             route.channel.finish(now)
+            route.conn.wake()
 
     # --- connections ---------------------------------------------------------------------------
 

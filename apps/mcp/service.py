@@ -20,6 +20,8 @@ import logging
 import secrets
 from collections import OrderedDict
 from collections.abc import Callable
+from dataclasses import replace
+from functools import partial
 from typing import TYPE_CHECKING
 from urllib.parse import parse_qs, urlsplit
 
@@ -42,6 +44,7 @@ from diaproto.events import (
 from diaproto.http_util import header_values
 from diaproto.mcp import (
     BULK,
+    EventStore,
     HttpRefusal,
     JsonRpcError,
     JsonRpcNotification,
@@ -62,6 +65,7 @@ from diaproto.mcp import (
     encode_message,
     parse_message,
 )
+from diaproto.mcp.channel import CONTROL
 from diaproto.mcp.http import STATUS_OF_CODE
 from diaproto.mcp.modern import check_request, is_modern, unsupported_version
 from diaproto.mcp.protocol import (
@@ -70,6 +74,7 @@ from diaproto.mcp.protocol import (
     META_CLIENT_CAPABILITIES,
     META_PROTOCOL_VERSION,
 )
+from diaproto.sse import SseEvent
 
 if TYPE_CHECKING:
     from diaproto.apps.serve.manager import Generation
@@ -78,7 +83,7 @@ log = logging.getLogger("diaproto.mcp")
 
 SUBPROTOCOL = "mcp"
 CLOSE_UNSUPPORTED_DATA = 1003
-KEEP_AUDIO = 16  # finished long clips kept for their resource links
+KEEP_AUDIO_BYTES = 64 << 20  # finished long clips kept for their links (oldest go first)
 MCP_PATHS = ("/mcp", "/sse", "/messages")
 
 StartGeneration = Callable[[Runtime, StreamRequest], "Generation"]
@@ -460,15 +465,15 @@ class McpService:
         stream: str | None = None,
         prime: bool = True,
     ) -> Route:
-        resumable = peer.transport is Transport.STREAMABLE
-        conn.conn.accept_sse(now=now)
-        if resumable and stream is None:
+        store = peer.store if peer.transport is Transport.STREAMABLE else None
+        if store is not None and stream is None:
             stream = peer.new_stream(request_id)
-        channel = McpChannel(
-            conn.conn, now, sse=True, store=peer.store if resumable else None, stream=stream
-        )
-        if resumable and prime:
-            channel.prime(self.config.retry_ms, now)
+        stamp = None if store is None or stream is None else partial(_stamp, store, stream)
+        conn.conn.accept_sse(now=now, stamp=stamp)
+        channel = McpChannel(conn.conn, now, sse=True)
+        if stamp is not None and prime:
+            # An id and no data: a client that loses the stream at once can still resume.
+            conn.conn.send(CONTROL, SseEvent(data="", retry=self.config.retry_ms), now)
         route = Route(conn, channel, request_id, stream)
         self._routes[conn] = (peer, route)
         return route
@@ -520,7 +525,7 @@ class McpService:
     def keep_audio(self, wav: bytes) -> str:
         name = secrets.token_urlsafe(12)
         self._audio[name] = wav
-        while len(self._audio) > KEEP_AUDIO:
+        while len(self._audio) > 1 and sum(map(len, self._audio.values())) > KEEP_AUDIO_BYTES:
             self._audio.popitem(last=False)
         return f"/mcp/audio/{name}.wav"
 
@@ -533,11 +538,30 @@ class McpService:
 
     # --- lifetimes -----------------------------------------------------------------------------
 
+    def close_streams(self, now: float) -> int:
+        """Close every Streamable HTTP (2025-11-25) stream; sessions and calls go on.
+
+        The revision lets a server close a stream at any time after ``retry``: its client
+        resumes with ``Last-Event-ID`` and misses nothing. For draining a server, and tests.
+        Returns the number of streams closed."""
+        closed = 0
+        for conn, (peer, _route) in list(self._routes.items()):
+            if peer.transport is Transport.STREAMABLE:
+                conn.conn.close(now)
+                conn.wake()
+                closed += 1
+        return closed
+
     def _closed(self, conn: Session, now: float) -> None:
         peer = self._websockets.pop(conn, None)
         entry = self._routes.pop(conn, None)
         if entry is not None:
             peer, route = entry
+            if peer.store is not None and route.stream is not None:
+                # Never sent: recorded after what was, so the client's resume replays it.
+                for payload in conn.conn.unsent:
+                    if isinstance(payload, SseEvent) and payload.id is None:
+                        peer.store.store(route.stream, payload.data)
             peer.route_closed(route, now)
             if peer.transport is Transport.LEGACY_SSE and peer.session_id is not None:
                 self._legacy.pop(peer.session_id, None)
@@ -565,6 +589,13 @@ class McpService:
             log.info("MCP session %s expired", peer.session_id)
             peer.close(now)
         self._schedule_expiry(now)
+
+
+def _stamp(store: EventStore, stream: str, event: SseEvent) -> SseEvent:
+    """Record an event as it leaves and give it its id (a replayed one keeps its own)."""
+    if event.id is not None:
+        return event
+    return replace(event, id=store.store(stream, event.data))
 
 
 def _405(allow: str) -> HttpRefusal:

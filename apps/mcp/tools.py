@@ -15,10 +15,11 @@ from diaproto.apps.serve.requests import (
     parse_text,
     parse_voice,
 )
+from diaproto.apps.serve.text import MAX_INPUT_CHARS
 from diaproto.mcp import Tool
 
-#: Longest text one ``speak`` call takes; about a minute of speech.
-MAX_SPEAK_CHARS = 1000
+#: Longest text one ``speak`` call takes: the service-wide limit (about four minutes).
+MAX_SPEAK_CHARS = MAX_INPUT_CHARS
 
 SPEAK = Tool(
     name="speak",

@@ -170,6 +170,7 @@ class DiaService:
         elif path == "/healthz":
             self._respond(session, "healthz", 200, b"ok\n", "text/plain; charset=utf-8")
         elif path == "/metrics":
+            self.metrics.active_generations.set(self.generations.running_workers)
             self._respond(session, "metrics", 200, self.metrics.exposition(), CONTENT_TYPE)
         elif path == "/v1/audio/speech":
             if request.method != "POST":

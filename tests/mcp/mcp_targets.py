@@ -20,6 +20,9 @@ from typing import NoReturn
 
 import httpx
 import pytest
+from server_fixture import running_server
+
+from diaproto.apps.serve.sources import SyntheticSource
 
 HERE = Path(__file__).resolve().parent
 TARGETS = ["reference", "diaproto"]
@@ -101,10 +104,12 @@ def _wait_until_serving(base: str) -> None:
 
 @contextmanager
 def _diaproto() -> Iterator[McpTarget]:
-    # TODO(lead): serve apps/mcp with tests/serve/server_fixture.py's running_server and yield
-    # McpTarget(kind="diaproto", base=server.url, has_sse=True, has_ws=True).
-    pytest.skip("diaproto MCP server not wired yet")
-    yield  # pragma: no cover
+    """``diaproto serve``'s service in a thread (tests/serve/server_fixture.py), with the
+    synthetic voice paced 10x faster than Dia: long texts still take seconds, so a test
+    can tell a cancelled generation from a finished one."""
+    source = SyntheticSource(real_time_factor=0.04, first_chunk_latency=0.005)
+    with running_server(source) as server:
+        yield McpTarget(kind="diaproto", base=server.url, has_sse=True, has_ws=True)
 
 
 @contextmanager

@@ -117,7 +117,7 @@ async def speak(
     text: str,
     ctx: Context,
     voice: Literal["S1", "S2"] = "S1",
-    speed: Annotated[float, Field(ge=0.5, le=2.0)] = 1.0,
+    speed: Annotated[float, Field(ge=0.25, le=4.0)] = 1.0,
 ) -> CallToolResult:
     Gauge.active += 1
     try:

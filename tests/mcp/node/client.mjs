@@ -16,7 +16,7 @@ import { WebSocketClientTransport } from '@modelcontextprotocol/sdk/client/webso
 import { CallToolResultSchema } from '@modelcontextprotocol/sdk/types.js';
 
 const [mode, base] = process.argv.slice(2);
-const LONG_TEXT = Array.from({ length: 600 }, (_, i) => `word${i}`).join(' ');
+const LONG_TEXT = Array.from({ length: 400 }, (_, i) => `word${i}`).join(' ');
 const CLIENT_INFO = { name: 'diaproto-tests-node', version: '0' };
 
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
