@@ -24,6 +24,10 @@ def test_codec_targets_are_registered() -> None:
     assert {"wire_text", "wire_records", "sse_parser"} <= set(ALL_TARGETS)
 
 
+def test_mcp_targets_are_registered() -> None:
+    assert {"mcp_jsonrpc", "mcp_session", "mcp_http"} <= set(ALL_TARGETS)
+
+
 @pytest.mark.fuzz
 @pytest.mark.parametrize("name", sorted(ALL_TARGETS))
 def test_target_smoke(name: str) -> None:

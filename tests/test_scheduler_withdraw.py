@@ -134,3 +134,16 @@ def test_withdraw_against_a_model(steps: list[tuple[bool, str, int]]) -> None:
     while batch := scheduler.take(0.0):
         taken += [item.payload for item in batch]
     assert taken == [payload for payload, _ in model.values()]
+
+
+def test_queued_items_is_a_snapshot_in_leaving_order() -> None:
+    """(``queued_items``: what a closing resumable stream records as unsent.)"""
+    scheduler = make()
+    scheduler.open_stream(BULK, 0.0)
+    scheduler.open_stream(3, 0.0, priority=Priority.CONTROL)
+    scheduler.enqueue(BULK, "bulk", 5, 0.0)
+    scheduler.enqueue(LATEST, "p1", 5, 0.0, key="a")
+    scheduler.enqueue(3, "c1", 5, 0.0)
+    scheduler.enqueue(3, "c2", 5, 0.0)
+    assert [item.payload for item in scheduler.queued_items()] == ["c1", "c2", "p1", "bulk"]
+    assert scheduler.queued_bytes() == 20  # nothing was taken

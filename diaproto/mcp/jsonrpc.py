@@ -167,11 +167,11 @@ def encode_message(message: Message) -> str:
         case JsonRpcResponse(id=request_id, result=result):
             body["id"] = request_id
             body["result"] = result
-        case JsonRpcErrorResponse(id=request_id, code=code, message=text, data=data):
-            body["id"] = request_id
-            error: dict[str, Any] = {"code": code, "message": text}
-            if data is not None:
-                error["data"] = data
+        case _:  # JsonRpcErrorResponse: the union has no other member
+            body["id"] = message.id
+            error: dict[str, Any] = {"code": message.code, "message": message.message}
+            if message.data is not None:
+                error["data"] = message.data
             body["error"] = error
     return json.dumps(body, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 
