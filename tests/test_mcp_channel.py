@@ -353,3 +353,13 @@ def test_only_a_resumable_stream_is_primed() -> None:
     loop, channel = sse()
     with pytest.raises(LocalProtocolError):
         channel.prime(1000, loop.clock.now)
+
+
+def test_send_after_the_client_left_returns_false() -> None:
+    loop, channel = ws()
+    loop.server.receive_eof(loop.clock.now)  # the transport is gone, no close frame
+    loop.pump()
+    assert any(isinstance(e, ConnectionClosed) for e in loop.take_server_events())
+    assert not channel.send(response(1), loop.clock.now)
+    assert channel.closed
+    assert not channel.send(log("x"), loop.clock.now)
