@@ -10,6 +10,7 @@ or droppable by design).
 from __future__ import annotations
 
 import logging
+from collections import deque
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import TYPE_CHECKING
@@ -48,6 +49,7 @@ class Route:
     channel: McpChannel
     request_id: RequestId | None = None  # None: the standing route
     stream: str | None = None  # the event store's name for it (resumable streams)
+    backlog: deque[tuple[str, str]] = field(default_factory=deque)  # recorded, not yet re-sent
 
 
 @dataclass(eq=False)
@@ -85,8 +87,9 @@ class McpPeer:
 
     @property
     def busy(self) -> bool:
-        """In use: a call in flight or a stream open (such a session does not expire)."""
-        return bool(self.calls or self.routes or self.standing or self.json_waiting)
+        """In use: a stream or a request open (such a session does not expire). A call whose
+        client dropped its stream does not count: it waits, held, for a resume."""
+        return bool(self.routes or self.standing or self.json_waiting)
 
     # --- the pump ------------------------------------------------------------------------------
 
@@ -113,13 +116,20 @@ class McpPeer:
         conn = self.json_waiting.pop(related, None) if related is not None else None
         if conn is not None and related is not None:
             if message.final:
-                self.service.respond_json(conn, message.text, now)
+                modern = self.transport is Transport.MODERN
+                self.service.respond_json(conn, message.text, now, status_by_code=modern)
                 return
             route = self.service.open_post_stream(self, conn, related, now)
         else:
             route = self.routes.get(related) if related is not None else None
         if route is None and (related is None or related not in self.streams.values()):
             route = self.standing
+        if route is not None and route.backlog and route.stream is not None and self.store:
+            # Behind a replay still under way: recorded now, sent in its turn.
+            route.backlog.append((self.store.store(route.stream, message.text), message.text))
+            if message.final:
+                self.finished.add(route.stream)
+            return
         if route is not None:
             route.channel.send(message, now)
             if message.final and route.request_id is not None:
@@ -165,7 +175,18 @@ class McpPeer:
 
     # --- connections ---------------------------------------------------------------------------
 
-    def route_paused(self, route: Route, paused: bool) -> None:
+    def drain(self, route: Route, now: float) -> None:
+        """Re-send a resumed stream's backlog while its client keeps up; the calls it carries
+        stay held until the backlog is gone, and a finished stream then ends."""
+        while route.backlog and not route.channel.paused:
+            event_id, text = route.backlog.popleft()
+            route.channel.replay(event_id, text, route.request_id, now)
+        if not route.backlog and route.stream in self.finished and route.request_id is not None:
+            self._finish_route(route, now)
+            return
+        self.hold_calls(route, held=bool(route.backlog) or route.channel.paused)
+
+    def hold_calls(self, route: Route, *, held: bool) -> None:
         """Backpressure on a route's bulk stream reaches the calls it carries."""
         calls = (
             [self.calls[route.request_id]]
@@ -173,7 +194,7 @@ class McpPeer:
             else [call for rid, call in self.calls.items() if rid not in self.routes]
         )
         for call in calls:
-            call.paused = paused
+            call.paused = held
             if call.generation is not None:
                 call.generation.update_gate()
 
@@ -187,8 +208,10 @@ class McpPeer:
             # Nothing can reach this client again: its calls stop now (not after a grace).
             self.close(now)
         else:
-            # Streamable HTTP: a dropped stream is not a cancellation; the client may resume.
-            self.route_paused(route, False)
+            # Streamable HTTP: a dropped stream is not a cancellation. Its call is held (no
+            # compute for a client that may not come back) until the client resumes it, or
+            # the idle session expires and its calls are cancelled.
+            self.hold_calls(route, held=True)
 
     def close(self, now: float) -> None:
         self.session.close()

@@ -16,6 +16,7 @@ between connections and the core, and runs the tools on the shared generation ma
 
 from __future__ import annotations
 
+import json
 import logging
 import secrets
 from collections import OrderedDict
@@ -134,7 +135,11 @@ class McpService:
             case StreamPaused() | StreamResumed() if event.stream_id == BULK:
                 entry = self._routes.get(conn)
                 if entry is not None:
-                    entry[0].route_paused(entry[1], isinstance(event, StreamPaused))
+                    peer, route = entry
+                    if isinstance(event, StreamPaused):
+                        peer.hold_calls(route, held=True)
+                    else:
+                        peer.drain(route, now)
             case ConnectionClosed():
                 self._closed(conn, now)
 
@@ -282,16 +287,13 @@ class McpService:
             self._routes.pop(old.conn, None)
             old.channel.finish(now)
         route = self._open_route(conn, peer, request_id, now, stream=stream, prime=False)
-        for event_id, text in events:
-            if text:
-                route.channel.replay(event_id, text, request_id, now)
-        if stream in peer.finished:
-            self.forget_route(route)
-            route.channel.finish(now)
-        elif request_id is None:
+        # Replayed as the client takes it (a dropped call may have much queued up).
+        route.backlog.extend((event_id, text) for event_id, text in events if text)
+        if request_id is None:
             peer.standing = route
         else:
             peer.routes[request_id] = route
+        peer.drain(route, now)
         conn.wake()
 
     def _delete(self, conn: Session, headers: Headers, now: float) -> None:
@@ -485,9 +487,18 @@ class McpService:
 
     # --- responses -----------------------------------------------------------------------------
 
-    def respond_json(self, conn: Session, text: str, now: float) -> None:
+    def respond_json(
+        self, conn: Session, text: str, now: float, *, status_by_code: bool = False
+    ) -> None:
+        """A request's answer as ``application/json``. ``status_by_code`` (2026-07-28): an
+        error answer carries the HTTP status of its code (404 for -32601, 400 for -32602)."""
         self._waiting.pop(conn, None)
-        self._respond_json(conn, text, now)
+        status = 200
+        if status_by_code:
+            error = json.loads(text).get("error")
+            if isinstance(error, dict):
+                status = STATUS_OF_CODE.get(error.get("code", 0), 200)
+        self._respond_json(conn, text, now, status=status)
 
     def respond_empty(self, conn: Session, now: float) -> None:
         """A request cancelled before its answer: its POST ends without a message."""
@@ -537,6 +548,10 @@ class McpService:
         self._respond(conn, 200, wav, "audio/wav", now)
 
     # --- lifetimes -----------------------------------------------------------------------------
+
+    def buffered_bytes(self) -> int:
+        """Bytes held for MCP clients (queued and in the transport), all connections."""
+        return sum(conn.conn.scheduler.buffered_bytes for conn in self._routes)
 
     def close_streams(self, now: float) -> int:
         """Close every Streamable HTTP (2025-11-25) stream; sessions and calls go on.
