@@ -27,6 +27,16 @@ def test_node_test_suite_passes() -> None:
         print(f"\n*** {message} ***", file=sys.stderr)
         warnings.warn(message, pytest.PytestWarning, stacklevel=1)
         pytest.skip(message)
+    npm = shutil.which("npm")
+    if npm is not None and not (CLIENT / "node_modules" / "@modelcontextprotocol").is_dir():
+        # The MCP client's tests run against the official TypeScript SDK's server.
+        subprocess.run(
+            [npm, "ci", "--no-audit", "--no-fund"],
+            cwd=CLIENT,
+            check=True,
+            capture_output=True,
+            timeout=300,
+        )
     result = subprocess.run(
         [node, "--test", "test/"],
         cwd=CLIENT,
@@ -38,6 +48,11 @@ def test_node_test_suite_passes() -> None:
     output = result.stdout + result.stderr
     assert result.returncode == 0, output
     assert "# fail 0" in output, output
+    if "MCP SDK TESTS SKIPPED" in output:
+        message = "JS MCP CLIENT NOT TESTED AGAINST THE SDK SERVER: `npm ci` in clients/js failed"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message)
+        print(f"\n*** {message} ***", file=sys.stderr)
     # The vector file alone has more than 100 vectors: make sure they ran.
     passed = [line for line in output.splitlines() if line.startswith("# pass ")]
     assert passed and int(passed[-1].split()[-1]) > 100, output
