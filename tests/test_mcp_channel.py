@@ -6,12 +6,11 @@ scheduler, where control messages can overtake it."""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
+from functools import partial as bind
 from typing import Any
 
-import pytest
-
 from diaproto.config import ConnectionConfig, SchedulerConfig, Timeouts
-from diaproto.errors import LocalProtocolError
 from diaproto.events import (
     ConnectionClosed,
     SseMessage,
@@ -30,7 +29,7 @@ from diaproto.mcp.jsonrpc import (
 )
 from diaproto.mcp.protocol import Kind
 from diaproto.mcp.session import McpSession, Outbound, ServerInfo, Tool
-from diaproto.sse import SseParser
+from diaproto.sse import SseEvent, SseParser
 from diaproto.testing import Loopback, sse_pair, websocket_pair
 
 QUIET = Timeouts(ping_interval=None, ping_timeout=None, idle=None, sse_heartbeat=None)
@@ -235,12 +234,16 @@ def test_past_the_hard_budget_the_connection_is_closed() -> None:
 # --- SSE -----------------------------------------------------------------------------------
 
 
-def sse(
-    store: MemoryEventStore | None = None, stream: str | None = None
-) -> tuple[Loopback, McpChannel]:
-    loop = sse_pair(server_config=CONFIG)
+def sse(store: MemoryEventStore | None = None) -> tuple[Loopback, McpChannel]:
+    """An SSE channel; with ``store``, its events get ids as they leave (stream ``r1``)."""
+    stamp = None if store is None else bind(_stamp, store)
+    loop = sse_pair(server_config=CONFIG, stamp=stamp)
     loop.client_reading = False  # read the raw bytes: the priming event has no data
-    return loop, McpChannel(loop.server, loop.clock.now, sse=True, store=store, stream=stream)
+    return loop, McpChannel(loop.server, loop.clock.now, sse=True)
+
+
+def _stamp(store: MemoryEventStore, event: SseEvent) -> SseEvent:
+    return event if event.id is not None else replace(event, id=store.store("r1", event.data))
 
 
 def events(loop: Loopback) -> list[SseMessage]:
@@ -254,39 +257,37 @@ def events(loop: Loopback) -> list[SseMessage]:
     return out
 
 
-def test_sse_records_only_resumable_kinds() -> None:
+def test_ids_follow_the_order_events_leave() -> None:
+    """Progress overtakes queued partial results; ids given as events leave still make
+    "everything after id X" exact, and the store holds exactly the wire order."""
     store = MemoryEventStore()
-    loop, channel = sse(store, "r1")
-    channel.prime(1000, loop.clock.now)
-    raw = loop.server.data_to_send(loop.clock.now)
-    assert b"id: r1.1\nretry: 1000\ndata: \n\n" in raw  # the priming event
+    loop, channel = sse(store)
     now = loop.clock.now
-    channel.send(progress(1, "t", 0.5), now)
-    channel.send(log("x"), now)
+    loop.server.set_transport_buffered(loop.server.config.scheduler.write_window)  # held
     channel.send(partial(1, 0), now)
     channel.send(partial(1, 1), now)
-    channel.send(response(1, "t"), now)
+    channel.send(progress(1, "t", 0.5), now)
+    channel.send(log("x"), now)
+    loop.server.set_transport_buffered(0)
     sent = [(e.id, summary(json.loads(e.data))) for e in events(loop)]
     assert sent == [
+        ("r1.1", ("progress", 0.5)),
         ("r1.2", ("partial_result", 0)),
         ("r1.3", ("partial_result", 1)),
-        ("r1.4", ("response", 1)),
-        ("r1.4", ("message", None)),  # a log line has no id of its own (r1.4 stays in force)
+        ("r1.4", ("message", None)),
     ]
-    stream, replay = store.replay_after("r1.1")
-    assert stream == "r1"
-    assert [(i, summary(json.loads(text))) for i, text in replay] == sent[:3]
-    assert store.replay_after("r1.4") == ("r1", [])
+    assert [(i, summary(json.loads(t))) for i, t in store.replay_after("r1.1")[1]] == sent[1:]
 
 
-def test_sse_records_control_messages() -> None:
-    store = MemoryEventStore()
-    loop, channel = sse(store, "g1")
-    note = encode_message(JsonRpcNotification("notifications/tools/list_changed"))
-    channel.send(Outbound(note, Kind.CONTROL), loop.clock.now)
-    [event] = events(loop)
-    assert event.id == "g1.1"
-    assert store.replay_after("g1.0") == ("g1", [("g1.1", note)])
+def test_what_never_left_is_kept_at_close() -> None:
+    loop, channel = sse(MemoryEventStore())
+    now = loop.clock.now
+    loop.server.set_transport_buffered(loop.server.config.scheduler.write_window)
+    channel.send(partial(1, 0), now)
+    channel.send(response(1), now)
+    loop.server.close(now)
+    unsent = [summary(json.loads(p.data)) for p in loop.server.unsent if isinstance(p, SseEvent)]
+    assert unsent == [("partial_result", 0), ("response", 1)]
 
 
 def test_sse_without_a_store_sends_no_ids() -> None:
@@ -304,23 +305,23 @@ def test_replay_keeps_order_with_the_response() -> None:
         encode_message(JsonRpcNotification("a")),
         encode_message(JsonRpcNotification("b")),
     ):
-        store.store("r2", text)  # what the lost connection sent: priming event, a, b
-    loop, channel = sse(store, "r2")
+        store.store("r1", text)  # what the lost connection sent: priming event, a, b
+    loop, channel = sse(store)
     loop.server.set_transport_buffered(loop.server.config.scheduler.write_window)
-    for event_id, text in store.replay_after("r2.1")[1]:
+    for event_id, text in store.replay_after("r1.1")[1]:
         channel.replay(event_id, text, 5, loop.clock.now)
     channel.send(response(5), loop.clock.now)
     loop.server.set_transport_buffered(0)
     sent = events(loop)
     assert [(e.id, summary(json.loads(e.data))) for e in sent] == [
-        ("r2.2", ("a", None)),
-        ("r2.3", ("b", None)),
-        ("r2.4", ("response", 5)),
+        ("r1.2", ("a", None)),
+        ("r1.3", ("b", None)),
+        ("r1.4", ("response", 5)),
     ]
 
 
 def test_replay_of_the_standing_stream() -> None:
-    loop, channel = sse(MemoryEventStore(), "g1")
+    loop, channel = sse(MemoryEventStore())
     channel.replay("g1.1", encode_message(JsonRpcNotification("n")), None, loop.clock.now)
     [event] = events(loop)
     assert event.id == "g1.1"
@@ -335,24 +336,6 @@ def test_endpoint_and_finish() -> None:
     assert channel.closed
     assert not channel.send(response(1), loop.clock.now)
     assert loop.server.data_to_send(loop.clock.now).endswith(b"0\r\n\r\n")  # body ended
-
-
-@pytest.mark.parametrize(
-    ("sse_mode", "store", "stream"),
-    [(True, MemoryEventStore(), None), (True, None, "r1"), (False, MemoryEventStore(), "r1")],
-)
-def test_a_resumable_channel_needs_sse_a_store_and_a_name(
-    sse_mode: bool, store: MemoryEventStore | None, stream: str | None
-) -> None:
-    loop = sse_pair(server_config=CONFIG) if sse_mode else ws()[0]
-    with pytest.raises(LocalProtocolError):
-        McpChannel(loop.server, loop.clock.now, sse=sse_mode, store=store, stream=stream)
-
-
-def test_only_a_resumable_stream_is_primed() -> None:
-    loop, channel = sse()
-    with pytest.raises(LocalProtocolError):
-        channel.prime(1000, loop.clock.now)
 
 
 def test_send_after_the_client_left_returns_false() -> None:

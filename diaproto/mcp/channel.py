@@ -21,7 +21,6 @@ closed (1008 on a WebSocket) and ``send`` returns False. Nothing blocks the serv
 from __future__ import annotations
 
 from diaproto.errors import LocalProtocolError
-from diaproto.mcp.eventstore import EventStore
 from diaproto.mcp.jsonrpc import RequestId
 from diaproto.mcp.protocol import Kind
 from diaproto.mcp.session import Outbound
@@ -33,33 +32,16 @@ CONTROL, PROGRESS, LOG, BULK = 1, 2, 3, 4
 LOG_LIMIT = 64 * 1024  # log lines a client may lag by before the oldest are dropped
 BULK_LIMIT = 256 * 1024  # streamed output queued per connection before its producer pauses
 CLOSE_POLICY_VIOLATION = 1008
-#: What a resumable SSE stream records (with an event id) for replay. Progress reports are
-#: left out (the next one supersedes them, and the coalescing that reorders them would make
-#: "everything after id X" inexact), and so are log lines (droppable by design).
-RESUMABLE = frozenset({Kind.RESPONSE, Kind.CONTROL, Kind.PARTIAL})
 
 
 class McpChannel:
     """Carries MCP messages on a connection that has accepted SSE or a WebSocket."""
 
-    def __init__(
-        self,
-        conn: ServerConnection,
-        now: float,
-        *,
-        sse: bool,
-        store: EventStore | None = None,
-        stream: str | None = None,
-    ) -> None:
-        """``store`` and ``stream``: record what this SSE stream sends under event ids, so a
-        client can resume it (Streamable HTTP). Ids are given in the order messages are
-        queued, and every recorded kind is queued in order (see the module doc)."""
-        if (store is None) != (stream is None) or (store is not None and not sse):
-            raise LocalProtocolError("a resumable channel is an SSE stream with store and name")
+    def __init__(self, conn: ServerConnection, now: float, *, sse: bool) -> None:
+        """``sse``: the connection answered with ``accept_sse`` (messages become ``message``
+        events; give a resumable stream its ids with ``accept_sse(stamp=...)``)."""
         self.conn = conn
         self.sse = sse
-        self.store = store
-        self.stream = stream
         budget = conn.config.scheduler.max_buffered
         conn.open_stream(CONTROL, now, priority=Priority.CONTROL, limit=budget)
         conn.open_stream(PROGRESS, now, priority=Priority.INTERACTIVE, policy=Policy.LATEST)
@@ -84,12 +66,9 @@ class McpChannel:
                 stream = BULK  # after the output it completes
         if message.final and message.progress_token is not None:
             self.conn.scheduler.withdraw(PROGRESS, message.progress_token)
-        payload: str | SseEvent = message.text
-        if self.sse:
-            event_id = None
-            if self.store is not None and self.stream is not None and message.kind in RESUMABLE:
-                event_id = self.store.store(self.stream, message.text)
-            payload = SseEvent(data=message.text, event="message", id=event_id)
+        payload: str | SseEvent = (
+            SseEvent(data=message.text, event="message") if self.sse else message.text
+        )
         try:
             self.conn.send(stream, payload, now, key=message.progress_token)
         except LocalProtocolError:
@@ -98,14 +77,6 @@ class McpChannel:
             self.conn.close(now, CLOSE_POLICY_VIOLATION, "the client is too far behind")
             return False
         return True
-
-    def prime(self, retry_ms: int, now: float) -> None:
-        """A resumable stream's first event: an id, no data, and the reconnection delay, so
-        a client that loses the stream before any message can still resume it."""
-        if self.store is None or self.stream is None:
-            raise LocalProtocolError("only a resumable stream is primed")
-        event_id = self.store.store(self.stream, "")
-        self.conn.send(CONTROL, SseEvent(data="", id=event_id, retry=retry_ms), now)
 
     def replay(self, event_id: str, text: str, related: RequestId | None, now: float) -> None:
         """Re-send a recorded message under its original id (a resumed stream), in order

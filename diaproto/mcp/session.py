@@ -199,7 +199,11 @@ class McpSession:
     def _request(self, request: JsonRpcRequest) -> None:
         method, params = request.method, request.params or {}
         if request.id in self._in_flight:
-            self._error(request.id, INVALID_REQUEST, f"request id {request.id!r} is in use")
+            # Not the final word on that id: the call in flight keeps its stream and answer.
+            error = JsonRpcErrorResponse(
+                request.id, INVALID_REQUEST, f"request id {request.id!r} is in use"
+            )
+            self._send(encode_message(error), Kind.RESPONSE)
             return
         if method == "ping":
             self._result(request.id, {})

@@ -7,6 +7,7 @@ timer that falls due on the way, in order, as a real adapter's timer would.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -14,6 +15,7 @@ from diaproto.client import SseClientConnection, WebSocketClientConnection
 from diaproto.config import ConnectionConfig
 from diaproto.events import Event, SseRequest, WebSocketRequest
 from diaproto.server import ServerConnection
+from diaproto.sse import SseEvent
 from diaproto.testing.clock import FakeClock
 
 
@@ -132,8 +134,9 @@ def sse_pair(
     last_event_id: str | None = None,
     server_config: ConnectionConfig | None = None,
     client_config: ConnectionConfig | None = None,
+    stamp: Callable[[SseEvent], SseEvent] | None = None,
 ) -> Loopback:
-    """A server and an SSE client, the response started."""
+    """A server and an SSE client, the response started (``stamp``: see ``accept_sse``)."""
     clock = clock or FakeClock()
     server = ServerConnection(clock.now, server_config)
     client = SseClientConnection(
@@ -145,6 +148,6 @@ def sse_pair(
     if len(request) != 1 or not isinstance(request[0], SseRequest):
         msg = f"expected one SseRequest, got {request}"
         raise AssertionError(msg)
-    server.accept_sse(now=clock.now)
+    server.accept_sse(now=clock.now, stamp=stamp)
     loop.pump()
     return loop
