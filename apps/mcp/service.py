@@ -103,6 +103,7 @@ class McpService:
             "diaproto", "0.1.0", "Speak text with the Dia voice: call speak, stream the audio."
         )
         self._start_generation = start_generation
+        self.on_call: Callable[[str], None] | None = None  # counts calls (metrics)
         self.sessions: SessionRegistry[McpPeer] = SessionRegistry(self.config.session_idle_timeout)
         self._legacy: dict[str, McpPeer] = {}
         self._routes: dict[Session, tuple[McpPeer, Route]] = {}
@@ -424,7 +425,17 @@ class McpService:
 
     # --- calls ---------------------------------------------------------------------------------
 
+    def open_sessions(self) -> dict[str, int]:
+        """Open MCP sessions by transport (2026-07-28 requests have none)."""
+        return {
+            Transport.STREAMABLE.value: len(self.sessions),
+            Transport.LEGACY_SSE.value: len(self._legacy),
+            Transport.WEBSOCKET.value: len(self._websockets),
+        }
+
     def start_call(self, peer: McpPeer, call: ToolCall, now: float) -> None:
+        if self.on_call is not None:
+            self.on_call(call.name)
         if call.name == "list_voices":
             peer.session.respond(call.request_id, list_voices_result())
             return

@@ -88,6 +88,7 @@ class DiaService:
         self.metrics = ServiceMetrics()
         self.generations = GenerationRegistry()
         self.mcp = McpService(self._start_mcp_generation, config=mcp_config)
+        self.mcp.on_call = lambda tool: self.metrics.mcp_calls.labels(tool).inc()
         self._sessions: dict[Session, _SessionState] = {}
         self._static = (
             {
@@ -171,6 +172,8 @@ class DiaService:
             self._respond(session, "healthz", 200, b"ok\n", "text/plain; charset=utf-8")
         elif path == "/metrics":
             self.metrics.active_generations.set(self.generations.running_workers)
+            for transport, count in self.mcp.open_sessions().items():
+                self.metrics.mcp_sessions.labels(transport).set(count)
             self._respond(session, "metrics", 200, self.metrics.exposition(), CONTENT_TYPE)
         elif path == "/v1/audio/speech":
             if request.method != "POST":

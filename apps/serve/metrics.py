@@ -48,6 +48,13 @@ class ServiceMetrics:
             registry=r,
         )
 
+        self.mcp_sessions = Gauge(
+            "diaproto_mcp_sessions", "Open MCP sessions, by transport.", ["transport"], registry=r
+        )
+        self.mcp_calls = Counter(
+            "diaproto_mcp_tool_calls", "MCP tool calls started, by tool.", ["tool"], registry=r
+        )
+
     def stream_finished(self, metrics: StreamMetrics) -> None:
         ttfb = metrics.time_to_first_byte
         if ttfb is not None:

@@ -177,6 +177,8 @@ def test_session_lifecycle(server: RunningServer) -> None:
         odd = {**session(session_id), "mcp-protocol-version": "1999-01-01"}
         assert client.post(url, json=rpc("tools/list", rid=3), headers=odd).status_code == 400
         # DELETE ends it, and nothing of it stays registered (python-sdk #3300).
+        metrics = client.get(f"{server.url}/metrics").text
+        assert f'diaproto_mcp_sessions{{transport="streamable"}} {registered + 1}.0' in metrics
         assert client.delete(url, headers=session(session_id)).status_code == 204
         assert server.call(lambda: len(server.service.mcp.sessions)) == registered
         gone = client.post(url, json=rpc("tools/list", rid=4), headers=session(session_id))
