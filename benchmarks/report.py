@@ -123,7 +123,10 @@ def markdown(results: list[Result], meta: dict[str, Any], images: dict[str, str]
         "the default) is than each system: above 1 is better, whichever way the unit points. "
         "The p99 column is the bad side: the 99th percentile of a latency, the 1st of a "
         "throughput (over rounds). Keepalive pings are off on every server (the clients count "
-        "bytes and answer no pings).",
+        "bytes and answer no pings). `diaproto-protocol` is not one of diaproto's runtimes: "
+        "it is the same application on the same core, pumped by a plain asyncio `Protocol` "
+        "(`benchmarks/peers/diaproto_protocol.py`, a prototype adapter), to show how much of a "
+        "figure is the anyio adapter's.",
         "",
         "## Machine and command",
         "",

@@ -25,6 +25,9 @@ from benchmarks.stats import Series
 
 DIAPROTO_RUNTIMES = ["asyncio", "uvloop", "trio", "tornado", "sockets"]
 DIAPROTO = [f"diaproto-{r}" for r in DIAPROTO_RUNTIMES]
+#: The same app on the core pumped by a plain asyncio Protocol (benchmarks/peers, a prototype
+#: adapter, not diaproto's): how much of a figure is the anyio adapter's.
+PROTOTYPE = "diaproto-protocol"
 REFERENCE = "diaproto-asyncio"  # targets are judged on the default runtime
 WS_PEERS = ["websockets", "aiohttp", "tornado", "uvicorn-wsproto", "uvicorn-wssansio", "picows"]
 SSE_PEERS = ["sse-starlette", "h11"]
@@ -166,7 +169,7 @@ class PushWs(Scenario):
     id, title = "P1", "WebSocket push throughput, one client that counts bytes"
 
     def systems(self, level: Level) -> list[str]:
-        return [*DIAPROTO, *WS_PEERS]
+        return [*DIAPROTO, PROTOTYPE, *WS_PEERS]
 
     def runs(self, level: Level) -> int:
         return 2 * super().runs(level)
@@ -247,8 +250,8 @@ class Latency(Scenario):
     id, title = "P3", "added latency on an idle server"
 
     def systems(self, level: Level) -> list[str]:
-        return ["diaproto-asyncio", "diaproto-uvloop", "diaproto-sockets", "websockets",
-                "aiohttp", "picows", "asyncio-echo"]  # fmt: skip
+        return ["diaproto-asyncio", "diaproto-uvloop", "diaproto-sockets", PROTOTYPE,
+                "websockets", "aiohttp", "picows", "asyncio-echo"]  # fmt: skip
 
     def run(self, level: Level, tick: Tick) -> list[Result]:
         count = level.pick(50, 400, 2000)
@@ -331,7 +334,7 @@ class Jitter(Scenario):
     id, title = "P4", "jitter, many clients each on a 50 Hz audio stream"
 
     def systems(self, level: Level) -> list[str]:
-        return ["diaproto-asyncio", "diaproto-uvloop", "websockets", "aiohttp", "picows"]
+        return ["diaproto-asyncio", "diaproto-uvloop", PROTOTYPE, "websockets", "aiohttp", "picows"]
 
     def run(self, level: Level, tick: Tick) -> list[Result]:
         count = level.pick(20, 200, 1000)
@@ -374,7 +377,7 @@ class SlowConsumers(Scenario):
     id, title = "P7", "slow consumers: 10% of the clients stop reading"
 
     def systems(self, level: Level) -> list[str]:
-        return ["diaproto-asyncio", "websockets", "aiohttp"]
+        return ["diaproto-asyncio", PROTOTYPE, "websockets", "aiohttp"]
 
     def runs(self, level: Level) -> int:
         return len(self.systems(level)) * int(level.pick(1, 2, 2))
@@ -490,7 +493,7 @@ class Memory(Scenario):
 
     def systems(self, level: Level) -> list[str]:
         return ["diaproto-asyncio", "diaproto-trio", "diaproto-tornado", "diaproto-sockets",
-                "websockets", "aiohttp", "tornado", "picows"]  # fmt: skip
+                PROTOTYPE, "websockets", "aiohttp", "tornado", "picows"]  # fmt: skip
 
     def runs(self, level: Level) -> int:
         return len(self.systems(level)) * int(level.pick(1, 2, 2))

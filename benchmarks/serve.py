@@ -28,7 +28,7 @@ def main(argv: list[str]) -> int:
     system, port = argv[0], int(argv[1])
     if os.environ.get("BENCH_SNDBUF"):
         cap_send_buffers(int(os.environ["BENCH_SNDBUF"]))
-    if system.startswith("diaproto-"):
+    if system.startswith("diaproto-") and system != "diaproto-protocol":
         from benchmarks.peers import diaproto_app  # noqa: PLC0415
 
         diaproto_app.serve(port, system.removeprefix("diaproto-"))
@@ -47,6 +47,7 @@ def main(argv: list[str]) -> int:
             "h11": "h11_peer",
             "asyncio-echo": "asyncio_echo",
             "mcp-sdk": "mcp_peer",
+            "diaproto-protocol": "diaproto_protocol",
         }[system]
         import importlib  # noqa: PLC0415
 
