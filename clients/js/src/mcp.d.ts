@@ -83,8 +83,8 @@ export interface ConnectOptions {
   clientInfo?: { name: string; version: string; [key: string]: unknown };
   capabilities?: Record<string, unknown>;
   /**
-   * Ask for SEP-2998 partial results (default true). Declared as
-   * `capabilities.experimental.partialResults = {}` in `initialize` and, per call, as
+   * Ask for SEP-2998 partial results (default true). Declared as `capabilities.partialResults
+   * = {}` and `capabilities.experimental.partialResults = {}` in `initialize` and, per call, as
    * `_meta.partialResultToken` (= the progress token) plus
    * `_meta["io.modelcontextprotocol/clientCapabilities"] = {partialResults: {}}`.
    */

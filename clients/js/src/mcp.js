@@ -584,6 +584,9 @@ export class McpClient {
     /** @type {Record<string, any>} */
     const capabilities = { ...(options.capabilities ?? {}) };
     if (this.partialResults) {
+      // SEP-2998 names a top-level capability; `experimental` too, for servers that only
+      // accept unknown capabilities there (2025-11-25's place for extensions).
+      capabilities.partialResults = {};
       capabilities.experimental = { ...(capabilities.experimental ?? {}), partialResults: {} };
     }
     this.capabilities = capabilities;

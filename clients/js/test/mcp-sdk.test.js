@@ -188,7 +188,7 @@ test("connect negotiates 2025-11-25, echoes the session id and protocol version,
     const seen = state.requests.slice(start);
     const init = seen[0];
     assert.equal(init.body.method, "initialize");
-    assert.deepEqual(init.body.params.capabilities.experimental, { partialResults: {} });
+    assert.deepEqual(init.body.params.capabilities, { partialResults: {}, experimental: { partialResults: {} } });
     assert.match(init.headers.accept, /application\/json/);
     assert.match(init.headers.accept, /text\/event-stream/);
     assert.equal(init.headers["mcp-session-id"], undefined);

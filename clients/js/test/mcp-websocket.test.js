@@ -90,7 +90,7 @@ test("connect offers the mcp subprotocol, initializes, and accepts the server's 
   assert.deepEqual(ws.sent.map((m) => m.method), ["initialize", "notifications/initialized"]);
   assert.deepEqual(ws.sent[0].params, {
     protocolVersion: "2025-11-25",
-    capabilities: { roots: {}, experimental: { partialResults: {} } },
+    capabilities: { roots: {}, partialResults: {}, experimental: { partialResults: {} } },
     clientInfo: { name: "t", version: "0" },
   });
   assert.equal(client.protocolVersion, "2025-06-18");
@@ -157,7 +157,7 @@ test("callTool: progress and partial results in order, duplicates dropped, then 
 test("partialResults: false leaves SEP-2998 out of initialize and of the call", async () => {
   const { FakeWebSocket, sockets } = fakeWebSocket({ handle: serverHandler() });
   const client = await connect(FakeWebSocket, { partialResults: false });
-  assert.equal(sockets[0].sent[0].params.capabilities.experimental, undefined);
+  assert.deepEqual(sockets[0].sent[0].params.capabilities, {});
   const call = client.callTool("speak", { chunks: 1 });
   await call.result;
   const meta = sockets[0].sent.find((m) => m.method === "tools/call").params._meta;
