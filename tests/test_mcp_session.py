@@ -43,7 +43,13 @@ from diaproto.mcp.session import (
 
 INFO = ServerInfo("diaproto-test", "1.2")
 SPEAK = Tool("speak", "Speak text", {"type": "object", "required": ["text"]})
-VOICES = Tool("list_voices", "The voices", {"type": "object"}, title="Voices")
+VOICES = Tool(
+    "list_voices",
+    "The voices",
+    {"type": "object"},
+    title="Voices",
+    annotations={"readOnlyHint": True},
+)
 MODERN = "2026-07-28"
 
 
@@ -267,6 +273,7 @@ def test_tools_list() -> None:
                 "description": "The voices",
                 "inputSchema": {"type": "object"},
                 "title": "Voices",
+                "annotations": {"readOnlyHint": True},
             },
         ]
     }

@@ -52,6 +52,7 @@ SPEAK = Tool(
         "required": ["text"],
         "additionalProperties": False,
     },
+    annotations={"readOnlyHint": True, "openWorldHint": False, "streamingHint": True},
 )
 
 LIST_VOICES = Tool(

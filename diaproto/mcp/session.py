@@ -64,6 +64,7 @@ class Tool:
     description: str
     input_schema: dict[str, Any]
     title: str | None = None
+    annotations: dict[str, Any] | None = None  # hints: readOnlyHint, streamingHint (SEP-2998)
 
     def describe(self) -> dict[str, Any]:
         body: dict[str, Any] = {
@@ -73,6 +74,8 @@ class Tool:
         }
         if self.title is not None:
             body["title"] = self.title
+        if self.annotations is not None:
+            body["annotations"] = self.annotations
         return body
 
 
