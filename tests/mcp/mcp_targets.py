@@ -22,10 +22,13 @@ import httpx
 import pytest
 from server_fixture import running_server
 
+from diaproto.adapters import start_in_thread
+from diaproto.apps.serve.app import DiaService
 from diaproto.apps.serve.sources import SyntheticSource
 
 HERE = Path(__file__).resolve().parent
-TARGETS = ["reference", "diaproto"]
+# diaproto on every runtime: the same service, the same answers (issue 4's promise).
+TARGETS = ["reference", "diaproto", "diaproto-trio", "diaproto-tornado", "diaproto-sockets"]
 STARTUP_TIMEOUT = 15.0
 IDLE_TIMEOUT = 5.0
 
@@ -103,13 +106,21 @@ def _wait_until_serving(base: str) -> None:
 
 
 @contextmanager
-def _diaproto() -> Iterator[McpTarget]:
-    """``diaproto serve``'s service in a thread (tests/serve/server_fixture.py), with the
-    synthetic voice paced 10x faster than Dia: long texts still take seconds, so a test
-    can tell a cancelled generation from a finished one."""
+def _diaproto(runtime: str) -> Iterator[McpTarget]:
+    """``diaproto serve``'s service in a thread on ``runtime``, with the synthetic voice
+    paced 10x faster than Dia: long texts still take seconds, so a test can tell a
+    cancelled generation from a finished one."""
     source = SyntheticSource(real_time_factor=0.04, first_chunk_latency=0.005)
-    with running_server(source) as server:
-        yield McpTarget(kind="diaproto", base=server.url, has_sse=True, has_ws=True)
+    if runtime in ("asyncio", "trio"):
+        with running_server(source, backend=runtime) as server:
+            yield McpTarget(kind="diaproto", base=server.url, has_sse=True, has_ws=True)
+        return
+    handle = start_in_thread(runtime, DiaService(source))
+    try:
+        base = f"http://127.0.0.1:{handle.port}"
+        yield McpTarget(kind="diaproto", base=base, has_sse=True, has_ws=True)
+    finally:
+        assert handle.stop(), f"the {runtime} server did not stop"
 
 
 @contextmanager
@@ -118,8 +129,8 @@ def mcp_server(kind: str) -> Iterator[McpTarget]:
     if kind == "reference":
         with _reference() as target:
             yield target
-    elif kind == "diaproto":
-        with _diaproto() as target:
+    elif kind.startswith("diaproto"):
+        with _diaproto(kind.partition("-")[2] or "asyncio") as target:
             yield target
     else:
         raise ValueError(f"unknown MCP target {kind!r}")
