@@ -28,7 +28,7 @@ def main(argv: list[str]) -> int:
     system, port = argv[0], int(argv[1])
     if os.environ.get("BENCH_SNDBUF"):
         cap_send_buffers(int(os.environ["BENCH_SNDBUF"]))
-    if system.startswith("diaproto-") and system != "diaproto-protocol":
+    if system.startswith("diaproto-") and system not in ("diaproto-protocol", "diaproto-mcp"):
         from benchmarks.peers import diaproto_app  # noqa: PLC0415
 
         diaproto_app.serve(port, system.removeprefix("diaproto-"))
@@ -48,6 +48,7 @@ def main(argv: list[str]) -> int:
             "asyncio-echo": "asyncio_echo",
             "mcp-sdk": "mcp_peer",
             "diaproto-protocol": "diaproto_protocol",
+            "diaproto-mcp": "diaproto_mcp",
         }[system]
         import importlib  # noqa: PLC0415
 

@@ -59,6 +59,7 @@ from diaproto.mcp import (
     ServerInfo,
     SessionRegistry,
     SessionState,
+    Tool,
     ToolCall,
     check_access,
     check_post,
@@ -88,6 +89,10 @@ KEEP_AUDIO_BYTES = 64 << 20  # finished long clips kept for their links (oldest 
 MCP_PATHS = ("/mcp", "/sse", "/messages")
 
 StartGeneration = Callable[[Runtime, StreamRequest], "Generation"]
+#: An application's own tool: runs on the loop; answers (now or later) with
+#: ``peer.session.respond(call.request_id, result)`` and ``peer.pump(now)``, and may report
+#: ``peer.session.progress(...)`` / ``partial_result(...)`` meanwhile.
+ToolHandler = Callable[[McpPeer, ToolCall, float], None]
 
 
 class McpService:
@@ -104,6 +109,8 @@ class McpService:
         )
         self._start_generation = start_generation
         self.on_call: Callable[[str], None] | None = None  # counts calls (metrics)
+        self.tools: tuple[Tool, ...] = TOOLS
+        self._handlers: dict[str, ToolHandler] = {}
         self.sessions: SessionRegistry[McpPeer] = SessionRegistry(self.config.session_idle_timeout)
         self._legacy: dict[str, McpPeer] = {}
         self._routes: dict[Session, tuple[McpPeer, Route]] = {}
@@ -241,7 +248,7 @@ class McpService:
         if self.sessions.full:
             self._refuse(conn, HttpRefusal(503, "too many MCP sessions; try again later"), now)
             return
-        session = McpSession(self.info, TOOLS)
+        session = McpSession(self.info, self.tools)
         session.receive(request)
         reply = session.next_outbound()
         assert reply is not None  # initialize is always answered at once
@@ -344,7 +351,7 @@ class McpService:
             return
         meta = (message.params or {})["_meta"]
         session = McpSession.ready(
-            self.info, TOOLS, meta[META_PROTOCOL_VERSION], meta[META_CLIENT_CAPABILITIES]
+            self.info, self.tools, meta[META_PROTOCOL_VERSION], meta[META_CLIENT_CAPABILITIES]
         )
         peer = McpPeer(self, session, conn.runtime, Transport.MODERN)
         peer.json_waiting[message.id] = conn
@@ -360,7 +367,7 @@ class McpService:
             self._refuse(conn, refusal, now)
             return
         session_id = secrets.token_hex(16)
-        peer = McpPeer(self, McpSession(self.info, TOOLS), conn.runtime, Transport.LEGACY_SSE)
+        peer = McpPeer(self, McpSession(self.info, self.tools), conn.runtime, Transport.LEGACY_SSE)
         peer.session_id = session_id
         self._legacy[session_id] = peer
         conn.conn.accept_sse(now=now)
@@ -402,7 +409,7 @@ class McpService:
             self._refuse(conn, refusal, now)
             return
         conn.conn.accept_websocket(SUBPROTOCOL, now=now)
-        peer = McpPeer(self, McpSession(self.info, TOOLS), conn.runtime, Transport.WEBSOCKET)
+        peer = McpPeer(self, McpSession(self.info, self.tools), conn.runtime, Transport.WEBSOCKET)
         route = Route(conn, McpChannel(conn.conn, now, sse=False))
         peer.standing = route
         self._websockets[conn] = peer
@@ -433,9 +440,23 @@ class McpService:
             Transport.WEBSOCKET.value: len(self._websockets),
         }
 
+    def add_tool(self, tool: Tool, handler: ToolHandler) -> None:
+        """Offer another tool besides speak and list_voices (sessions opened from now on)."""
+        if any(known.name == tool.name for known in self.tools):
+            raise ValueError(f"a tool named {tool.name!r} is already offered")
+        self.tools = (*self.tools, tool)
+        self._handlers[tool.name] = handler
+
     def start_call(self, peer: McpPeer, call: ToolCall, now: float) -> None:
         if self.on_call is not None:
             self.on_call(call.name)
+        handler = self._handlers.get(call.name)
+        if handler is not None:
+            waiting = peer.json_waiting.pop(call.request_id, None)
+            if waiting is not None:
+                self.open_post_stream(peer, waiting, call.request_id, now)
+            handler(peer, call, now)
+            return
         if call.name == "list_voices":
             peer.session.respond(call.request_id, list_voices_result())
             return
