@@ -496,3 +496,34 @@ def _modern_headers(method: str, name: str | None = None) -> dict[str, str]:
     if name is not None:
         headers["mcp-name"] = name
     return headers
+
+
+def test_an_application_adds_its_own_tool() -> None:
+    """``McpService.add_tool``: an embedding application's tool on the same session
+    machinery (its call answered over a 2025-11-25 SSE stream). Its progress reports, all
+    made before the answer, are coalesced and then withdrawn by the answer: none is sent."""
+    from diaproto.apps.mcp.peer import McpPeer  # noqa: PLC0415
+    from diaproto.mcp import Tool, ToolCall  # noqa: PLC0415
+
+    def count_to(peer: McpPeer, call: ToolCall, now: float) -> None:
+        n = int(call.arguments["n"])
+        for value in range(1, n + 1):
+            peer.session.progress(call.request_id, value, n)
+        peer.session.respond(call.request_id, {"content": [{"type": "text", "text": str(n)}]})
+        peer.pump(now)
+
+    service = DiaService(fast_source())
+    service.mcp.add_tool(Tool("count", "Counts to n.", {"type": "object"}), count_to)
+    with pytest.raises(ValueError, match="already offered"):
+        service.mcp.add_tool(Tool("speak", "again", {"type": "object"}), count_to)
+    with running_app(service) as app, mcp_client(app) as (client, url):
+        session_id = initialize(client, url)
+        listed = client.post(url, json=rpc("tools/list", rid=2), headers=session(session_id))
+        assert [t["name"] for t in listed.json()["result"]["tools"]][-1] == "count"
+        params = {"name": "count", "arguments": {"n": 5}, "_meta": {"progressToken": "c"}}
+        call = rpc("tools/call", params, 3)
+        with client.stream("POST", url, json=call, headers=session(session_id)) as r:
+            seen = new_seen()
+            assert read_call(events(r), seen, stop_after=-1)
+        assert seen["responses"][0]["result"]["content"][0]["text"] == "5"
+        assert seen["progress"] == []
