@@ -17,8 +17,9 @@ from diaproto.config import ConnectionConfig
 
 #: runtime name -> (adapter module, keyword options it needs)
 RUNTIMES: dict[str, tuple[str, dict[str, Any]]] = {
-    "asyncio": ("anyio", {"backend": "asyncio"}),
+    "asyncio": ("asyncio", {}),
     "trio": ("anyio", {"backend": "trio"}),
+    "anyio": ("anyio", {"backend": "asyncio"}),
     "tornado": ("tornado", {}),
     "sockets": ("sockets", {}),
 }

@@ -8,7 +8,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
-RUNTIMES = ("asyncio", "trio", "tornado", "sockets")  # see diaproto.adapters.RUNTIMES
+RUNTIMES = ("asyncio", "anyio", "trio", "tornado", "sockets")  # see diaproto.adapters.RUNTIMES
 MODELS = ("synthetic", "dia")
 
 
@@ -19,7 +19,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     serve.add_argument("--port", type=int, default=8000, help="port (default 8000; 0 = any)")
     serve.add_argument("--runtime", choices=RUNTIMES, default="asyncio")
-    serve.add_argument("--uvloop", action="store_true", help="use uvloop (asyncio only)")
+    serve.add_argument("--uvloop", action="store_true", help="use uvloop (asyncio, anyio only)")
     serve.add_argument("--model", choices=MODELS, default="synthetic")
     serve.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
     mcp = serve.add_argument_group("MCP (/mcp, /sse)")
@@ -55,8 +55,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     from diaproto.apps.serve.sources import SourceUnavailable, load_source  # noqa: PLC0415
     from diaproto.mcp.http import LOOPBACK_HOSTS, McpHttpConfig  # noqa: PLC0415
 
-    if args.uvloop and args.runtime != "asyncio":
-        print("diaproto: --uvloop needs --runtime asyncio", file=sys.stderr)
+    if args.uvloop and args.runtime not in ("asyncio", "anyio"):
+        print("diaproto: --uvloop needs --runtime asyncio (or anyio)", file=sys.stderr)
         return 2
     if args.uvloop and importlib.util.find_spec("uvloop") is None:
         print("diaproto: --uvloop needs uvloop: pip install 'diaproto[uvloop]'", file=sys.stderr)

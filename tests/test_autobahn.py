@@ -40,7 +40,7 @@ ROOT = Path(__file__).resolve().parent.parent
 OUT = Path(os.environ.get("DIAPROTO_AUTOBAHN_OUT", "/tmp/diaproto-autobahn"))
 FULL = os.environ.get("DIAPROTO_AUTOBAHN_FULL") == "1"
 
-RUNTIMES = ("asyncio", "trio", "tornado", "sockets")
+RUNTIMES = ("asyncio", "anyio", "trio", "tornado", "sockets")
 PASSING = {"OK", "NON-STRICT", "INFORMATIONAL"}
 # The 1000-message cases with messages of 16 KiB and more (x.7-x.10 unfragmented, x.12-x.18
 # fragmented): each moves 16-128 MiB through zlib both ways, most of 12-13's time.

@@ -34,7 +34,7 @@ from diaproto.events import (
 from diaproto.scheduler import Policy
 from diaproto.wire import SUBPROTOCOL, ErrorCode, OpenStream
 
-RUNTIMES = ("asyncio", "trio", "tornado", "sockets")
+RUNTIMES = ("asyncio", "anyio", "trio", "tornado", "sockets")
 POLL_LIMIT = 10.0  # seconds any bounded wait may take before the test fails
 STOP_LIMIT = 15.0
 

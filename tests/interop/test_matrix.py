@@ -55,7 +55,7 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
-RUNTIMES = ("asyncio", "trio", "tornado", "sockets")
+RUNTIMES = ("asyncio", "anyio", "trio", "tornado", "sockets")
 TEXT = "Hello there. This is a short test of streaming speech. It goes on for a while."
 POLL_LIMIT = 20.0
 DROP_AFTER = 3  # the server drops an SSE stream once it has sent this many records
