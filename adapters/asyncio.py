@@ -180,7 +180,7 @@ class AsyncioSession(asyncio.Protocol):
         """One step: events to the application, output to the transport, the timer re-armed."""
         conn = self.conn
         transport = self._transport
-        if transport is None:
+        if transport is None or transport.is_closing():
             self.dispatch()  # a callback after the end still gets its events handed out
             return
         self._pumping = True
