@@ -250,7 +250,11 @@ def test_backpressure_pauses_a_stalled_reader(runtime: str) -> None:
         # ~10 MB of audio: more than the kernel's send buffer can ever absorb (it
         # autotunes up to 4 MB), so the core must hold the rest and pause the producer.
         ws.send_json({"type": "open", "stream": 1, "text": LONG_TEXT})
-        wait_until(lambda: handle.call(lambda: 1 in service.paused), "the stream paused")
+        # Generating the megabytes the kernel absorbs first takes seconds of CPU: on a loaded
+        # machine, many (bounded all the same).
+        wait_until(
+            lambda: handle.call(lambda: 1 in service.paused), "the stream paused", limit=90.0
+        )
         generation = handle.call(service.only_generation)
         wait_until(
             lambda: handle.call(lambda: bool(generation.listeners[0].paused)),
