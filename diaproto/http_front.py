@@ -77,7 +77,7 @@ class HttpFront(ServerConnectionBase):
 
     def _start_streaming(self, framer: Framer, *, sse: bool) -> None:
         self._pending = None
-        self.state = State.STREAMING
+        self._enter(State.STREAMING)
         self._framer = framer
         self._sse = sse
         self._ending = False
@@ -98,7 +98,7 @@ class HttpFront(ServerConnectionBase):
         # Both sides are DONE here: events (and so answers) come only after a whole request.
         self._h11.start_next_cycle()
         self._request = None
-        self.state = State.AWAITING_REQUEST
+        self._enter(State.AWAITING_REQUEST)
         self._first_cycle = False
         self._cycle_started = now
         buffered = _h11_buffered(self._h11)  # the next request's bytes, already here
@@ -175,7 +175,7 @@ class HttpFront(ServerConnectionBase):
             error = _websocket_handshake_error(method, headers)
             if error is not None:
                 self._pending = Request(method, target, headers, body)
-                self.state = State.REQUEST_RECEIVED
+                self._enter(State.REQUEST_RECEIVED)
                 self._refuse(error)
                 return
             offered = tuple(
@@ -191,7 +191,7 @@ class HttpFront(ServerConnectionBase):
         else:
             event = Request(method, target, headers, body)
         self._pending = event
-        self.state = State.REQUEST_RECEIVED
+        self._enter(State.REQUEST_RECEIVED)
         self._events.append(event)
 
     # --- refusing --------------------------------------------------------------------------

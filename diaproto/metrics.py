@@ -43,18 +43,31 @@ class StreamMetrics:
 
     def record_send(self, now: float, size: int) -> float | None:
         """Count one message sent; return the gap since the previous send, if any."""
+        return self.record_sends(now, 1, size)
+
+    def record_sends(self, now: float, count: int, nbytes: int) -> float | None:
+        """Count ``count`` messages (``nbytes`` in all) that left together at ``now``.
+
+        The figures are exactly those of ``count`` calls of :meth:`record_send` at ``now``:
+        every message is one interval, and the messages after the first in a batch follow
+        their predecessor by a gap of zero (which adds nothing to the sums or the maximum),
+        so the scheduler can account a whole batch in one call. Returns the gap before the
+        first of them, if there was a previous send.
+        """
         gap: float | None = None
         if self.first_send_at is None:
             self.first_send_at = now
-        if self.last_send_at is not None:
+        if self.last_send_at is None:
+            self.intervals += count - 1
+        else:
             gap = now - self.last_send_at
-            self.intervals += 1
+            self.intervals += count
             self.interval_sum += gap
             self.interval_sq_sum += gap * gap
             self.interval_max = max(self.interval_max, gap)
         self.last_send_at = now
-        self.messages_sent += 1
-        self.bytes_sent += size
+        self.messages_sent += count
+        self.bytes_sent += nbytes
         return gap
 
     def record_queue_depth(self, queued_bytes: int) -> None:

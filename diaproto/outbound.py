@@ -36,29 +36,61 @@ def websocket_framer(
     ``encode_message`` frames one whole message; by default the fast unmasked encoder. With
     an extension (permessage-deflate) the server passes wsproto's, which compresses.
     """
-    encode = encode_message or _encode_plain
+    if encode_message is None:  # shared functions: no closure per connection
+        return _frame_wire if wire else _frame_plain
+    encode = encode_message
 
     def frame(batch: list[Outgoing[Payload]]) -> bytes:
-        out: list[bytes] = []
-        records: list[tuple[int, int, bytes]] = []
-        for item in batch:
-            payload = item.payload
-            if isinstance(payload, bytes):
-                if wire:
-                    records.append((item.stream_id, item.seq, payload))
-                else:
-                    out.append(encode(payload))
-                continue
-            if records:
-                out.append(encode(encode_records(records)))
-                records = []
-            assert isinstance(payload, str)  # send() refuses SseEvent on a WebSocket
-            out.append(encode(payload))
-        if records:
-            out.append(encode(encode_records(records)))
-        return b"".join(out)
+        return _frame(batch, wire, encode)
 
     return frame
+
+
+def _frame(
+    batch: list[Outgoing[Payload]], wire: bool, encode: Callable[[bytes | str], bytes]
+) -> bytes:
+    out: list[bytes] = []
+    records: list[tuple[int, int, bytes]] = []
+    for item in batch:
+        payload = item.payload
+        if isinstance(payload, bytes):
+            if wire:
+                records.append((item.stream_id, item.seq, payload))
+            else:
+                out.append(encode(payload))
+            continue
+        if records:
+            out.append(encode(encode_records(records)))
+            records = []
+        assert isinstance(payload, str)  # send() refuses SseEvent on a WebSocket
+        out.append(encode(payload))
+    if records:
+        out.append(encode(encode_records(records)))
+    return b"".join(out)
+
+
+def _frame_wire(batch: list[Outgoing[Payload]]) -> bytes:
+    return _frame(batch, True, _encode_plain)
+
+
+#: The two header bytes of a final unmasked binary frame, by payload length (< 126).
+_SMALL_BINARY_HEADERS = [bytes((0x80 | OP_BINARY, n)) for n in range(126)]
+
+
+def _frame_plain(batch: list[Outgoing[Payload]]) -> bytes:
+    """:func:`_frame` without the wire protocol or an extension: the hot path of small
+    binary messages, with their headers from a table and joined once."""
+    out: list[bytes] = []
+    headers = _SMALL_BINARY_HEADERS
+    for item in batch:
+        payload = item.payload
+        if isinstance(payload, bytes) and len(payload) < 126:
+            out.append(headers[len(payload)])
+            out.append(payload)
+        else:
+            assert not isinstance(payload, SseEvent)  # send() refuses SseEvent on a WebSocket
+            out.append(_encode_plain(payload))
+    return b"".join(out)
 
 
 def _encode_plain(payload: bytes | str) -> bytes:

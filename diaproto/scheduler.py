@@ -19,6 +19,7 @@ framing layer takes due batches with :meth:`Scheduler.take` and turns them into 
 
 from __future__ import annotations
 
+import sys
 from collections import deque
 from collections.abc import Hashable
 from dataclasses import dataclass, field
@@ -78,6 +79,7 @@ class _Stream(Generic[T]):
     record: bool
     metrics: StreamMetrics
     next_seq: int
+    lingering: bool  # in a class that lingers for company (priority in LINGERING_CLASSES)
     queue: deque[Outgoing[T]] = field(default_factory=deque)
     queued_bytes: int = 0
     latest: dict[Hashable, Outgoing[T]] = field(default_factory=dict)
@@ -146,6 +148,7 @@ class Scheduler(Generic[T]):
             record=record,
             metrics=StreamMetrics(opened_at=now),
             next_seq=(replay.last_seq + 1) if replay is not None else 1,
+            lingering=priority in LINGERING_CLASSES,
         )
 
     def has_stream(self, stream_id: int) -> bool:
@@ -194,7 +197,10 @@ class Scheduler(Generic[T]):
         return self._get(stream_id).metrics
 
     def is_paused(self, stream_id: int) -> bool:
-        return self._get(stream_id).paused
+        stream = self._streams.get(stream_id)  # (not _get: producers ask this per message)
+        if stream is None:
+            raise LocalProtocolError(f"no open stream {stream_id}")
+        return stream.paused
 
     def queued_bytes(self, stream_id: int | None = None) -> int:
         return self._queued if stream_id is None else self._get(stream_id).queued_bytes
@@ -249,12 +255,15 @@ class Scheduler(Generic[T]):
         (``max_buffered``); past it this raises :class:`LocalProtocolError`, since a lossless
         stream can neither drop nor grow without bound.
         """
-        stream = self._get(stream_id)
+        stream = self._streams.get(stream_id)
+        if stream is None:
+            raise LocalProtocolError(f"no open stream {stream_id}")
         if stream.finishing:
             raise LocalProtocolError(f"stream {stream_id} is finished")
         if size < 0:
             raise LocalProtocolError("size cannot be negative")
-        if stream.policy is Policy.LATEST:
+        policy = stream.policy
+        if policy is Policy.LATEST:
             if key is None:
                 raise LocalProtocolError("a LATEST stream needs a key for every message")
             older = stream.latest.get(key)
@@ -262,33 +271,54 @@ class Scheduler(Generic[T]):
                 stream.queue.remove(older)
                 self._unqueue(stream, older)
                 stream.metrics.coalesced += 1
-        elif stream.policy is Policy.DROP_OLDEST:
+        elif policy is Policy.DROP_OLDEST:
             while stream.queue and stream.queued_bytes + size > stream.limit:
                 self._drop_oldest(stream)
 
-        room = self.config.max_buffered - self.buffered_bytes
-        if size > room:
-            if stream.policy is Policy.PAUSE:
+        config = self.config
+        if size > config.max_buffered - self._queued - self._in_flight:
+            if policy is Policy.PAUSE:
                 raise LocalProtocolError(
                     f"stream {stream_id}: {size} bytes would pass the connection budget of "
-                    f"{self.config.max_buffered}; the producer must wait for StreamResumed"
+                    f"{config.max_buffered}; the producer must wait for StreamResumed"
                 )
-            if stream.policy is Policy.DISCONNECT:
+            if policy is Policy.DISCONNECT:
                 self._report_slow(stream)
                 stream.metrics.drops += 1
                 return None
-            while stream.queue and size > self.config.max_buffered - self.buffered_bytes:
+            while stream.queue and size > config.max_buffered - self.buffered_bytes:
                 self._drop_oldest(stream)
-            if size > self.config.max_buffered - self.buffered_bytes:
+            if size > config.max_buffered - self.buffered_bytes:
                 stream.metrics.drops += 1
                 return None
 
         seq = stream.next_seq
-        stream.next_seq += 1
+        stream.next_seq = seq + 1
         if stream.replay is not None and stream.record:
             stream.replay.append(seq, payload, size)
-        self._append(stream, Outgoing(stream_id, seq, payload, size, key))
-        self._check_over(stream, now)
+        # _append, inline: this runs for every message.
+        item = Outgoing(stream_id, seq, payload, size, key)
+        stream.queue.append(item)
+        queued = stream.queued_bytes = stream.queued_bytes + size
+        self._queued += size
+        if stream.lingering:
+            self._queued_low += size
+        if key is not None and policy is Policy.LATEST:
+            stream.latest[key] = item
+        metrics = stream.metrics
+        metrics.queue_high_water = max(metrics.queue_high_water, queued)
+        if not stream.active and (stream.credit is None or stream.credit > 0):
+            stream.active = True
+            self._rings[stream.priority].append(stream)
+        if policy is Policy.PAUSE:
+            # _check_over for the common case, inline: this runs for every message.
+            if not stream.paused and (
+                queued > stream.limit or self._queued + self._in_flight > config.high_watermark
+            ):
+                stream.paused = True
+                self._events.append(StreamPaused(stream_id))
+        else:
+            self._check_over(stream, now)
         return seq
 
     def resume(self, stream_id: int, after: int, now: float) -> int:
@@ -321,16 +351,18 @@ class Scheduler(Generic[T]):
         return len(missed)
 
     def _append(self, stream: _Stream[T], item: Outgoing[T]) -> None:
+        """Queue a replayed message (enqueue has its own copy of this, with keys)."""
         size = item.size
         stream.queue.append(item)
-        stream.queued_bytes += size
+        queued = stream.queued_bytes = stream.queued_bytes + size
         self._queued += size
-        if stream.priority in LINGERING_CLASSES:
+        if stream.lingering:
             self._queued_low += size
-        if item.key is not None and stream.policy is Policy.LATEST:
-            stream.latest[item.key] = item
-        stream.metrics.record_queue_depth(stream.queued_bytes)
-        self._activate(stream)
+        metrics = stream.metrics
+        metrics.queue_high_water = max(metrics.queue_high_water, queued)
+        if not stream.active and (stream.credit is None or stream.credit > 0):
+            stream.active = True
+            self._rings[stream.priority].append(stream)
 
     # --- take ------------------------------------------------------------------------------
 
@@ -339,17 +371,16 @@ class Scheduler(Generic[T]):
         batch: list[Outgoing[T]] = []
         budget = self.config.batch_bytes
         window = self.config.write_window - self._in_flight
-        for priority in Priority:
-            ring = self._rings[priority]
+        for priority, ring in enumerate(self._rings):
             if not ring:
                 continue
-            if priority is Priority.CONTROL:
+            if priority == Priority.CONTROL:
                 # Control is never held back: not by the window, the batch cap or linger.
                 self._drain_ring(ring, batch, None, now)
                 continue
             if window <= 0 or budget <= 0:
                 break
-            if priority in LINGERING_CLASSES and not batch and not self._lingering_due(now):
+            if priority >= Priority.STREAM and not batch and not self._lingering_due(now):
                 break
             used = self._drain_ring(ring, batch, min(window, budget), now)
             window -= used
@@ -370,28 +401,53 @@ class Scheduler(Generic[T]):
     def _drain_ring(
         self, ring: deque[_Stream[T]], batch: list[Outgoing[T]], room: int | None, now: float
     ) -> int:
-        """Deficit round-robin over one class; returns the bytes taken."""
+        """Deficit round-robin over one class; returns the bytes taken.
+
+        Each turn's bytes and metrics are accounted once for the turn, not per message."""
         used = 0
+        stop = sys.maxsize if room is None else room
         quantum = self.config.quantum
-        while ring and (room is None or used < room):
+        while ring and used < stop:
             stream = ring[0]
             if stream.needs_quantum:
                 stream.deficit += quantum
                 stream.needs_quantum = False
             queue = stream.queue
-            while queue and queue[0].size <= stream.deficit:
-                if room is not None and used >= room:
-                    return used  # out of room mid-turn: keep the turn and the deficit
-                if stream.credit is not None and stream.credit <= 0:
+            deficit = stream.deficit
+            credit = stream.credit
+            taken = 0
+            count = 0
+            out_of_room = False
+            while queue:
+                item = queue[0]
+                size = item.size
+                if size > deficit:
                     break
-                item = queue.popleft()
-                self._unqueue(stream, item)
-                stream.deficit -= item.size
-                if stream.credit is not None:
-                    stream.credit -= item.size
-                stream.metrics.record_send(now, item.size)
+                if used >= stop:
+                    out_of_room = True  # mid-turn: keep the turn and the deficit
+                    break
+                if credit is not None:
+                    if credit <= 0:
+                        break
+                    credit -= size
+                queue.popleft()
+                if item.key is not None and stream.latest.get(item.key) is item:
+                    del stream.latest[item.key]
+                deficit -= size
+                taken += size
+                count += 1
                 batch.append(item)
-                used += item.size
+                used += size
+            stream.deficit = deficit
+            stream.credit = credit
+            if count:
+                stream.queued_bytes -= taken
+                self._queued -= taken
+                if stream.lingering:
+                    self._queued_low -= taken
+                stream.metrics.record_sends(now, count, taken)
+            if out_of_room:
+                return used
             ring.popleft()
             stream.needs_quantum = True
             if stream.eligible():
@@ -448,7 +504,7 @@ class Scheduler(Generic[T]):
     def _unqueue(self, stream: _Stream[T], item: Outgoing[T]) -> None:
         stream.queued_bytes -= item.size
         self._queued -= item.size
-        if stream.priority in LINGERING_CLASSES:
+        if stream.lingering:
             self._queued_low -= item.size
         if item.key is not None and stream.latest.get(item.key) is item:
             del stream.latest[item.key]
@@ -472,6 +528,7 @@ class Scheduler(Generic[T]):
         return stream.policy is Policy.PAUSE and self.buffered_bytes > self.config.high_watermark
 
     def _check_over(self, stream: _Stream[T], now: float) -> None:
+        # (enqueue has its own copy of the PAUSE branch, for speed)
         if stream.policy is Policy.PAUSE:
             if not stream.paused and self._is_over(stream):
                 stream.paused = True

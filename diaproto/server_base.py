@@ -44,6 +44,7 @@ class ServerConnectionBase:
     def __init__(self, now: float, config: ConnectionConfig | None) -> None:
         self.config = config or ConnectionConfig()
         self.state = State.AWAITING_REQUEST
+        self._output_open = False  # state is STREAMING or WEBSOCKET: kept by _enter
         self._h11 = h11.Connection(
             h11.SERVER, max_incomplete_event_size=self.config.limits.max_header_bytes
         )
@@ -70,8 +71,13 @@ class ServerConnectionBase:
             raise LocalProtocolError(f"no request is waiting for an answer (state {self.state})")
         return self._pending
 
+    def _enter(self, state: State) -> None:
+        # The one place the state changes, so the per-message check is a bool.
+        self.state = state
+        self._output_open = state is State.STREAMING or state is State.WEBSOCKET
+
     def _expect_output(self) -> None:
-        if self.state not in (State.STREAMING, State.WEBSOCKET):
+        if not self._output_open:
             raise LocalProtocolError(f"no open stream to send on (state {self.state})")
 
     def _h11_send(self, event: h11.Event) -> None:
@@ -105,7 +111,7 @@ class ServerConnectionBase:
         self._scheduler.enqueue(CONTROL_STREAM, text, len(text), now)
 
     def _set_closed(self, code: int | None, reason: str) -> None:
-        self.state = State.CLOSED
+        self._enter(State.CLOSED)
         self._framer = None
         # Kept for the application: a resumable stream records what never left.
         self.unsent = [item.payload for item in self._scheduler.queued_items()]

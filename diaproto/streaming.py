@@ -65,10 +65,13 @@ class OutboundStreams(ServerConnectionBase):
         message. SSE: bytes are wire ``data`` events, str a plain event, SseEvent as is.
         Streamed body: bytes (or str, as UTF-8).
         """
-        self._expect_output()
+        if not self._output_open:
+            self._expect_output()  # raises
+        if isinstance(payload, bytes):  # the common case first: a data chunk
+            return self._scheduler.enqueue(stream_id, payload, len(payload), now, key=key)
         if isinstance(payload, SseEvent) and not self._sse:
             raise LocalProtocolError("an SseEvent can only be sent on an SSE response")
-        if self._wire and not isinstance(payload, bytes):
+        if self._wire:
             raise LocalProtocolError("with diaproto.v1, send() takes data chunks (bytes)")
         return self._scheduler.enqueue(stream_id, payload, payload_size(payload), now, key=key)
 

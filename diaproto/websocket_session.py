@@ -101,7 +101,7 @@ class WebSocketSession(ServerConnectionBase):
         self.subprotocol = subprotocol
         self.extensions = None if deflate is None else deflate[1]
         self._wire = subprotocol == SUBPROTOCOL
-        self.state = State.WEBSOCKET
+        self._enter(State.WEBSOCKET)
         # The fast encoder writes plain frames only: an extension's frames go through wsproto.
         self._framer = websocket_framer(self._wire, wsproto_encoder(ws) if extensions else None)
         self._keepalive.on_activity(now)
@@ -217,7 +217,7 @@ class WebSocketSession(ServerConnectionBase):
             self._scheduler.discard_stream(stream_id)
         if self._ws.state is WsState.OPEN:
             self._out += self._ws.send(CloseConnection(code=code, reason=reason))
-            self.state = State.CLOSING
+            self._enter(State.CLOSING)
             self._keepalive.on_close_sent(now)
         else:
             self._set_closed(code, reason)

@@ -93,6 +93,25 @@ def test_jitter_is_the_population_deviation_of_gaps(gaps: list[float]) -> None:
     assert not math.isnan(jitter)
 
 
+@given(
+    st.lists(
+        st.tuples(st.floats(0.0, 10.0, allow_nan=False), st.integers(1, 5), st.integers(0, 99)),
+        max_size=20,
+    )
+)
+def test_a_batch_counts_as_its_messages_one_by_one(batches: list[tuple[float, int, int]]) -> None:
+    # record_sends is record_send per message: the messages of a batch follow the first by
+    # gaps of zero, which count as intervals and add nothing to the sums or the maximum.
+    batched = StreamMetrics(opened_at=0.0)
+    single = StreamMetrics(opened_at=0.0)
+    t = 0.0
+    for gap, count, size in batches:
+        t += gap
+        expected = [single.record_send(t, size) for _ in range(count)]
+        assert batched.record_sends(t, count, size * count) == expected[0]
+    assert batched == single
+
+
 class TestSchedulerMetrics:
     """The scheduler records sends, drops, coalescing and queue depth per stream."""
 
@@ -113,6 +132,21 @@ class TestSchedulerMetrics:
         assert metrics.interval_mean == 2.0
         assert metrics.jitter == 1.0
         assert (metrics.messages_sent, metrics.bytes_sent) == (3, 15)
+
+    def test_a_batch_is_one_interval_per_message(self) -> None:
+        scheduler: Scheduler[str] = Scheduler(SchedulerConfig(linger=0.0))
+        scheduler.open_stream(1, 0.0)
+        scheduler.enqueue(1, "a", 5, 0.0)
+        scheduler.take(1.0)
+        for payload in "bcd":
+            scheduler.enqueue(1, payload, 5, 1.5)
+        assert len(scheduler.take(3.0)) == 3
+        metrics = scheduler.metrics(1)
+        # Gaps 2.0, 0.0, 0.0: the messages of a batch leave together.
+        assert metrics.intervals == 3
+        assert metrics.interval_sum == 2.0
+        assert metrics.interval_max == 2.0
+        assert (metrics.messages_sent, metrics.bytes_sent) == (4, 20)
 
     def test_drops_counted_for_drop_oldest(self) -> None:
         scheduler: Scheduler[str] = Scheduler()

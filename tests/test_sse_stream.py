@@ -476,3 +476,20 @@ def test_a_slow_sse_consumer_is_disconnected_after_the_grace_period() -> None:
     assert [type(e) for e in events] == [SlowConsumer, StreamFinished, ConnectionClosed]
     assert events[-1] == ConnectionClosed(None, "slow consumer")
     assert server.finished
+
+
+def test_stamp_sees_only_sse_events() -> None:
+    # Text and data chunks are framed by the server itself; only a ready SseEvent is stamped.
+    stamped: list[str] = []
+
+    def stamp(event: SseEvent) -> SseEvent:
+        stamped.append(event.data)
+        return SseEvent(data=event.data, event=event.event, id=str(len(stamped)))
+
+    loop = sse_pair(stamp=stamp)
+    loop.server.open_stream(1, loop.clock.now)
+    loop.server.send(1, "plain", loop.clock.now)
+    loop.server.send(1, SseEvent(data="ready", event="note"), loop.clock.now)
+    received = messages(settle(loop))
+    assert stamped == ["ready"]
+    assert [(m.data, m.id) for m in received] == [("plain", None), ("ready", "1")]
