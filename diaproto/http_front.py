@@ -26,6 +26,8 @@ from diaproto.sse import SSE_RESPONSE_HEADERS, SseEvent, encode_retry
 class HttpFront(ServerConnectionBase):
     """Requests in, answers out; hands a WebSocket upgrade or an SSE stream to the others."""
 
+    __slots__ = ()  # in ServerConnectionBase
+
     def _init_http_front(self, now: float) -> None:
         self._cycle_started = now
         self._first_cycle = True
@@ -92,16 +94,16 @@ class HttpFront(ServerConnectionBase):
         self._next_cycle(self._keepalive.last_received)
 
     def _next_cycle(self, now: float) -> None:
-        if self._h11.our_state is h11.MUST_CLOSE or self._h11.their_state is h11.MUST_CLOSE:
+        if self._http.our_state is h11.MUST_CLOSE or self._http.their_state is h11.MUST_CLOSE:
             self._set_closed(None, "response complete; the connection does not persist")
             return
         # Both sides are DONE here: events (and so answers) come only after a whole request.
-        self._h11.start_next_cycle()
+        self._http.start_next_cycle()
         self._request = None
         self._enter(State.AWAITING_REQUEST)
         self._first_cycle = False
         self._cycle_started = now
-        buffered = _h11_buffered(self._h11)  # the next request's bytes, already here
+        buffered = _h11_buffered(self._http)  # the next request's bytes, already here
         self._cycle_bytes = buffered
         self._head_start = self._h11_fed - buffered
         self._held_inbound = 0
@@ -124,7 +126,7 @@ class HttpFront(ServerConnectionBase):
 
     def _advance_http(self) -> bool:
         try:
-            event = self._h11.next_event()
+            event = self._http.next_event()
         except h11.RemoteProtocolError as exc:
             status = exc.error_status_hint
             message = self._head_too_large() if status == 431 else str(exc)
@@ -138,12 +140,12 @@ class HttpFront(ServerConnectionBase):
             self._body_size = 0
             length = _content_length(event)
             # h11 bounds only a head that arrives in pieces; this bounds one that came whole.
-            head_end = self._h11_fed - _h11_buffered(self._h11)
+            head_end = self._h11_fed - _h11_buffered(self._http)
             if head_end - self._head_start > self.config.limits.max_header_bytes:
                 self._refuse(RemoteProtocolError(self._head_too_large(), http_status=431))
             elif length is not None and length > self.config.limits.max_body_bytes:
                 self._refuse(RemoteProtocolError("request body too large", http_status=413))
-            elif self._h11.they_are_waiting_for_100_continue:
+            elif self._http.they_are_waiting_for_100_continue:
                 self._h11_send(h11.InformationalResponse(status_code=100, headers=[]))
         elif isinstance(event, h11.Data):
             self._body_size += len(event.data)

@@ -98,11 +98,24 @@ class _Stream(Generic[T]):
 class Scheduler(Generic[T]):
     """Priority, fairness, batching and backpressure for one connection's outbound messages."""
 
+    __slots__ = (
+        "_events",
+        "_in_flight",
+        "_last_take",
+        "_queued",
+        "_queued_low",
+        "_rings",
+        "_streams",
+        "config",
+    )
+
     def __init__(self, config: SchedulerConfig | None = None) -> None:
         self.config = config or SchedulerConfig()
         self._streams: dict[int, _Stream[T]] = {}
-        self._rings: tuple[deque[_Stream[T]], ...] = tuple(deque() for _ in Priority)
-        self._events: deque[Event] = deque()
+        # A deque costs ~760 B even when empty: the rings and the event queue are made on
+        # first use, so an idle connection holds none.
+        self._rings: list[deque[_Stream[T]] | None] = [None] * len(Priority)
+        self._events: deque[Event] | None = None
         self._queued = 0
         self._queued_low = 0  # bytes queued in the lingering classes
         self._in_flight = 0
@@ -309,14 +322,14 @@ class Scheduler(Generic[T]):
         metrics.queue_high_water = max(metrics.queue_high_water, queued)
         if not stream.active and (stream.credit is None or stream.credit > 0):
             stream.active = True
-            self._rings[stream.priority].append(stream)
+            self._ring(stream.priority).append(stream)
         if policy is Policy.PAUSE:
             # _check_over for the common case, inline: this runs for every message.
             if not stream.paused and (
                 queued > stream.limit or self._queued + self._in_flight > config.high_watermark
             ):
                 stream.paused = True
-                self._events.append(StreamPaused(stream_id))
+                self._emit(StreamPaused(stream_id))
         else:
             self._check_over(stream, now)
         return seq
@@ -362,7 +375,7 @@ class Scheduler(Generic[T]):
         metrics.queue_high_water = max(metrics.queue_high_water, queued)
         if not stream.active and (stream.credit is None or stream.credit > 0):
             stream.active = True
-            self._rings[stream.priority].append(stream)
+            self._ring(stream.priority).append(stream)
 
     # --- take ------------------------------------------------------------------------------
 
@@ -467,7 +480,7 @@ class Scheduler(Generic[T]):
         if (
             self._last_take is not None
             and self._in_flight < self.config.write_window
-            and any(s.eligible() for p in LINGERING_CLASSES for s in self._rings[p])
+            and any(s.eligible() for p in LINGERING_CLASSES for s in self._rings[p] or ())
         ):
             deadlines.append(self._last_take + self.config.linger)
         for stream in self._streams.values():
@@ -490,6 +503,17 @@ class Scheduler(Generic[T]):
 
     # --- internals -------------------------------------------------------------------------
 
+    def _emit(self, event: Event) -> None:
+        if self._events is None:
+            self._events = deque()
+        self._events.append(event)
+
+    def _ring(self, priority: Priority) -> deque[_Stream[T]]:
+        ring = self._rings[priority]
+        if ring is None:
+            ring = self._rings[priority] = deque()
+        return ring
+
     def _get(self, stream_id: int) -> _Stream[T]:
         stream = self._streams.get(stream_id)
         if stream is None:
@@ -499,7 +523,7 @@ class Scheduler(Generic[T]):
     def _activate(self, stream: _Stream[T]) -> None:
         if not stream.active and stream.eligible():
             stream.active = True
-            self._rings[stream.priority].append(stream)
+            self._ring(stream.priority).append(stream)
 
     def _unqueue(self, stream: _Stream[T], item: Outgoing[T]) -> None:
         stream.queued_bytes -= item.size
@@ -516,9 +540,9 @@ class Scheduler(Generic[T]):
     def _forget(self, stream: _Stream[T]) -> None:
         del self._streams[stream.stream_id]
         if stream.active:
-            self._rings[stream.priority].remove(stream)
+            self._ring(stream.priority).remove(stream)
             stream.active = False
-        self._events.append(StreamFinished(stream.stream_id, stream.metrics))
+        self._emit(StreamFinished(stream.stream_id, stream.metrics))
 
     def _is_over(self, stream: _Stream[T]) -> bool:
         if stream.queued_bytes > stream.limit:
@@ -532,7 +556,7 @@ class Scheduler(Generic[T]):
         if stream.policy is Policy.PAUSE:
             if not stream.paused and self._is_over(stream):
                 stream.paused = True
-                self._events.append(StreamPaused(stream.stream_id))
+                self._emit(StreamPaused(stream.stream_id))
         elif stream.policy is Policy.DISCONNECT:
             if self._is_over(stream):
                 if stream.over_since is None:
@@ -547,11 +571,11 @@ class Scheduler(Generic[T]):
         for stream in self._streams.values():
             if stream.paused and total_low and stream.queued_bytes <= stream.limit // 4:
                 stream.paused = False
-                self._events.append(StreamResumed(stream.stream_id))
+                self._emit(StreamResumed(stream.stream_id))
             elif stream.over_since is not None and not self._is_over(stream):
                 stream.over_since = None
 
     def _report_slow(self, stream: _Stream[T]) -> None:
         if not stream.slow_reported:
             stream.slow_reported = True
-            self._events.append(SlowConsumer(stream.stream_id, stream.queued_bytes))
+            self._emit(SlowConsumer(stream.stream_id, stream.queued_bytes))

@@ -34,6 +34,8 @@ __all__ = ["ServerConnection", "State"]
 class ServerConnection(HttpFront, WebSocketSession, OutboundStreams):
     """One server-side connection. See the module docstring for the pump contract."""
 
+    __slots__ = ()  # all in ServerConnectionBase
+
     def __init__(self, now: float, config: ConnectionConfig | None = None) -> None:
         super().__init__(now, config)
         self._init_http_front(now)
@@ -56,7 +58,7 @@ class ServerConnection(HttpFront, WebSocketSession, OutboundStreams):
             else:
                 self._held_inbound += len(data)  # pipelined while we answer: bounded
             self._h11_fed += len(data)
-            self._h11.receive_data(data)
+            self._http.receive_data(data)
 
     def receive_eof(self, now: float) -> None:
         """The peer half-closed (or the transport is gone)."""
@@ -66,13 +68,13 @@ class ServerConnection(HttpFront, WebSocketSession, OutboundStreams):
         if self._ws is not None:
             self._ws.receive_data(None)
         else:
-            self._h11.receive_data(b"")
+            self._http.receive_data(b"")
 
     def next_event(self) -> Event | None:
         while True:
             # ConnectionClosed is always the last word: the streams' own events go first.
             if self._events and not isinstance(self._events[0], ConnectionClosed):
-                return self._events.popleft()
+                return self._events.pop(0)
             event = self._scheduler.next_event()
             if event is not None:
                 if isinstance(event, SlowConsumer):
@@ -81,7 +83,7 @@ class ServerConnection(HttpFront, WebSocketSession, OutboundStreams):
                     continue  # our own control stream is no business of the application
                 return event
             if self._events:
-                return self._events.popleft()
+                return self._events.pop(0)
             if not self._advance():
                 return None
 

@@ -9,7 +9,6 @@ They are mixins over one object, so the pump's hot path reads plain attributes.
 
 from __future__ import annotations
 
-from collections import deque
 from enum import Enum
 
 import h11
@@ -41,14 +40,55 @@ class State(Enum):
 class ServerConnectionBase:
     """The shared state of one server connection; the parts add their own."""
 
+    # One slotted layout for the whole connection, this base's attributes and the parts'
+    # (mixins over one object cannot each add slots): a connection has too many attributes
+    # for a shared-key instance dict, and a dict of its own cost ~1.6 KiB.
+    __slots__ = (
+        "_assembler",
+        "_body",
+        "_body_size",
+        "_closed_reported",
+        "_cycle_bytes",
+        "_cycle_started",
+        "_ending",
+        "_eof",
+        "_events",
+        "_first_cycle",
+        "_framer",
+        "_h11",
+        "_h11_fed",
+        "_head_start",
+        "_held_inbound",
+        "_keepalive",
+        "_last_sse_write",
+        "_out",
+        "_output_open",
+        "_pending",
+        "_request",
+        "_scheduler",
+        "_sse",
+        "_transport_buffered",
+        "_wire",
+        "_ws",
+        "_ws_events",
+        "config",
+        "extensions",
+        "state",
+        "subprotocol",
+        "unsent",
+    )
+
     def __init__(self, now: float, config: ConnectionConfig | None) -> None:
         self.config = config or ConnectionConfig()
         self.state = State.AWAITING_REQUEST
         self._output_open = False  # state is STREAMING or WEBSOCKET: kept by _enter
-        self._h11 = h11.Connection(
+        # Dropped after a WebSocket upgrade: no HTTP path runs after it (see _http).
+        self._h11: h11.Connection | None = h11.Connection(
             h11.SERVER, max_incomplete_event_size=self.config.limits.max_header_bytes
         )
-        self._events: deque[Event] = deque()
+        # A list, not a deque (~760 B even empty): one step of progress adds a few events
+        # at most, and next_event drains them before the next step.
+        self._events: list[Event] = []
         self._out = bytearray()
         self._scheduler: Scheduler[Payload] = Scheduler(self.config.scheduler)
         self._keepalive = Keepalive(self.config.timeouts, now)
@@ -80,9 +120,14 @@ class ServerConnectionBase:
         if not self._output_open:
             raise LocalProtocolError(f"no open stream to send on (state {self.state})")
 
+    @property
+    def _http(self) -> h11.Connection:
+        assert self._h11 is not None, "the HTTP connection is gone after a WebSocket upgrade"
+        return self._h11
+
     def _h11_send(self, event: h11.Event) -> None:
         try:
-            data = self._h11.send(event)
+            data = self._http.send(event)
         except h11.LocalProtocolError as exc:
             raise LocalProtocolError(str(exc)) from exc
         if data:
@@ -108,6 +153,10 @@ class ServerConnectionBase:
         )
 
     def _control(self, text: str, now: float) -> None:
+        """Queue a WebSocket control message; the control stream is opened on first use, so
+        an idle connection holds no stream."""
+        if not self._scheduler.has_stream(CONTROL_STREAM):
+            self._open_control_stream(now)
         self._scheduler.enqueue(CONTROL_STREAM, text, len(text), now)
 
     def _set_closed(self, code: int | None, reason: str) -> None:

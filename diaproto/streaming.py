@@ -24,6 +24,8 @@ from diaproto.wire import (
 class OutboundStreams(ServerConnectionBase):
     """The application's side of the scheduler; framing happens in ``data_to_send``."""
 
+    __slots__ = ()  # in ServerConnectionBase
+
     def open_stream(
         self,
         stream_id: int,

@@ -47,6 +47,8 @@ from diaproto.wsframes import (
 class WebSocketSession(ServerConnectionBase):
     """From the accepted upgrade to the close handshake."""
 
+    __slots__ = ()  # in ServerConnectionBase
+
     def _init_websocket_session(self) -> None:
         self.subprotocol: str | None = None
         self.extensions: str | None = None  # the Sec-WebSocket-Extensions we answered with
@@ -93,11 +95,13 @@ class WebSocketSession(ServerConnectionBase):
         except (h11.LocalProtocolError, UnicodeEncodeError) as exc:
             raise LocalProtocolError(f"invalid response: {exc}") from exc
         self._h11_send(switch)
-        trailing, _ = self._h11.trailing_data
+        trailing, _ = self._http.trailing_data
         extensions: list[Extension] = [] if deflate is None else [deflate[0]]
         ws = WsConnection(ConnectionType.SERVER, extensions, trailing_data=trailing)
         self._ws = ws
         self._pending = None
+        self._h11 = None  # the HTTP phase is over: nothing reads or writes through h11 again
+        self._request = None
         self.subprotocol = subprotocol
         self.extensions = None if deflate is None else deflate[1]
         self._wire = subprotocol == SUBPROTOCOL
@@ -105,7 +109,6 @@ class WebSocketSession(ServerConnectionBase):
         # The fast encoder writes plain frames only: an extension's frames go through wsproto.
         self._framer = websocket_framer(self._wire, wsproto_encoder(ws) if extensions else None)
         self._keepalive.on_activity(now)
-        self._open_control_stream(now)
 
     # --- inbound ---------------------------------------------------------------------------
 

@@ -45,6 +45,8 @@ class MessageAssembler:
     already decoded and validated the UTF-8), so memory stays bounded either way.
     """
 
+    __slots__ = ("_parts", "_size", "max_size")
+
     def __init__(self, max_size: int) -> None:
         self.max_size = max_size
         self._parts: list[bytes] | list[str] = []
