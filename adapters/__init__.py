@@ -15,7 +15,8 @@ from typing import Any
 from diaproto.app import Application, ServerHandle
 from diaproto.config import ConnectionConfig
 
-#: runtime name -> (adapter module, keyword options it needs)
+#: runtime name -> (adapter module, keyword options it needs). ``asyncio`` is the native
+#: Protocol adapter; ``anyio`` is the anyio adapter on asyncio (the one ``trio`` runs on).
 RUNTIMES: dict[str, tuple[str, dict[str, Any]]] = {
     "asyncio": ("asyncio", {}),
     "trio": ("anyio", {"backend": "trio"}),

@@ -35,6 +35,7 @@ log = logging.getLogger("diaproto.adapters.asyncio")
 T = TypeVar("T")
 
 WORKER_THREADS = 256
+BACKLOG = 65535  # as anyio's listener; the kernel caps it at net.core.somaxconn
 CLOSE_CODE_SHUTDOWN = 1001
 
 
@@ -289,7 +290,9 @@ class Server:
         self, host: str, port: int, ready: Callable[[str, int], None] | None = None
     ) -> None:
         loop = self.runtime.loop
-        listener = await loop.create_server(lambda: AsyncioSession(self), host, port)
+        listener = await loop.create_server(
+            lambda: AsyncioSession(self), host, port, backlog=BACKLOG
+        )
         try:
             bound = listener.sockets[0].getsockname()
             if ready is not None:

@@ -6,6 +6,7 @@ tests/conformance; this file keeps what is particular to this adapter:
 
 - no task per connection (the loop's task count does not grow with connections), slotted
   sessions, TCP_NODELAY on accepted sockets;
+- one ``TimerHandle`` per connection, re-armed only when the core's deadline moves;
 - a peer that stops reading: the transport holds bytes, the core counts them as in flight
   and takes no more until the transport drained (then the stream goes on to its end);
 - an application that raises loses only that connection (1011);
@@ -143,6 +144,30 @@ def test_connections_cost_no_task_and_get_nodelay(loop: str) -> None:
             ]
 
         assert all(server.call(nodelay)) and len(server.call(nodelay)) == 20
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+def test_one_timer_per_connection_rearmed_only_when_the_deadline_moves(loop: str) -> None:
+    with (
+        serving(loop, Echo()) as server,
+        socket.create_connection(("127.0.0.1", server.port), timeout=LIMIT) as sock,
+    ):
+        wait_until(lambda: server.call(lambda: len(server.server.sessions) == 1), "accepted")
+
+        def timer() -> asyncio.TimerHandle | None:
+            return only_session(server)._timer
+
+        handshake = server.call(timer)  # the core's handshake deadline
+        assert handshake is not None
+        server.call(lambda: only_session(server).pump())
+        assert server.call(timer) is handshake  # same deadline: the same handle, not re-armed
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert sock.recv(65536).startswith(b"HTTP/1.1 200")
+        # Answered: keep-alive waits for the next request under the idle deadline instead.
+        wait_until(lambda: server.call(timer) is not handshake, "the timer moves")
+        idle = server.call(timer)
+        assert handshake.cancelled() and idle is not None and not idle.cancelled()
+        assert idle.when() > handshake.when()
 
 
 def open_and_stop_reading(port: int, text: str) -> tuple[socket.socket, WebSocketClientConnection]:
