@@ -18,7 +18,6 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Coroutine
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar, cast
 
 from diaproto.adapters._threaded import (
@@ -50,7 +49,8 @@ class AsyncioRuntime:
         self.loop = loop
         self.loop_thread = threading.get_ident()
         self.closed = False  # set on the loop thread when the server's loop is done
-        self._executor: ThreadPoolExecutor | None = None
+        # Daemon threads: a model call that never returns must not hold the process at exit.
+        self._worker_slots = threading.BoundedSemaphore(WORKER_THREADS)
 
     def now(self) -> float:
         return now()
@@ -76,21 +76,23 @@ class AsyncioRuntime:
         return self.loop.call_later(delay, callback)
 
     def start_worker(self, target: Callable[[], None], name: str = "worker") -> None:
-        def run() -> None:
-            try:
-                target()
-            except Exception:
-                log.exception("worker %s failed", name)
+        if self.closed:
+            return
 
-        if self._executor is None:
-            self._executor = ThreadPoolExecutor(WORKER_THREADS, thread_name_prefix="diaproto")
-        self._executor.submit(run)
+        def run() -> None:
+            with self._worker_slots:  # at most WORKER_THREADS run at once; the rest wait
+                if self.closed:
+                    return
+                try:
+                    target()
+                except Exception:
+                    log.exception("worker %s failed", name)
+
+        threading.Thread(target=run, name=f"diaproto-{name}", daemon=True).start()
 
     def shutdown(self) -> None:
         """The loop is done: workers still blocked on it see RuntimeError; no new ones start."""
         self.closed = True
-        if self._executor is not None:
-            self._executor.shutdown(wait=False, cancel_futures=True)
 
 
 class AsyncioSession(asyncio.Protocol):

@@ -75,9 +75,9 @@ class EchoApp:
 
 def adapter(runtime: str) -> tuple[ModuleType, dict[str, object]]:
     """The adapter module serving ``runtime`` and the extra arguments its functions take."""
-    if runtime in ("asyncio", "trio"):
+    if runtime == "trio":
         return importlib.import_module("diaproto.adapters.anyio"), {"backend": runtime}
-    if runtime in ("tornado", "sockets"):
+    if runtime in ("asyncio", "tornado", "sockets"):
         return importlib.import_module(f"diaproto.adapters.{runtime}"), {}
     msg = f"unknown runtime {runtime!r}; choose one of {', '.join(RUNTIMES)}"
     raise ValueError(msg)

@@ -111,7 +111,7 @@ def _diaproto(runtime: str) -> Iterator[McpTarget]:
     paced 10x faster than Dia: long texts still take seconds, so a test can tell a
     cancelled generation from a finished one."""
     source = SyntheticSource(real_time_factor=0.04, first_chunk_latency=0.005)
-    if runtime in ("asyncio", "trio"):
+    if runtime == "trio":  # the anyio adapter, as tests/serve's fixture runs it
         with running_server(source, backend=runtime) as server:
             yield McpTarget(kind="diaproto", base=server.url, has_sse=True, has_ws=True)
         return
