@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import sys
 from collections import deque
-from collections.abc import Hashable
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, field
 from enum import Enum, IntEnum
 from typing import Generic, TypeVar
@@ -333,6 +333,47 @@ class Scheduler(Generic[T]):
         else:
             self._check_over(stream, now)
         return seq
+
+    def enqueue_many(
+        self, stream_id: int, payloads: Sequence[T], sizes: Sequence[int], now: float
+    ) -> int | None:
+        """:meth:`enqueue` of each payload in turn (no keys); returns the last one's result
+        (``None`` also when ``payloads`` is empty).
+
+        On a PAUSE stream with room for all of them under the hard budget, the stream is
+        looked up, accounted and checked for pausing once for the whole list: the same
+        queue, sequence numbers, metrics and events as one call per message.
+        """
+        if not payloads:
+            return None
+        stream = self._get(stream_id)
+        total = sum(sizes)
+        if (
+            stream.policy is not Policy.PAUSE
+            or stream.finishing
+            or total > self.config.max_buffered - self._queued - self._in_flight
+            or min(sizes) < 0
+        ):
+            seq: int | None = None
+            for payload, size in zip(payloads, sizes, strict=True):
+                seq = self.enqueue(stream_id, payload, size, now)
+            return seq
+        first = stream.next_seq
+        record = stream.replay if stream.record else None
+        queue = stream.queue
+        for seq, (payload, size) in enumerate(zip(payloads, sizes, strict=True), first):
+            if record is not None:
+                record.append(seq, payload, size)
+            queue.append(Outgoing(stream_id, seq, payload, size))
+        stream.next_seq = first + len(payloads)
+        queued = stream.queued_bytes = stream.queued_bytes + total
+        self._queued += total
+        if stream.lingering:
+            self._queued_low += total
+        stream.metrics.queue_high_water = max(stream.metrics.queue_high_water, queued)
+        self._activate(stream)
+        self._check_over(stream, now)
+        return stream.next_seq - 1
 
     def resume(self, stream_id: int, after: int, now: float) -> int:
         """Queue again what the consumer missed after sequence ``after``, with the original

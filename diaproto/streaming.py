@@ -3,7 +3,7 @@ resuming streams on the scheduler, over a WebSocket, an SSE stream or a streamed
 
 from __future__ import annotations
 
-from collections.abc import Hashable
+from collections.abc import Hashable, Sequence
 
 from diaproto.errors import LocalProtocolError, ReplayGap
 from diaproto.outbound import Payload, payload_size
@@ -71,11 +71,28 @@ class OutboundStreams(ServerConnectionBase):
             self._expect_output()  # raises
         if isinstance(payload, bytes):  # the common case first: a data chunk
             return self._scheduler.enqueue(stream_id, payload, len(payload), now, key=key)
+        size = self._payload_size(payload)
+        return self._scheduler.enqueue(stream_id, payload, size, now, key=key)
+
+    def send_many(self, stream_id: int, payloads: Sequence[Payload], now: float) -> int | None:
+        """Queue several messages on a stream, as ``send`` would one by one, for less per
+        message (one state check, and on a PAUSE stream one budget and pause update for the
+        list). Returns the last one's sequence number (None: dropped, or no payloads).
+
+        Every payload is checked before any is queued.
+        """
+        if not self._output_open:
+            self._expect_output()  # raises
+        sizes = [len(p) if isinstance(p, bytes) else self._payload_size(p) for p in payloads]
+        return self._scheduler.enqueue_many(stream_id, payloads, sizes, now)
+
+    def _payload_size(self, payload: Payload) -> int:
+        """The size of a payload that is not a data chunk, refused where it does not fit."""
         if isinstance(payload, SseEvent) and not self._sse:
             raise LocalProtocolError("an SseEvent can only be sent on an SSE response")
         if self._wire:
             raise LocalProtocolError("with diaproto.v1, send() takes data chunks (bytes)")
-        return self._scheduler.enqueue(stream_id, payload, payload_size(payload), now, key=key)
+        return payload_size(payload)
 
     def end_stream(self, stream_id: int, now: float) -> None:
         """No more messages on this stream; the wire protocol's ``end`` follows its data."""
