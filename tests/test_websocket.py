@@ -153,6 +153,17 @@ def test_accepted_subprotocol_is_seen_by_client() -> None:
     assert loop.client.state is ClientState.OPEN
 
 
+def test_an_idle_websocket_holds_no_stream_until_a_control_message() -> None:
+    loop = websocket_pair()
+    server = loop.server
+    assert not hasattr(server, "__dict__")  # slotted: no per-connection attribute dict
+    assert server.scheduler.stream_ids == []  # the control stream opens on first use
+    server.open_stream(1, loop.clock.now)  # diaproto.v1 says "open" on the control stream
+    loop.advance(0.01)
+    assert any(isinstance(e, StreamOpened) for e in loop.take_client_events())
+    assert server.scheduler.stream_ids == [1, -1]
+
+
 def test_no_subprotocol_when_none_accepted() -> None:
     loop = websocket_pair(offer=("diaproto.v1",), accept=None)
     assert loop.take_client_events() == [WebSocketAccepted(None)]
