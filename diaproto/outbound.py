@@ -107,10 +107,14 @@ def sse_frame(batch: list[Outgoing[Payload]]) -> bytes:
         if isinstance(payload, SseEvent):
             out.append(payload.encode())
         elif isinstance(payload, bytes):
-            encoded = base64.b64encode(payload).decode("ascii")
-            out.append(SseEvent(data=encoded, event="data", id=str(item.seq)).encode())
+            # SseEvent(data=base64, event="data", id=seq).encode(), written out: base64 and
+            # a number hold no line break.
+            encoded = base64.b64encode(payload)
+            out.append(b"id: %d\nevent: data\ndata: %s\n\n" % (item.seq, encoded))
+        elif "\n" in payload or "\r" in payload:
+            out.append(SseEvent(data=payload).encode())  # one data line per line
         else:
-            out.append(SseEvent(data=payload).encode())
+            out.append(b"data: %s\n\n" % payload.encode())
     return b"".join(out)
 
 

@@ -6,6 +6,8 @@ import base64
 import json
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from diaproto.client import ClientState, SseClientConnection
 from diaproto.config import ConnectionConfig, Limits, SchedulerConfig, Timeouts
@@ -20,8 +22,9 @@ from diaproto.events import (
     SseResponseStarted,
     StreamFinished,
 )
+from diaproto.outbound import Payload, sse_frame
 from diaproto.replay import ReplayBuffer
-from diaproto.scheduler import Policy
+from diaproto.scheduler import Outgoing, Policy
 from diaproto.server import ServerConnection, State
 from diaproto.sse import SseEvent
 from diaproto.testing import FakeClock, Loopback, sse_pair
@@ -493,3 +496,16 @@ def test_stamp_sees_only_sse_events() -> None:
     received = messages(settle(loop))
     assert stamped == ["ready"]
     assert [(m.data, m.id) for m in received] == [("plain", None), ("ready", "1")]
+
+
+@given(st.lists(st.binary(max_size=40) | st.text(max_size=40), max_size=5), st.integers(0, 10**6))
+def test_data_and_text_frame_as_their_sse_events(payloads: list[bytes | str], seq: int) -> None:
+    # The framer writes data chunks and text out directly; the bytes are the SseEvent's.
+    batch = [Outgoing[Payload](1, seq + i, p, len(p)) for i, p in enumerate(payloads)]
+    expected = [
+        SseEvent(data=base64.b64encode(p).decode(), event="data", id=str(seq + i))
+        if isinstance(p, bytes)
+        else SseEvent(data=p)
+        for i, p in enumerate(payloads)
+    ]
+    assert sse_frame(batch) == b"".join(event.encode() for event in expected)
