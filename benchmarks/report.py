@@ -123,10 +123,12 @@ def markdown(results: list[Result], meta: dict[str, Any], images: dict[str, str]
         "the default) is than each system: above 1 is better, whichever way the unit points. "
         "The p99 column is the bad side: the 99th percentile of a latency, the 1st of a "
         "throughput (over rounds). Keepalive pings are off on every server (the clients count "
-        "bytes and answer no pings). `diaproto-protocol` is not one of diaproto's runtimes: "
-        "it is the same application on the same core, pumped by a plain asyncio `Protocol` "
-        "(`benchmarks/peers/diaproto_protocol.py`, a prototype adapter), to show how much of a "
-        "figure is the anyio adapter's.",
+        "bytes and answer no pings). The diaproto application pushes bursts with "
+        "`send_many`; the peers send as their documentation shows. `diaproto-anyio` is the "
+        "anyio adapter on asyncio (what the `asyncio` runtime was before `adapters/asyncio.py`); "
+        "`diaproto-protocol` is not one of diaproto's runtimes: it is the same application on "
+        "the same core pumped by the prototype asyncio `Protocol` the adapter grew from "
+        "(`benchmarks/peers/diaproto_protocol.py`).",
         "",
         "## Machine and command",
         "",

@@ -23,10 +23,11 @@ from benchmarks import clients
 from benchmarks.servers import Server, running, start
 from benchmarks.stats import Series
 
-DIAPROTO_RUNTIMES = ["asyncio", "uvloop", "trio", "tornado", "sockets"]
+DIAPROTO_RUNTIMES = ["asyncio", "uvloop", "anyio", "trio", "tornado", "sockets"]
 DIAPROTO = [f"diaproto-{r}" for r in DIAPROTO_RUNTIMES]
-#: The same app on the core pumped by a plain asyncio Protocol (benchmarks/peers, a prototype
-#: adapter, not diaproto's): how much of a figure is the anyio adapter's.
+#: The same app on the core pumped by the prototype asyncio Protocol (benchmarks/peers) that
+#: adapters/asyncio.py grew from; diaproto-anyio is the anyio adapter on asyncio (the asyncio
+#: runtime before adapters/asyncio.py), kept side by side to show what the adapter costs.
 PROTOTYPE = "diaproto-protocol"
 REFERENCE = "diaproto-asyncio"  # targets are judged on the default runtime
 WS_PEERS = ["websockets", "aiohttp", "tornado", "uvicorn-wsproto", "uvicorn-wssansio", "picows"]
@@ -334,7 +335,8 @@ class Jitter(Scenario):
     id, title = "P4", "jitter, many clients each on a 50 Hz audio stream"
 
     def systems(self, level: Level) -> list[str]:
-        return ["diaproto-asyncio", "diaproto-uvloop", PROTOTYPE, "websockets", "aiohttp", "picows"]
+        return ["diaproto-asyncio", "diaproto-uvloop", "diaproto-anyio", PROTOTYPE,
+                "websockets", "aiohttp", "picows"]  # fmt: skip
 
     def run(self, level: Level, tick: Tick) -> list[Result]:
         count = level.pick(20, 200, 1000)
@@ -439,7 +441,8 @@ class Priority(Scenario):
     BOUNDED = 32 * 1024
 
     def systems(self, level: Level) -> list[str]:
-        return ["diaproto-asyncio", "diaproto-sockets", "websockets", "aiohttp", "picows"]
+        return ["diaproto-asyncio", "diaproto-anyio", "diaproto-sockets", "websockets", "aiohttp",
+                "picows"]  # fmt: skip
 
     def runs(self, level: Level) -> int:
         return len(self.variants(level)) * len(self.systems(level)) * int(level.pick(1, 2, 3))

@@ -1,9 +1,8 @@
-"""A prototype adapter for comparison: the same :class:`BenchApp` on the diaproto core, pumped
-from a plain asyncio ``Protocol`` (as ``examples/asyncio_protocol.py`` does) instead of anyio.
-
-Not part of diaproto: it is here to show how much of a figure is the anyio adapter's (two
-tasks, a cancel scope and an ``Event`` per connection; a task per ``call_later``) and how much
-is the core's. ``call_later`` is a ``TimerHandle``; writes happen synchronously in ``pump``.
+"""The same :class:`BenchApp` on the diaproto core, pumped from a plain asyncio ``Protocol``
+(as ``examples/asyncio_protocol.py`` does): the prototype ``adapters/asyncio.py`` grew from,
+kept side by side to compare. It first showed how much of a figure was the anyio adapter's
+(two tasks, a cancel scope and an ``Event`` per connection; a task per ``call_later``).
+``call_later`` is a ``TimerHandle``; writes happen synchronously in ``pump``.
 """
 
 from __future__ import annotations
