@@ -30,6 +30,8 @@ DIAPROTO = [f"diaproto-{r}" for r in DIAPROTO_RUNTIMES]
 #: runtime before adapters/asyncio.py), kept side by side to show what the adapter costs.
 PROTOTYPE = "diaproto-protocol"
 REFERENCE = "diaproto-asyncio"  # targets are judged on the default runtime
+#: The default runtime with bursts pushed one send() per message instead of send_many().
+PER_MESSAGE = "diaproto-asyncio-send"
 WS_PEERS = ["websockets", "aiohttp", "tornado", "uvicorn-wsproto", "uvicorn-wssansio", "picows"]
 SSE_PEERS = ["sse-starlette", "h11"]
 AUDIO_FRAME = 1764  # 20 ms of 44.1 kHz mono s16le
@@ -170,7 +172,7 @@ class PushWs(Scenario):
     id, title = "P1", "WebSocket push throughput, one client that counts bytes"
 
     def systems(self, level: Level) -> list[str]:
-        return [*DIAPROTO, PROTOTYPE, *WS_PEERS]
+        return [*DIAPROTO, PER_MESSAGE, PROTOTYPE, *WS_PEERS]
 
     def runs(self, level: Level) -> int:
         return 2 * super().runs(level)
@@ -221,7 +223,7 @@ class PushSse(Scenario):
     id, title = "P2", "SSE push throughput, 32 B events, one client"
 
     def systems(self, level: Level) -> list[str]:
-        return [*DIAPROTO, *SSE_PEERS]
+        return [*DIAPROTO, PER_MESSAGE, *SSE_PEERS]
 
     def run(self, level: Level, tick: Tick) -> list[Result]:
         n = level.pick(5_000, 100_000, 400_000)

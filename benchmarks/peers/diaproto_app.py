@@ -52,8 +52,9 @@ class _Job:
 class BenchApp:
     """Every endpoint of :mod:`benchmarks.peers` on the diaproto core."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, per_message: bool = False) -> None:
         self._jobs: dict[int, _Job] = {}
+        self.per_message = per_message  # bursts with send() one by one, not send_many()
 
     def handle_event(self, session: Session, event: Event) -> None:
         conn = session.conn
@@ -147,6 +148,10 @@ class BenchApp:
         payload: bytes | str = ("x" * size) if job.sse else bytes(size)
         scheduler = conn.scheduler
         stop = min(total, job.sent + CHUNK)
+        if self.per_message:
+            while job.sent < stop and not scheduler.is_paused(DATA):
+                conn.send(DATA, payload, now)
+                job.sent += 1
         batch = max(1, TICK_SHARE // max(size, 1))  # a burst goes in as lists (send_many)
         while job.sent < stop and not scheduler.is_paused(DATA):
             n = min(stop - job.sent, batch)
@@ -164,7 +169,10 @@ class BenchApp:
 
 
 def serve(port: int, runtime: str) -> None:
-    """Serve until SIGTERM. ``runtime``: asyncio, uvloop, trio, tornado or sockets."""
+    """Serve until SIGTERM. ``runtime``: asyncio, uvloop, anyio, trio, tornado or sockets;
+    a ``-send`` suffix pushes bursts with one ``send()`` per message."""
+    runtime, _, mode = runtime.partition("-")
     uvloop = runtime == "uvloop"
     name = "asyncio" if uvloop else runtime
-    adapters.run(name, BenchApp(), "127.0.0.1", port, config=CONFIG, use_uvloop=uvloop)
+    app = BenchApp(per_message=mode == "send")
+    adapters.run(name, app, "127.0.0.1", port, config=CONFIG, use_uvloop=uvloop)
