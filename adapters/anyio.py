@@ -23,6 +23,7 @@ import anyio.lowlevel
 import anyio.to_thread
 from anyio.abc import SocketAttribute
 
+from diaproto.adapters._tcp import bound_unsent
 from diaproto.adapters._threaded import Listening, ThreadedServer, start_loop_thread
 from diaproto.app import Application, Cancellable
 from diaproto.config import ConnectionConfig
@@ -180,6 +181,7 @@ class Server:
         address = stream.extra(SocketAttribute.remote_address)
         peer = f"{address[0]}:{address[1]}" if isinstance(address, tuple) else str(address)
         session = AnyioSession(ServerConnection(now(), self.config), self.runtime, peer, self.app)
+        bound_unsent(stream.extra(SocketAttribute.raw_socket, None))
         self.sessions.add(session)
         try:
             async with anyio.create_task_group() as tg:

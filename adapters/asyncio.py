@@ -20,6 +20,7 @@ import time
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar, cast
 
+from diaproto.adapters._tcp import bound_unsent
 from diaproto.adapters._threaded import (
     Listening,
     ThreadedServer,
@@ -150,6 +151,7 @@ class AsyncioSession(asyncio.Protocol):
         # none: the kernel has all it will take, so at most one batch waits outside the core
         # (whose scheduler keeps priorities) and the core learns at once when it drained.
         transport.set_write_buffer_limits(high=0, low=0)
+        bound_unsent(transport.get_extra_info("socket"))
         self._server.sessions.add(self)
         self.pump()  # arms the handshake timer
 

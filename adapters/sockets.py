@@ -23,6 +23,7 @@ from collections.abc import Callable
 from types import FrameType
 from typing import TypeVar
 
+from diaproto.adapters._tcp import bound_unsent
 from diaproto.adapters._threaded import ThreadedServer
 from diaproto.app import Application
 from diaproto.config import ConnectionConfig
@@ -224,6 +225,7 @@ class Server:
                 return
             sock.setblocking(False)
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # audio is latency
+            bound_unsent(sock)
             session = SocketsSession(self, sock, f"{address[0]}:{address[1]}")
             self.sessions.add(session)
             self._pump(session)  # registers it for reading and arms its handshake timer

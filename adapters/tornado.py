@@ -24,6 +24,7 @@ from tornado.locks import Event as LoopEvent
 from tornado.netutil import bind_sockets
 from tornado.tcpserver import TCPServer
 
+from diaproto.adapters._tcp import bound_unsent
 from diaproto.adapters._threaded import (
     Listening,
     ThreadedServer,
@@ -285,6 +286,7 @@ class Server(TCPServer):
 
     async def handle_stream(self, stream: IOStream, address: Any) -> None:
         stream.max_write_buffer_size = self.config.scheduler.max_buffered + WRITE_BUFFER_HEADROOM
+        bound_unsent(stream.socket)
         peer = f"{address[0]}:{address[1]}" if isinstance(address, tuple) else str(address)
         session = TornadoSession(self, stream, peer)
         self.sessions.add(session)
