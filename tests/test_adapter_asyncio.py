@@ -35,7 +35,6 @@ from contextlib import ExitStack, contextmanager
 
 import httpx
 import pytest
-from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
 from websockets.typing import Subprotocol
 
@@ -231,24 +230,6 @@ def test_a_full_transport_is_counted_and_holds_back_the_core(loop: str) -> None:
 
             wait_until(read_on, "the generation ends")
             assert not server.call(held)[0]
-
-
-@pytest.mark.parametrize("loop", LOOPS)
-def test_application_exception_closes_only_that_connection(loop: str) -> None:
-    app = Echo()
-    with serving(loop, app) as server, ws_connect(server.port, "/echo") as healthy:
-        with ws_connect(server.port, "/echo") as doomed:
-            healthy.send("one")
-            assert healthy.recv(timeout=LIMIT) == "echo: one"
-            doomed.send("boom")
-            with pytest.raises(ConnectionClosed):
-                doomed.recv(timeout=LIMIT)
-            assert doomed.close_code == 1011
-        healthy.send("two")
-        assert healthy.recv(timeout=LIMIT) == "echo: two"
-        response = httpx.get(f"http://127.0.0.1:{server.port}/", trust_env=False)
-        assert response.status_code == 200 and response.text == "ok"
-    assert app.shut_down
 
 
 @pytest.mark.parametrize("loop", LOOPS)

@@ -27,7 +27,6 @@ from contextlib import contextmanager
 
 import httpx
 import pytest
-from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
 from websockets.typing import Subprotocol
 
@@ -123,26 +122,6 @@ class Echo:
 
     def shutdown(self) -> None:
         self.shut_down = True
-
-
-def test_application_exception_closes_only_that_connection() -> None:
-    app = Echo()
-    with serving(app) as server, ws_connect(server.port, "/echo") as healthy:
-        with ws_connect(server.port, "/echo") as doomed:
-            healthy.send("one")
-            assert healthy.recv(timeout=LIMIT) == "echo: one"
-            doomed.send("boom")
-            with pytest.raises(ConnectionClosed):
-                doomed.recv(timeout=LIMIT)
-            assert doomed.close_code == 1011
-        healthy.send("two")
-        assert healthy.recv(timeout=LIMIT) == "echo: two"
-        response = httpx.get(f"http://127.0.0.1:{server.port}/", trust_env=False)
-        assert response.status_code == 200 and response.text == "ok"
-    assert app.shut_down
-
-    # (Draining megabytes through a 4 KiB window is too slow for a bounded test: the
-    # kernel reports the socket writable only after a third of its buffer frees.)
 
 
 def test_after_stop_the_handle_says_the_loop_is_gone() -> None:

@@ -116,8 +116,9 @@ class McpPeer:
         conn = self.json_waiting.pop(related, None) if related is not None else None
         if conn is not None and related is not None:
             if message.final:
-                modern = self.transport is Transport.MODERN
-                self.service.respond_json(conn, message.text, now, status_by_code=modern)
+                # 2026-07-28: an error answered directly carries its code's HTTP status.
+                code = message.error_code if self.transport is Transport.MODERN else None
+                self.service.respond_json(conn, message.text, now, error_code=code)
                 return
             route = self.service.open_post_stream(self, conn, related, now)
         else:

@@ -16,7 +16,6 @@ between connections and the core, and runs the tools on the shared generation ma
 
 from __future__ import annotations
 
-import json
 import logging
 import secrets
 from collections import OrderedDict
@@ -520,16 +519,12 @@ class McpService:
     # --- responses -----------------------------------------------------------------------------
 
     def respond_json(
-        self, conn: Session, text: str, now: float, *, status_by_code: bool = False
+        self, conn: Session, text: str, now: float, *, error_code: int | None = None
     ) -> None:
-        """A request's answer as ``application/json``. ``status_by_code`` (2026-07-28): an
-        error answer carries the HTTP status of its code (404 for -32601, 400 for -32602)."""
+        """A request's answer as ``application/json``; with ``error_code`` (2026-07-28) the
+        HTTP status of that code (404 for -32601, 400 for -32602)."""
         self._waiting.pop(conn, None)
-        status = 200
-        if status_by_code:
-            error = json.loads(text).get("error")
-            if isinstance(error, dict):
-                status = STATUS_OF_CODE.get(error.get("code", 0), 200)
+        status = 200 if error_code is None else STATUS_OF_CODE.get(error_code, 200)
         self._respond_json(conn, text, now, status=status)
 
     def respond_empty(self, conn: Session, now: float) -> None:

@@ -109,6 +109,7 @@ class Outbound:
     #: channel withdraws a report still queued (nothing about a request after its response).
     progress_token: str | int | None = None
     final: bool = False  # the response that ends ``related``
+    error_code: int | None = None  # set on an error response (an HTTP status may follow it)
 
 
 McpEvent = ToolCall | CallCancelled
@@ -414,7 +415,7 @@ class McpSession:
         token: str | int | None = None,
     ) -> None:
         text = encode_message(JsonRpcErrorResponse(request_id, code, message, data))
-        self._send(text, Kind.RESPONSE, request_id, token, final=True)
+        self._send(text, Kind.RESPONSE, request_id, token, final=True, error_code=code)
 
     def _send(
         self,
@@ -424,8 +425,9 @@ class McpSession:
         token: str | int | None = None,
         *,
         final: bool = False,
+        error_code: int | None = None,
     ) -> None:
-        self._outbound.append(Outbound(text, kind, related, token, final))
+        self._outbound.append(Outbound(text, kind, related, token, final, error_code))
 
 
 def _token(value: object) -> str | int | None:

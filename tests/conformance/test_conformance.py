@@ -38,9 +38,11 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import ClientConnection, connect
 from websockets.typing import Subprotocol
 
+from diaproto.app import Session
 from diaproto.apps.serve.sources import SyntheticSource
 from diaproto.apps.serve.text import split_sentences
 from diaproto.config import ConnectionConfig, Limits, SchedulerConfig, Timeouts
+from diaproto.events import Event, Request, WebSocketMessage, WebSocketRequest
 
 SUBPROTOCOL = Subprotocol("diaproto.v1")
 TEXT = "Hello there. This is a short test of streaming speech."
@@ -419,6 +421,53 @@ def test_half_open_connection_is_noticed(runtime: str) -> None:
             while data := sock.recv(65536):
                 answer += data
         assert answer.startswith(b"HTTP/1.1 200"), answer[:100]
+
+
+class RaisingEcho:
+    """Plain WebSocket echo that raises on "boom"; HTTP requests get 200 "ok"."""
+
+    def __init__(self) -> None:
+        self.shut_down = False
+
+    def handle_event(self, session: Session, event: Event) -> None:
+        conn, now = session.conn, session.runtime.now()
+        match event:
+            case Request():
+                conn.respond(200, (("content-type", "text/plain"),), b"ok", now=now)
+            case WebSocketRequest():
+                conn.accept_websocket(None, now=now)
+                conn.open_stream(1, now)
+            case WebSocketMessage(data=str() as text):
+                if text == "boom":
+                    raise RuntimeError("the application failed")
+                conn.send(1, f"echo: {text}", now)
+            case _:
+                pass
+
+    def shutdown(self) -> None:
+        self.shut_down = True
+
+
+def test_application_exception_closes_only_that_connection(runtime: str) -> None:
+    """An application that raises loses only that connection (1011); the server keeps
+    serving the others and new ones, and calls shutdown() when it stops."""
+    app = RaisingEcho()
+    with serving(runtime, app) as handle, ws_connect(handle.port) as healthy:
+        with ws_connect(handle.port) as doomed:
+            healthy.send("one")
+            assert healthy.recv(timeout=POLL_LIMIT) == "echo: one"
+            doomed.send("boom")
+            with pytest.raises(ConnectionClosed):
+                doomed.recv(timeout=POLL_LIMIT)
+            assert doomed.close_code == 1011
+        healthy.send("two")
+        assert healthy.recv(timeout=POLL_LIMIT) == "echo: two"
+        with ws_connect(handle.port) as fresh:
+            fresh.send("three")
+            assert fresh.recv(timeout=POLL_LIMIT) == "echo: three"
+        response = httpx.get(f"http://127.0.0.1:{handle.port}/", trust_env=False)
+        assert response.status_code == 200 and response.text == "ok"
+    assert app.shut_down
 
 
 # --- bad input ----------------------------------------------------------------------------
