@@ -1,19 +1,18 @@
 """Speech sources: blocking iterators of PCM s16le chunks, run on a worker thread.
 
 ``SyntheticSource`` makes deterministic speech-like audio with no model (tests, demos, load
-runs); ``DiaSource`` runs the real Dia model through the nari-labs ``dia`` package.
+runs); the real Dia model streams through Hugging Face transformers (:mod:`.dia`, loaded only
+when asked for, since torch is an optional install).
 """
 
 from __future__ import annotations
 
-import importlib
 import math
 import random
 import re
-import threading
 import time
 import zlib
-from collections.abc import Callable, Generator, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -50,16 +49,24 @@ def check_voice_and_speed(voice: str, speed: float) -> None:
         raise ValueError(f"speed must be a number in {MIN_SPEED}..{MAX_SPEED}, got {speed!r}")
 
 
-def _framed(pieces: Iterable[bytes]) -> Generator[bytes, None, None]:
-    """Re-cut PCM pieces into FRAME_BYTES chunks; only the very last chunk may be short."""
+def framed(pieces: Iterator[bytes]) -> Generator[bytes, None, None]:
+    """Re-cut PCM pieces into FRAME_BYTES chunks; only the very last chunk may be short.
+
+    Closing the result closes ``pieces`` at once (a generator's cleanup stops its model).
+    """
     buf = bytearray()
-    for piece in pieces:
-        buf += piece
-        if len(buf) >= FRAME_BYTES:
-            whole = len(buf) - len(buf) % FRAME_BYTES
-            for start in range(0, whole, FRAME_BYTES):
-                yield bytes(buf[start : start + FRAME_BYTES])
-            del buf[:whole]
+    try:
+        for piece in pieces:
+            buf += piece
+            if len(buf) >= FRAME_BYTES:
+                whole = len(buf) - len(buf) % FRAME_BYTES
+                for start in range(0, whole, FRAME_BYTES):
+                    yield bytes(buf[start : start + FRAME_BYTES])
+                del buf[:whole]
+    finally:
+        close = getattr(pieces, "close", None)
+        if close is not None:
+            close()
     if buf:
         yield bytes(buf)
 
@@ -264,7 +271,7 @@ def synthesize(text: str, voice: str, speed: float = 1.0) -> Generator[bytes, No
             for samples in _sentence_audio(words, speed):
                 yield float_to_pcm16(samples)
 
-    return _framed(pieces())
+    return framed(pieces())
 
 
 class SyntheticSource:
@@ -304,136 +311,14 @@ class SyntheticSource:
             self._sleep(owed)
 
 
-# --- the Dia model ----------------------------------------------------------------------
+# --- the Dia model ---------------------------------------------------------------------
 
-DIA_MODEL_NAME = "nari-labs/Dia-1.6B-0626"
 DIA_INSTALL_HINT = (
-    "the Dia source needs Nari Labs' Dia package, which is not on PyPI (PyPI's 'dia' is an "
-    "unrelated project): pip install 'nari-tts @ git+https://github.com/nari-labs/dia.git' "
-    "(it brings torch and torchaudio). A CUDA GPU is recommended: on a CPU Dia runs far "
-    "slower than real time. The weights (~6 GB) are fetched from the Hugging Face Hub on "
-    "first use."
+    "the Dia source needs PyTorch and Hugging Face transformers: "
+    "pip install 'diaproto[dia]' (with the torch build for your GPU, e.g. from PyTorch's "
+    "CUDA index). A CUDA GPU is needed for real time: on a CPU Dia runs about 100 times "
+    "slower than real time. The weights (~6 GB) come from the Hugging Face Hub on first use."
 )
-
-
-def _floats(audio: object) -> list[float]:
-    """Dia's float32 array (or any sequence of floats, mono) as a flat list."""
-    if audio is None:
-        return []  # Dia returns None when it generated nothing
-    tolist = getattr(audio, "tolist", None)
-    values: Any = tolist() if callable(tolist) else list(audio)  # type: ignore[call-overload]
-    if isinstance(values, float | int):
-        return [float(values)]
-    flat: list[float] = []
-    for value in values:
-        # (1, n) or (n, 1) shapes: mono either way.
-        if isinstance(value, list):
-            flat.extend(float(v) for v in value)
-        else:
-            flat.append(float(value))
-    return flat
-
-
-def resample(samples: Sequence[float], speed: float) -> list[float]:
-    """Play ``samples`` ``speed`` times faster by linear interpolation (pitch moves too)."""
-    n = len(samples)
-    if n == 0 or speed == 1.0:
-        return list(samples)
-    m = max(1, round(n / speed))
-    out = [0.0] * m
-    last = n - 1
-    for j in range(m):
-        pos = j * speed
-        i = int(pos)
-        if i >= last:
-            out[j] = samples[last]
-        else:
-            frac = pos - i
-            out[j] = samples[i] + (samples[i + 1] - samples[i]) * frac
-    return out
-
-
-def _load_dia(model_name: str, device: str | None, compute_dtype: str) -> object:
-    try:
-        module = importlib.import_module("dia.model")
-        dia_class = module.Dia
-    except (ImportError, AttributeError) as exc:
-        raise SourceUnavailable(DIA_INSTALL_HINT) from exc
-    kwargs: dict[str, object] = {"compute_dtype": compute_dtype}
-    if device is not None:
-        torch = importlib.import_module("torch")
-        kwargs["device"] = torch.device(device)
-    try:
-        return dia_class.from_pretrained(model_name, **kwargs)
-    except Exception as exc:
-        raise SourceUnavailable(
-            f"could not load the Dia model {model_name!r}: {exc}. The weights come from the "
-            "Hugging Face Hub (network needed on first use, then cached); a GPU is recommended."
-        ) from exc
-
-
-class DiaSource:
-    """The Dia model. Text is generated a few sentences per call, so the first audio comes
-    after one short generation, and closing the iterator stops before the next call.
-
-    Dia's ``generate`` is one blocking call per text and the model is not safe to share
-    between threads, so calls are serialised with a lock.
-    """
-
-    name: str = "dia"
-
-    def __init__(
-        self,
-        model: object | None = None,
-        *,
-        model_name: str = DIA_MODEL_NAME,
-        device: str | None = None,
-        compute_dtype: str = "float32",
-        max_chars_per_call: int = 300,
-        generate_options: Mapping[str, object] | None = None,
-    ) -> None:
-        if model is None:
-            model = _load_dia(model_name, device, compute_dtype)
-        generate = getattr(model, "generate", None)
-        if not callable(generate):
-            raise TypeError("model must have a generate(text, ...) method like dia.model.Dia")
-        self._generate: Callable[..., object] = generate
-        self.model = model
-        self.max_chars_per_call = max_chars_per_call
-        # torch.compile takes about a minute and works on CUDA only: off unless asked for.
-        self.generate_options: dict[str, object] = {"use_torch_compile": False, "verbose": False}
-        self.generate_options.update(generate_options or {})
-        self._lock = threading.Lock()
-
-    def batches(self, text: str, voice: str) -> list[str]:
-        """The texts passed to Dia, each starting with the speaker tag in force."""
-        out: list[str] = []
-        current: list[str] = []
-        for sentence in split_sentences(text):
-            if current and len(" ".join([*current, sentence])) > self.max_chars_per_call:
-                out.append(" ".join(current))
-                current = []
-            current.append(sentence)
-        if current:
-            out.append(" ".join(current))
-        tagged: list[str] = []
-        speaker = f"[{voice}]"
-        for batch in out:
-            full = batch if SPEAKER_TAG.match(batch) else f"{speaker} {batch}"
-            speaker = SPEAKER_TAG.findall(full)[-1]
-            tagged.append(full)
-        return tagged
-
-    def generate(self, text: str, voice: str, speed: float) -> Generator[bytes, None, None]:
-        """PCM chunks of Dia's speech for ``text``; ``speed`` resamples the output."""
-        check_voice_and_speed(voice, speed)
-        return _framed(self._pieces(self.batches(text, voice), speed))
-
-    def _pieces(self, batches: list[str], speed: float) -> Iterator[bytes]:
-        for batch in batches:
-            with self._lock:
-                audio = self._generate(batch, **self.generate_options)
-            yield float_to_pcm16(resample(_floats(audio), speed))
 
 
 def load_source(name: str, **options: Any) -> Source:
@@ -441,5 +326,9 @@ def load_source(name: str, **options: Any) -> Source:
     if name == "synthetic":
         return SyntheticSource(**options)
     if name == "dia":
-        return DiaSource(**options)
+        try:
+            from .dia import load_transformers_dia  # noqa: PLC0415 (torch is optional)
+        except ImportError as exc:
+            raise SourceUnavailable(f"{DIA_INSTALL_HINT} ({exc})") from exc
+        return load_transformers_dia(**options)
     raise ValueError(f"unknown source {name!r}: valid sources are dia, synthetic")

@@ -1,0 +1,324 @@
+"""The real Dia model, streamed frame by frame through Hugging Face transformers.
+
+``generate`` runs on a worker thread with a streamer that receives each step's 9 codebook
+tokens and a stopping criterion that ends the run within one step when the request goes away.
+The consumer (the generator :meth:`TransformersDiaSource.generate` returns) undoes the delay
+pattern as steps arrive, decodes DAC windows as soon as their look-ahead exists (see
+:mod:`.dia_frames`), converts to PCM on the tensor and yields 512-sample frames: the first
+audio leaves after ``K + R + 15`` steps instead of after the whole text.
+
+Turns at the model go through a :class:`~.model_queue.ModelQueue` (one generation at a time,
+first come first served). A paused client holds only its own consumer: its ``generate`` runs
+to the end of the current text batch (the codes wait in memory, 36 bytes a step), then the
+model goes to the next request in line.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import queue
+import threading
+from collections.abc import Callable, Generator, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from transformers import (
+    DiaForConditionalGeneration,
+    DiaProcessor,
+    StoppingCriteria,
+    StoppingCriteriaList,
+)
+from transformers.generation.streamers import BaseStreamer
+
+from .audio import FRAME_SAMPLES, SAMPLE_RATE
+from .dia_frames import Undelay, Window, WindowPlan
+from .model_queue import ModelQueue
+from .sources import SourceUnavailable, check_voice_and_speed, framed
+from .text import SPEAKER_TAG, split_sentences
+
+log = logging.getLogger("diaproto.serve.dia")
+
+DIA_MODEL_NAME = "nari-labs/Dia-1.6B-0626"
+MAX_CHARS_PER_CALL = 300  # about 20 s of speech: Dia's advice for one generation
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+@dataclass(frozen=True)
+class ChunkReady:
+    """What an observer hears when a chunk of audio leaves the source."""
+
+    steps: int  # generation steps consumed so far in this text batch
+    window: Window
+
+
+class _End:
+    """The end of a generation's steps (the worker's last word)."""
+
+
+_END = _End()
+
+
+class StepStreamer(BaseStreamer):  # type: ignore[misc]  # transformers' base class is untyped
+    """generate() -> a queue: one row of codebook tokens per step (row 0 of the batch)."""
+
+    def __init__(self, channels: int) -> None:
+        self.channels = channels
+        self.rows: queue.Queue[list[int] | BaseException | _End] = queue.Queue()
+        self._prompt_seen = False
+
+    def put(self, value: torch.Tensor) -> None:
+        if not self._prompt_seen:  # the first put is the decoder prompt, not a step
+            self._prompt_seen = True
+            return
+        self.rows.put(value.reshape(-1, self.channels)[0].tolist())
+
+    def end(self) -> None:
+        self.rows.put(_END)
+
+
+class _CancelOnEvent(StoppingCriteria):  # type: ignore[misc]  # untyped base class
+    """Stops every row at the end of the current step once ``event`` is set."""
+
+    def __init__(self, event: threading.Event) -> None:
+        self.event = event
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor, **kwargs: Any) -> Any:
+        return torch.full(
+            (input_ids.shape[0],), self.event.is_set(), dtype=torch.bool, device=input_ids.device
+        )
+
+
+def pcm16(samples: torch.Tensor) -> bytes:
+    """Float samples in [-1, 1] to PCM s16le bytes, on the tensor (NaN becomes silence)."""
+    clean = torch.nan_to_num(samples.detach().float(), nan=0.0).clamp(-1.0, 1.0)
+    as_int = (clean * 32767.0).round().to(torch.int16).cpu()
+    return bytes(as_int.numpy().astype("<i2").tobytes())
+
+
+class LinearResampler:
+    """Plays a stream ``speed`` times faster by linear interpolation (pitch moves too).
+
+    Output sample ``j`` sits at input position ``j * speed``; chunks are resampled as they
+    come, and the output does not depend on how the input was cut.
+    """
+
+    def __init__(self, speed: float) -> None:
+        if speed <= 0:
+            raise ValueError(f"speed must be positive, got {speed}")
+        self.speed = speed
+        self._tail = torch.zeros(0)  # input from index _offset on, still needed
+        self._offset = 0
+        self._seen = 0
+        self._emitted = 0
+
+    def push(self, samples: torch.Tensor) -> torch.Tensor:
+        if self.speed == 1.0:
+            return samples
+        buffer = torch.cat([self._tail.to(samples), samples.reshape(-1)])
+        self._seen += samples.numel()
+        last = self._seen - 1
+        # Output j needs inputs floor(j*speed) and the one after it: all j with j*speed < last.
+        ready = max(self._emitted, math.ceil(last / self.speed)) if last > 0 else self._emitted
+        out = self._interpolate(buffer, self._emitted, ready, last)
+        self._emitted = ready
+        keep_from = min(math.floor(ready * self.speed), last)
+        self._tail = buffer[max(0, keep_from - self._offset) :]
+        self._offset = max(self._offset, keep_from)
+        return out
+
+    def finish(self) -> torch.Tensor:
+        """The last samples: ``round(n / speed)`` in all for ``n`` samples in."""
+        total = max(1, round(self._seen / self.speed)) if self._seen else 0
+        if self.speed == 1.0 or total <= self._emitted:
+            return self._tail[:0]
+        out = self._interpolate(self._tail, self._emitted, total, self._seen - 1)
+        self._emitted = total
+        return out
+
+    def _interpolate(self, buffer: torch.Tensor, first: int, stop: int, last: int) -> torch.Tensor:
+        if stop <= first:
+            return buffer[:0]
+        positions = torch.arange(first, stop, dtype=torch.float64) * self.speed
+        index = positions.floor().long().clamp(max=last)
+        frac = (positions - index.double()).clamp(0.0, 1.0).to(buffer.dtype)
+        local = index - self._offset
+        after = (index + 1).clamp(max=last) - self._offset
+        return buffer[local] + (buffer[after] - buffer[local]) * frac
+
+
+def tagged_batches(text: str, voice: str, max_chars: int = MAX_CHARS_PER_CALL) -> list[str]:
+    """Sentences grouped into texts of at most ``max_chars``, each starting with the speaker
+    tag in force (Dia needs one at the start of every generation)."""
+    out: list[str] = []
+    current: list[str] = []
+    for sentence in split_sentences(text):
+        if current and len(" ".join([*current, sentence])) > max_chars:
+            out.append(" ".join(current))
+            current = []
+        current.append(sentence)
+    if current:
+        out.append(" ".join(current))
+    tagged: list[str] = []
+    speaker = f"[{voice}]"
+    for batch in out:
+        full = batch if SPEAKER_TAG.match(batch) else f"{speaker} {batch}"
+        speaker = SPEAKER_TAG.findall(full)[-1]
+        tagged.append(full)
+    return tagged
+
+
+class TransformersDiaSource:
+    """Dia through transformers: a :class:`~.sources.Source` that streams as it generates."""
+
+    name: str = "dia"
+
+    def __init__(
+        self,
+        model: DiaForConditionalGeneration,
+        processor: DiaProcessor,
+        *,
+        plan: WindowPlan | None = None,
+        model_queue: ModelQueue | None = None,
+        max_chars_per_call: int = MAX_CHARS_PER_CALL,
+        generate_options: Mapping[str, object] | None = None,
+        observer: Callable[[ChunkReady], None] | None = None,
+    ) -> None:
+        self.model = model
+        self.processor = processor
+        self.dac = processor.audio_tokenizer
+        dac_config = self.dac.config
+        hop = math.prod(dac_config.downsampling_ratios)
+        if hop != FRAME_SAMPLES or dac_config.sampling_rate != SAMPLE_RATE:
+            raise ValueError(
+                f"the audio codec makes {hop} samples a frame at {dac_config.sampling_rate} Hz; "
+                f"the service streams {FRAME_SAMPLES} at {SAMPLE_RATE} Hz (Dia's DAC 44 kHz)"
+            )
+        self.delays = [int(d) for d in model.config.delay_pattern]
+        self.eos_token = int(model.config.decoder_config.eos_token_id)
+        self.plan = plan or WindowPlan()
+        self.model_queue = model_queue or ModelQueue()
+        self.max_chars_per_call = max_chars_per_call
+        self.generate_options: dict[str, object] = dict(generate_options or {})
+        self.observer = observer
+
+    @property
+    def first_chunk_steps(self) -> int:
+        """Steps of generation before the first audio can leave (``K + R + max(delay)``)."""
+        return self.plan.first_chunk_steps(max(self.delays))
+
+    def generate(self, text: str, voice: str, speed: float) -> Generator[bytes, None, None]:
+        """PCM s16le chunks of one frame each (at speed 1) for ``text``, as Dia makes them."""
+        check_voice_and_speed(voice, speed)
+        return framed(self._pcm(tagged_batches(text, voice, self.max_chars_per_call), speed))
+
+    def _pcm(self, batches: list[str], speed: float) -> Generator[bytes, None, None]:
+        resampler = LinearResampler(speed)
+        for batch in batches:
+            chunks = self.stream_batch(batch)
+            try:
+                for audio in chunks:
+                    yield pcm16(resampler.push(audio))
+            finally:
+                chunks.close()
+        tail = resampler.finish()
+        if tail.numel():
+            yield pcm16(tail)
+
+    def stream_batch(self, text: str) -> Generator[torch.Tensor, None, None]:
+        """Float audio of one generation, a chunk at a time; closing it stops the model."""
+        inputs = self.processor(text=[text], padding=False, return_tensors="pt")
+        inputs = inputs.to(self.model.device)
+        steps = StepStreamer(len(self.delays))
+        cancel = threading.Event()
+        ticket = self.model_queue.join()  # raises ModelBusy when the line is full
+        criteria = StoppingCriteriaList([_CancelOnEvent(cancel)])
+
+        def work() -> None:
+            try:
+                if ticket.wait():
+                    with torch.inference_mode():
+                        self.model.generate(
+                            **inputs,
+                            streamer=steps,
+                            stopping_criteria=criteria,
+                            **self.generate_options,
+                        )
+            except BaseException as exc:  # surfaced to the consumer
+                steps.rows.put(exc)
+            finally:
+                ticket.release()
+                steps.end()
+
+        worker = threading.Thread(target=work, name="dia-generate", daemon=True)
+        worker.start()
+        try:
+            yield from self._windows(steps)
+        finally:
+            cancel.set()  # the model stops at the end of its current step
+            ticket.withdraw()  # or leaves the line if its turn has not come
+            worker.join()
+
+    def _windows(self, steps: StepStreamer) -> Iterator[torch.Tensor]:
+        undelay = Undelay(self.delays, self.eos_token)
+        sent = 0
+        consumed = 0
+        while True:
+            item = steps.rows.get()
+            if isinstance(item, BaseException):
+                raise RuntimeError(f"Dia generation failed: {item}") from item
+            if isinstance(item, list):
+                consumed += 1
+                undelay.push(item)
+            final = isinstance(item, _End) or undelay.ended
+            while (
+                window := self.plan.next_window(sent, len(undelay.frames), final=final)
+            ) is not None:
+                audio = self.decode(undelay.frames, window)
+                sent = window.keep_stop
+                if self.observer is not None:
+                    self.observer(ChunkReady(consumed, window))
+                yield audio
+            if final:
+                return
+
+    def decode(self, frames: list[list[int]], window: Window) -> torch.Tensor:
+        """The audio of ``window``'s kept frames, decoded with its context."""
+        codes = torch.tensor(frames[window.start : window.stop], dtype=torch.long)
+        codes = codes.T.unsqueeze(0).to(self.dac.device)  # (1, channels, frames)
+        with torch.inference_mode():
+            audio = self.dac.decode(audio_codes=codes).audio_values.reshape(-1)
+        offset = window.keep_start - window.start
+        return audio[offset * FRAME_SAMPLES : (offset + window.kept) * FRAME_SAMPLES]
+
+
+def load_transformers_dia(
+    weights: str = DIA_MODEL_NAME,
+    *,
+    device: str | None = None,
+    dtype: str | None = None,
+    **options: Any,
+) -> TransformersDiaSource:
+    """Dia and its DAC codec from a Hugging Face id or a local directory.
+
+    ``device`` defaults to CUDA when there is one; ``dtype`` to bfloat16 there and float32 on
+    the CPU. The codec stays in float32 (its cost is small, its precision audible).
+    """
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    dtype = dtype or ("bfloat16" if device.startswith("cuda") else "float32")
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
+    try:
+        processor = DiaProcessor.from_pretrained(weights)
+        model = DiaForConditionalGeneration.from_pretrained(weights, dtype=DTYPES[dtype])
+        model = model.to(device).eval()
+        processor.audio_tokenizer.to(device).eval()
+    except Exception as exc:
+        raise SourceUnavailable(
+            f"could not load Dia from {weights!r} on {device}: {exc}. The weights come from "
+            "the Hugging Face Hub (network needed on first use, then cached) or a local "
+            "directory saved with save_pretrained."
+        ) from exc
+    log.info("Dia loaded from %s on %s (%s)", weights, device, dtype)
+    return TransformersDiaSource(model, processor, **options)
