@@ -2,18 +2,31 @@
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
+RUN_STAMP := $(VENV)/.installed-run
 STAMP := $(VENV)/.installed
+# The tests run the real Dia code path on a tiny model on the CPU: pin torch's CPU build (a
+# plain `pip install torch` on Linux pulls several GB of CUDA wheels). Elsewhere (macOS, or
+# an index with another build) override it: make test TORCH=torch==2.13.0
+TORCH ?= torch==2.13.0+cpu
 
 .PHONY: run test lint typecheck pytest fuzz fuzz-atheris bench clean
 
-$(STAMP): pyproject.toml
+# `make run` needs the service alone: the core, anyio/trio and prometheus_client.
+$(RUN_STAMP): pyproject.toml
+	@echo "make run: installing diaproto's service into $(VENV) (first run only)"
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev,serve,bench]'
+	$(BIN)/python -m pip install --progress-bar on --upgrade pip
+	$(BIN)/python -m pip install --progress-bar on -e '.[serve]'
+	touch $(RUN_STAMP)
+
+# Everything the tests, type check and benchmarks use, with torch's CPU build for Dia.
+$(STAMP): pyproject.toml $(RUN_STAMP)
+	$(BIN)/python -m pip install --quiet '$(TORCH)'
+	$(BIN)/python -m pip install --quiet -e '.[dev,serve,bench,dia]'
 	touch $(STAMP)
 
 # The Dia streaming service with the embedded synthetic voice; prints the URL to open.
-run: $(STAMP)
+run: $(RUN_STAMP)
 	$(BIN)/diaproto serve --model synthetic $(ARGS)
 
 test: lint typecheck pytest
@@ -40,7 +53,6 @@ fuzz-atheris: $(STAMP)
 # diaproto against its peers, side by side (quick set; ARGS=--full for the long one); rewrites
 # docs/benchmarks.md, its plots and docs/benchmarks/results.json.
 bench: $(STAMP)
-	$(BIN)/python -m pip install --quiet -e '.[dev,serve,bench]'
 	$(BIN)/python -m benchmarks $(ARGS)
 
 clean:

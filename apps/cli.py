@@ -22,6 +22,34 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--uvloop", action="store_true", help="use uvloop (asyncio, anyio only)")
     serve.add_argument("--model", choices=MODELS, default="synthetic")
     serve.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
+    dia = serve.add_argument_group("the Dia model (--model dia; pip install 'diaproto[dia]')")
+    dia.add_argument(
+        "--weights",
+        default=None,
+        metavar="ID_OR_PATH",
+        help="Hugging Face id or local directory (default nari-labs/Dia-1.6B-0626)",
+    )
+    dia.add_argument("--device", default=None, help="torch device (default cuda if present)")
+    dia.add_argument(
+        "--dtype",
+        default=None,
+        choices=("float32", "bfloat16", "float16"),
+        help="the model's dtype (default bfloat16 on CUDA, float32 on CPU)",
+    )
+    dia.add_argument(
+        "--dia-window",
+        default=None,
+        metavar="K0:R0,K:R,L",
+        help="frames per chunk and look-ahead for the first and later chunks, and the left "
+        "context (default 4:10,16:10,12; first audio after K0+R0+15 steps)",
+    )
+    dia.add_argument(
+        "--max-waiting",
+        type=int,
+        default=None,
+        metavar="N",
+        help="requests that may wait for the model before new ones get 'busy' (default 32)",
+    )
     mcp = serve.add_argument_group("MCP (/mcp, /sse)")
     mcp.add_argument(
         "--mcp-allow-host",
@@ -62,8 +90,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("diaproto: --uvloop needs uvloop: pip install 'diaproto[uvloop]'", file=sys.stderr)
         return 2
     try:
-        source = load_source(args.model)
-    except SourceUnavailable as exc:
+        source = load_source(args.model, **_model_options(args))
+    except (SourceUnavailable, ValueError) as exc:
         print(f"diaproto: {exc}", file=sys.stderr)
         return 2
     mcp_config = McpHttpConfig(
@@ -85,6 +113,33 @@ def main(argv: Sequence[str] | None = None) -> int:
     adapters.run(args.runtime, service, args.host, args.port, ready=ready, use_uvloop=args.uvloop)
     print("diaproto: stopped", flush=True)
     return 0
+
+
+def _model_options(args: argparse.Namespace) -> dict[str, object]:
+    """The source's options from the command line (the Dia ones only with --model dia)."""
+    dia_flags = {
+        "--weights": args.weights,
+        "--device": args.device,
+        "--dtype": args.dtype,
+        "--dia-window": args.dia_window,
+        "--max-waiting": args.max_waiting,
+    }
+    if args.model != "dia":
+        given = [flag for flag, value in dia_flags.items() if value is not None]
+        if given:
+            raise ValueError(f"{', '.join(given)} apply to --model dia only")
+        return {}
+    from diaproto.apps.serve.dia_frames import WindowPlan  # noqa: PLC0415
+    from diaproto.apps.serve.model_queue import ModelQueue  # noqa: PLC0415
+
+    options: dict[str, object] = {"device": args.device, "dtype": args.dtype}
+    if args.weights is not None:
+        options["weights"] = args.weights
+    if args.dia_window is not None:
+        options["plan"] = WindowPlan.parse(args.dia_window)
+    if args.max_waiting is not None:
+        options["model_queue"] = ModelQueue(max_waiting=args.max_waiting)
+    return options
 
 
 if __name__ == "__main__":

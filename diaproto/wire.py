@@ -37,6 +37,7 @@ class ErrorCode:
     REPLAY_GAP = "replay_gap"  # resume asked for messages past the replay window
     SLOW_CONSUMER = "slow_consumer"
     INVALID_REQUEST = "invalid_request"  # well-formed, but the application refuses it
+    BUSY = "busy"  # the server has no capacity for this stream now; try again later
     INTERNAL = "internal"
 
 

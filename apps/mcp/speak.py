@@ -93,7 +93,7 @@ class SpeakCall:
         self.owner.session.respond(self.request_id, result)
         self.owner.pump(now)
 
-    def fail(self, message: str, now: float) -> None:
+    def fail(self, message: str, now: float, code: str = "internal") -> None:
         result = {"content": [{"type": "text", "text": message}], "isError": True}
         self.owner.session.respond(self.request_id, result)
         self.owner.pump(now)

@@ -26,6 +26,7 @@ from diaproto.apps.serve.listeners import (
 )
 from diaproto.apps.serve.manager import Generation, GenerationRegistry, Listener
 from diaproto.apps.serve.metrics import CONTENT_TYPE, ServiceMetrics
+from diaproto.apps.serve.model_queue import ModelQueue
 from diaproto.apps.serve.requests import (
     BadRequest,
     StreamRequest,
@@ -86,6 +87,10 @@ class DiaService:
         self.source = source
         self.resume_grace = resume_grace
         self.metrics = ServiceMetrics()
+        queue = getattr(source, "model_queue", None)
+        self.model_queue = queue if isinstance(queue, ModelQueue) else None
+        if self.model_queue is not None:
+            self.metrics.watch_model_queue(self.model_queue)
         self.generations = GenerationRegistry()
         self.mcp = McpService(self._start_mcp_generation, config=mcp_config)
         self.mcp.on_call = lambda tool: self.metrics.mcp_calls.labels(tool).inc()
@@ -169,7 +174,7 @@ class DiaService:
         elif path in ("/healthz", "/metrics") and request.method not in ("GET", "HEAD"):
             self._error(session, path[1:], 405, "use GET", allow="GET, HEAD")
         elif path == "/healthz":
-            self._respond(session, "healthz", 200, b"ok\n", "text/plain; charset=utf-8")
+            self._respond(session, "healthz", 200, self._health(), "text/plain; charset=utf-8")
         elif path == "/metrics":
             self.metrics.active_generations.set(self.generations.running_workers)
             for transport, count in self.mcp.open_sessions().items():
@@ -196,6 +201,23 @@ class DiaService:
         else:
             self._error(session, "other", 404, f"no such endpoint: {path}")
 
+    def _health(self) -> bytes:
+        if self.model_queue is None:
+            return b"ok\n"
+        stats = self.model_queue.stats()
+        return (
+            f"ok\nmodel {self.source.name}: {stats.running} running, {stats.waiting} waiting "
+            f"(limit {stats.max_waiting}), {stats.refused} refused\n"
+        ).encode()
+
+    def _refused(self, session: Session, endpoint: str) -> bool:
+        """Answer 503 when the model's line is full (nothing is started)."""
+        refusal = self.model_queue.refusal() if self.model_queue is not None else None
+        if refusal is not None:
+            log.warning("%s refused: %s", endpoint, refusal)
+            self._error(session, endpoint, 503, refusal, retry_after=1)
+        return refusal is not None
+
     def _static_file(self, session: Session, name: str, request: Request) -> None:
         body = self._static.get(name)
         if body is None:
@@ -214,10 +236,13 @@ class DiaService:
         *,
         cache: str = "no-store",
         allow: str | None = None,
+        retry_after: int | None = None,
     ) -> None:
         headers = [("content-type", content_type), ("cache-control", cache)]
         if allow is not None:
             headers.append(("allow", allow))
+        if retry_after is not None:
+            headers.append(("retry-after", str(retry_after)))
         session.conn.respond(status, tuple(headers), body, now=session.runtime.now())
         self.metrics.requests.labels(endpoint, str(status)).inc()
 
@@ -230,6 +255,7 @@ class DiaService:
         *,
         allow: str | None = None,
         param: str | None = None,
+        retry_after: int | None = None,
     ) -> None:
         body = json.dumps(
             {
@@ -241,7 +267,15 @@ class DiaService:
                 }
             }
         ).encode()
-        self._respond(session, endpoint, status, body, "application/json", allow=allow)
+        self._respond(
+            session,
+            endpoint,
+            status,
+            body,
+            "application/json",
+            allow=allow,
+            retry_after=retry_after,
+        )
 
     # --- SSE -------------------------------------------------------------------------------
 
@@ -266,6 +300,8 @@ class DiaService:
         after = _last_event_seq(request.last_event_id)
         token = _resume_token(resume_id, parsed) if resume_id else secrets.token_urlsafe(12)
         generation = self.generations.get(token) if resume_id else None
+        if generation is None and self._refused(session, "stream"):
+            return
         conn, now = session.conn, session.runtime.now()
         conn.accept_sse(now=now)
         self.metrics.requests.labels("stream", "200").inc()
@@ -299,6 +335,10 @@ class DiaService:
         except BadRequest as exc:
             conn.fail_stream(event.stream_id, ErrorCode.INVALID_REQUEST, str(exc), now)
             return
+        refusal = self.model_queue.refusal() if self.model_queue is not None else None
+        if refusal is not None:
+            conn.fail_stream(event.stream_id, ErrorCode.BUSY, refusal, now)
+            return
         generation = self._start_generation(session, secrets.token_urlsafe(12), parsed)
         listener = StreamListener(session, event.stream_id)
         self._attach(session, generation, listener, after=None, credit=event.credit)
@@ -331,6 +371,8 @@ class DiaService:
             speech = parse_speech_request(request.body)
         except BadRequest as exc:
             self._error(session, "speech", 400, str(exc), param=getattr(exc, "param", None))
+            return
+        if self._refused(session, "speech"):
             return
         conn, now = session.conn, session.runtime.now()
         parsed = StreamRequest(speech.input, speech.voice, speech.speed)
@@ -395,7 +437,7 @@ class DiaService:
         if after is not None and not conn.resume_stream(listener.stream_id, after, now):
             return  # a replay gap: the stream failed with replay_gap
         if generation.failed is not None:
-            listener.fail(generation.failed, now)
+            listener.fail(generation.failed, now, generation.failed_code)
         elif generation.finished:
             listener.end(now)
         else:

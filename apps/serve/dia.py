@@ -21,7 +21,7 @@ import queue
 import threading
 from collections.abc import Callable, Generator, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import torch
 from transformers import (
@@ -60,7 +60,7 @@ class _End:
 _END = _End()
 
 
-class StepStreamer(BaseStreamer):  # type: ignore[misc]  # transformers' base class is untyped
+class StepStreamer(BaseStreamer):
     """generate() -> a queue: one row of codebook tokens per step (row 0 of the batch)."""
 
     def __init__(self, channels: int) -> None:
@@ -78,7 +78,7 @@ class StepStreamer(BaseStreamer):  # type: ignore[misc]  # transformers' base cl
         self.rows.put(_END)
 
 
-class _CancelOnEvent(StoppingCriteria):  # type: ignore[misc]  # untyped base class
+class _CancelOnEvent(StoppingCriteria):
     """Stops every row at the end of the current step once ``event`` is set."""
 
     def __init__(self, event: threading.Event) -> None:
@@ -185,9 +185,11 @@ class TransformersDiaSource:
         generate_options: Mapping[str, object] | None = None,
         observer: Callable[[ChunkReady], None] | None = None,
     ) -> None:
-        self.model = model
-        self.processor = processor
-        self.dac = processor.audio_tokenizer
+        # transformers' own annotations are loose (configs typed as optional or dicts), so
+        # the objects are handled as Any past this point.
+        self.model = cast(Any, model)
+        self.processor = cast(Any, processor)
+        self.dac: Any = self.processor.audio_tokenizer
         dac_config = self.dac.config
         hop = math.prod(dac_config.downsampling_ratios)
         if hop != FRAME_SAMPLES or dac_config.sampling_rate != SAMPLE_RATE:
@@ -195,8 +197,8 @@ class TransformersDiaSource:
                 f"the audio codec makes {hop} samples a frame at {dac_config.sampling_rate} Hz; "
                 f"the service streams {FRAME_SAMPLES} at {SAMPLE_RATE} Hz (Dia's DAC 44 kHz)"
             )
-        self.delays = [int(d) for d in model.config.delay_pattern]
-        self.eos_token = int(model.config.decoder_config.eos_token_id)
+        self.delays = [int(d) for d in self.model.config.delay_pattern]
+        self.eos_token = int(self.model.config.decoder_config.eos_token_id)
         self.plan = plan or WindowPlan()
         self.model_queue = model_queue or ModelQueue()
         self.max_chars_per_call = max_chars_per_call
@@ -288,7 +290,7 @@ class TransformersDiaSource:
         codes = torch.tensor(frames[window.start : window.stop], dtype=torch.long)
         codes = codes.T.unsqueeze(0).to(self.dac.device)  # (1, channels, frames)
         with torch.inference_mode():
-            audio = self.dac.decode(audio_codes=codes).audio_values.reshape(-1)
+            audio: torch.Tensor = self.dac.decode(audio_codes=codes).audio_values.reshape(-1)
         offset = window.keep_start - window.start
         return audio[offset * FRAME_SAMPLES : (offset + window.kept) * FRAME_SAMPLES]
 
@@ -310,8 +312,8 @@ def load_transformers_dia(
     if dtype not in DTYPES:
         raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
     try:
-        processor = DiaProcessor.from_pretrained(weights)
-        model = DiaForConditionalGeneration.from_pretrained(weights, dtype=DTYPES[dtype])
+        processor: Any = DiaProcessor.from_pretrained(weights)
+        model: Any = DiaForConditionalGeneration.from_pretrained(weights, dtype=DTYPES[dtype])
         model = model.to(device).eval()
         processor.audio_tokenizer.to(device).eval()
     except Exception as exc:

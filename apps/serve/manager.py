@@ -20,11 +20,13 @@ from functools import partial
 from typing import Protocol
 
 from diaproto.app import Cancellable, Runtime
+from diaproto.apps.serve.model_queue import ModelBusy
 from diaproto.apps.serve.requests import StreamRequest
 from diaproto.apps.serve.sources import Source
 from diaproto.apps.serve.text import split_sentences
 from diaproto.outbound import Payload
 from diaproto.replay import ReplayBuffer
+from diaproto.wire import ErrorCode
 
 log = logging.getLogger("diaproto.serve")
 
@@ -51,7 +53,7 @@ class Listener(Protocol):
 
     def chunk(self, data: bytes, now: float) -> None: ...
     def end(self, now: float) -> None: ...
-    def fail(self, message: str, now: float) -> None: ...
+    def fail(self, message: str, now: float, code: str = ErrorCode.INTERNAL) -> None: ...
 
 
 @dataclass(eq=False)
@@ -65,6 +67,7 @@ class Generation:
     listeners: list[Listener] = field(default_factory=list)
     finished: bool = False
     failed: str | None = None
+    failed_code: str = ErrorCode.INTERNAL
     chunks: int = 0
     _gate: threading.Event = field(default_factory=threading.Event)
     _stopped: threading.Event = field(default_factory=threading.Event)
@@ -150,12 +153,13 @@ class Generation:
         self.listeners.clear()
         self.on_idle(self)
 
-    def _fail(self, message: str) -> None:
+    def _fail(self, message: str, code: str) -> None:
         self.finished = True
         self.failed = message
+        self.failed_code = code
         now = self.runtime.now()
         for listener in list(self.listeners):
-            listener.fail(message, now)
+            listener.fail(message, now, code)
             listener.session.wake()
         self.listeners.clear()
         self.on_idle(self)
@@ -163,8 +167,12 @@ class Generation:
     # --- worker side -----------------------------------------------------------------------
 
     def _run(self) -> None:
+        code = ErrorCode.INTERNAL
         try:
             outcome = self._produce()
+        except ModelBusy as exc:  # refused before any work: the client may retry
+            log.warning("generation %s refused: %s", self.token, exc)
+            outcome, code = str(exc), ErrorCode.BUSY
         except Exception as exc:
             log.exception("generation %s failed", self.token)
             outcome = f"the model failed: {exc}"
@@ -173,7 +181,7 @@ class Generation:
         if outcome is None and not self._stopped.is_set():
             self._to_loop(self._complete)
         elif isinstance(outcome, str):
-            self._to_loop(lambda: self._fail(outcome))
+            self._to_loop(lambda: self._fail(outcome, code))
 
     def _produce(self) -> str | None:
         request = self.request

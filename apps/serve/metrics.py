@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from collections.abc import Iterator
 
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.registry import Collector
+
+from diaproto.apps.serve.model_queue import ModelQueue
 from diaproto.metrics import StreamMetrics
 
 TTFB_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 2.0, 5.0)
@@ -55,6 +60,10 @@ class ServiceMetrics:
             "diaproto_mcp_tool_calls", "MCP tool calls started, by tool.", ["tool"], registry=r
         )
 
+    def watch_model_queue(self, queue: ModelQueue) -> None:
+        """Export the model's line (read at each scrape)."""
+        self.registry.register(_ModelQueueCollector(queue))
+
     def stream_finished(self, metrics: StreamMetrics) -> None:
         ttfb = metrics.time_to_first_byte
         if ttfb is not None:
@@ -67,3 +76,30 @@ class ServiceMetrics:
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)
+
+
+class _ModelQueueCollector(Collector):
+    def __init__(self, queue: ModelQueue) -> None:
+        self.queue = queue
+
+    def collect(self) -> Iterator[Metric]:
+        stats = self.queue.stats()
+        yield GaugeMetricFamily(
+            "diaproto_model_running", "Generations running on the model.", value=stats.running
+        )
+        yield GaugeMetricFamily(
+            "diaproto_model_waiting", "Requests waiting for the model.", value=stats.waiting
+        )
+        yield GaugeMetricFamily(
+            "diaproto_model_waiting_limit",
+            "Requests that may wait before new ones are refused.",
+            value=stats.max_waiting,
+        )
+        yield CounterMetricFamily(
+            "diaproto_model_turns", "Turns at the model granted.", value=stats.served
+        )
+        yield CounterMetricFamily(
+            "diaproto_model_refused",
+            "Requests refused because too many were waiting.",
+            value=stats.refused,
+        )

@@ -71,16 +71,27 @@ class ModelQueue:
     def join(self) -> Ticket:
         """A place at the end of the line; raises :class:`ModelBusy` if the line is full."""
         with self._changed:
-            if len(self._line) >= self.max_waiting and self._running >= self.slots:
+            refusal = self._refusal()
+            if refusal is not None:
                 self._refused += 1
-                raise ModelBusy(
-                    f"the model is busy: {len(self._line)} requests are already waiting "
-                    f"(limit {self.max_waiting}); try again shortly"
-                )
+                raise ModelBusy(refusal)
             ticket = Ticket(self)
             self._line.append(ticket)
             self._grant()
             return ticket
+
+    def refusal(self) -> str | None:
+        """Why a request arriving now would be refused, or None if it may queue."""
+        with self._changed:
+            return self._refusal()
+
+    def _refusal(self) -> str | None:
+        if len(self._line) < self.max_waiting or self._running < self.slots:
+            return None
+        return (
+            f"the model is busy: {len(self._line)} requests are already waiting "
+            f"(limit {self.max_waiting}); try again shortly"
+        )
 
     def stats(self) -> QueueStats:
         with self._changed:

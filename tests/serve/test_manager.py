@@ -120,7 +120,7 @@ class RecordingListener:
     def end(self, now: float) -> None:
         self.ended = True
 
-    def fail(self, message: str, now: float) -> None:
+    def fail(self, message: str, now: float, code: str = "internal") -> None:
         self.failure = message
 
 

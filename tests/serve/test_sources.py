@@ -1,4 +1,4 @@
-"""Speech sources: the synthetic voice sounds like speech and is paced; Dia is driven right."""
+"""Speech sources: the synthetic voice sounds like speech and is paced; loading Dia."""
 
 from __future__ import annotations
 
@@ -6,7 +6,6 @@ import itertools
 import math
 import struct
 import sys
-import types
 from collections.abc import Generator
 
 import pytest
@@ -14,12 +13,10 @@ import pytest
 from diaproto.apps.serve import sources
 from diaproto.apps.serve.audio import FRAME_BYTES, SAMPLE_RATE, duration, float_to_pcm16
 from diaproto.apps.serve.sources import (
-    DiaSource,
     Source,
     SourceUnavailable,
     SyntheticSource,
     load_source,
-    resample,
     synthesize,
 )
 
@@ -252,167 +249,20 @@ def test_synthetic_is_a_source() -> None:
     assert isinstance(source, SyntheticSource)
 
 
-# --- Dia --------------------------------------------------------------------------------
+# --- Dia (the real model's tests are in test_dia.py) ------------------------------------
 
 
-class FakeArray:
-    """Stands in for numpy's float32 array: only tolist() is used."""
-
-    def __init__(self, values: list[float] | list[list[float]]) -> None:
-        self.values = values
-
-    def tolist(self) -> list[float] | list[list[float]]:
-        return self.values
-
-
-def tone(n: int) -> list[float]:
-    return [0.5 * math.sin(2 * math.pi * 220 * i / SAMPLE_RATE) for i in range(n)]
-
-
-class FakeDia:
-    """dia.model.Dia's generate signature (nari-labs/dia, dia/model.py), no model."""
-
-    def __init__(self, samples_per_char: int = 300, shape: str = "1d") -> None:
-        self.calls: list[tuple[str, dict[str, object]]] = []
-        self.samples_per_char = samples_per_char
-        self.shape = shape
-
-    def generate(  # noqa: PLR0917 - the real signature, positional parameters and all
-        self,
-        text: str | list[str],
-        max_tokens: int = 3072,
-        cfg_scale: float = 3.0,
-        temperature: float = 1.2,
-        top_p: float = 0.95,
-        use_torch_compile: bool = False,
-        cfg_filter_top_k: int = 45,
-        audio_prompt: object = None,
-        audio_prompt_path: object = None,
-        use_cfg_filter: bool | None = None,
-        verbose: bool = False,
-    ) -> FakeArray | None:
-        assert isinstance(text, str)
-        self.calls.append(
-            (text, {"use_torch_compile": use_torch_compile, "verbose": verbose, "top_p": top_p})
-        )
-        if self.shape == "none":
-            return None
-        values = tone(self.samples_per_char * len(text))
-        return FakeArray([values] if self.shape == "2d" else values)
-
-
-def test_dia_prefixes_the_speaker_tag_and_converts_the_audio() -> None:
-    model = FakeDia()
-    chunks = list(DiaSource(model).generate("Hello there.", "S2", 1.0))
-    assert [text for text, _ in model.calls] == ["[S2] Hello there."]
-    assert model.calls[0][1] == {"use_torch_compile": False, "verbose": False, "top_p": 0.95}
-    expected = float_to_pcm16(tone(300 * len("[S2] Hello there.")))
-    assert b"".join(chunks) == expected
-    assert all(len(c) == FRAME_BYTES for c in chunks[:-1])
-
-
-def test_dia_keeps_existing_tags_and_carries_the_speaker_across_calls() -> None:
-    model = FakeDia(samples_per_char=10)
-    source = DiaSource(model, max_chars_per_call=20)
-    text = "[S1] One two three. [S2] Four five six. Seven eight. Nine."
-    assert b"".join(source.generate(text, "S1", 1.0))
-    assert [t for t, _ in model.calls] == [
-        "[S1] One two three.",
-        "[S2] Four five six.",
-        "[S2] Seven eight. Nine.",
-    ]
-
-
-def test_dia_chunks_are_whole_frames_across_calls() -> None:
-    model = FakeDia(samples_per_char=7)  # odd lengths: call boundaries fall inside frames
-    chunks = list(DiaSource(model, max_chars_per_call=10).generate("Aa. Bb. Cc. Dd.", "S1", 1.0))
-    assert len(model.calls) > 1
-    assert all(len(c) == FRAME_BYTES for c in chunks[:-1])
-
-
-def test_dia_speed_resamples() -> None:
-    normal = b"".join(DiaSource(FakeDia()).generate("Hello there.", "S1", 1.0))
-    fast = b"".join(DiaSource(FakeDia()).generate("Hello there.", "S1", 2.0))
-    assert len(fast) == pytest.approx(len(normal) / 2, abs=4)
-
-
-def test_dia_close_stops_before_the_next_call() -> None:
-    model = FakeDia(samples_per_char=2000)
-    stream = DiaSource(model, max_chars_per_call=20).generate("One. Two. Three. Four.", "S1", 1)
-    next(stream)
-    stream.close()
-    assert len(model.calls) == 1
-
-
-def test_dia_accepts_2d_mono_and_nothing_generated() -> None:
-    flat = b"".join(DiaSource(FakeDia()).generate("Hi.", "S1", 1.0))
-    assert b"".join(DiaSource(FakeDia(shape="2d")).generate("Hi.", "S1", 1.0)) == flat
-    assert list(DiaSource(FakeDia(shape="none")).generate("Hi.", "S1", 1.0)) == []
-
-
-def test_dia_generate_options_pass_through() -> None:
-    model = FakeDia()
-    list(DiaSource(model, generate_options={"top_p": 0.8}).generate("Hi.", "S1", 1.0))
-    assert model.calls[0][1]["top_p"] == 0.8
-
-
-def test_dia_validates_arguments() -> None:
-    with pytest.raises(TypeError, match="generate"):
-        DiaSource(object())
-    with pytest.raises(ValueError, match="voice"):
-        DiaSource(FakeDia()).generate("Hi.", "alloy", 1.0)
-
-
-def test_dia_missing_package_names_the_install(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setitem(sys.modules, "dia", None)  # import fails even if something is installed
+def test_dia_without_torch_names_the_install(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delitem(sys.modules, "diaproto.apps.serve.dia", raising=False)
+    monkeypatch.setitem(sys.modules, "transformers", None)  # the import fails
     with pytest.raises(SourceUnavailable) as info:
-        DiaSource()
+        load_source("dia")
     message = str(info.value)
-    assert "pip install 'nari-tts @ git+https://github.com/nari-labs/dia.git'" in message
+    assert "pip install 'diaproto[dia]'" in message
     assert "GPU" in message
     assert isinstance(info.value, RuntimeError)
-
-
-def fake_dia_module(monkeypatch: pytest.MonkeyPatch, fail: bool = False) -> list[object]:
-    loads: list[object] = []
-
-    class Dia:
-        @classmethod
-        def from_pretrained(cls, model_name: str, **kwargs: object) -> FakeDia:
-            loads.append((model_name, kwargs))
-            if fail:
-                raise RuntimeError("no network")
-            return FakeDia()
-
-    module = types.ModuleType("dia.model")
-    module.Dia = Dia  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "dia", types.ModuleType("dia"))
-    monkeypatch.setitem(sys.modules, "dia.model", module)
-    return loads
-
-
-def test_dia_loads_the_pretrained_model_lazily(monkeypatch: pytest.MonkeyPatch) -> None:
-    loads = fake_dia_module(monkeypatch)
-    source = load_source("dia", compute_dtype="float16")
-    assert loads == [("nari-labs/Dia-1.6B-0626", {"compute_dtype": "float16"})]
-    assert source.name == "dia"
-    assert list(source.generate("Hi.", "S1", 1.0))
-
-
-def test_dia_load_failure_is_unavailable(monkeypatch: pytest.MonkeyPatch) -> None:
-    fake_dia_module(monkeypatch, fail=True)
-    with pytest.raises(SourceUnavailable, match=r"nari-labs/Dia-1\.6B-0626.*no network"):
-        DiaSource()
 
 
 def test_unknown_source_names_the_valid_ones() -> None:
     with pytest.raises(ValueError, match="dia, synthetic"):
         load_source("piper")
-
-
-def test_resample_interpolates_linearly() -> None:
-    ramp = [float(i) for i in range(8)]
-    assert resample(ramp, 2.0) == [0.0, 2.0, 4.0, 6.0]
-    assert resample(ramp, 0.5) == [i / 2 for i in range(14)] + [7.0, 7.0]
-    assert resample(ramp, 1.0) == ramp
-    assert resample([], 3.0) == []

@@ -27,7 +27,7 @@ SEED = 1234
 EOS = 1024
 
 
-def tiny_dia(seed: int = SEED) -> tuple[DiaForConditionalGeneration, DiaProcessor]:
+def tiny_dia(seed: int = SEED) -> tuple[Any, Any]:
     """A 2+2-layer Dia (hidden 64) and a narrow DAC decoder, with seeded random weights."""
     torch.set_num_threads(1)  # a busy 2-core box: OpenMP waits cost more than the maths
     torch.manual_seed(seed)
@@ -51,10 +51,10 @@ def tiny_dia(seed: int = SEED) -> tuple[DiaForConditionalGeneration, DiaProcesso
         cross_num_key_value_heads=2,
         cross_hidden_size=64,
     )
-    model = DiaForConditionalGeneration(
+    model: Any = DiaForConditionalGeneration(
         DiaConfig(encoder_config=encoder, decoder_config=decoder)
-    ).eval()
-    codec = DacModel(
+    )
+    codec: Any = DacModel(
         DacConfig(
             encoder_hidden_size=8,
             downsampling_ratios=[2, 4, 8, 8],
@@ -64,8 +64,11 @@ def tiny_dia(seed: int = SEED) -> tuple[DiaForConditionalGeneration, DiaProcesso
             codebook_dim=8,
             sampling_rate=44100,
         )
-    ).eval()
-    processor = DiaProcessor(DiaFeatureExtractor(sampling_rate=44100), DiaTokenizer(), codec)
+    )
+    model.eval()
+    codec.eval()
+    processor_class: Any = DiaProcessor  # its __init__ is untyped
+    processor = processor_class(DiaFeatureExtractor(sampling_rate=44100), DiaTokenizer(), codec)
     return model, processor
 
 
@@ -80,7 +83,7 @@ def save_tiny_dia(directory: Path, seed: int = SEED) -> Path:
     return directory
 
 
-def add_logits_processor(model: DiaForConditionalGeneration, processor: LogitsProcessor) -> None:
+def add_logits_processor(model: Any, processor: LogitsProcessor) -> None:
     """Run ``processor`` in every step of ``model.generate``, before Dia's EOS delay processor.
 
     transformers' Dia builds its own processor list and drops ``generate(logits_processor=...)``
@@ -96,7 +99,7 @@ def add_logits_processor(model: DiaForConditionalGeneration, processor: LogitsPr
     model._get_logits_processor = with_extra
 
 
-class StepCounter(LogitsProcessor):  # type: ignore[misc]  # transformers' base is untyped
+class StepCounter(LogitsProcessor):
     """Counts generation steps (one call per step); changes nothing."""
 
     def __init__(self) -> None:
@@ -107,7 +110,7 @@ class StepCounter(LogitsProcessor):  # type: ignore[misc]  # transformers' base 
         return scores
 
 
-class EosAt(LogitsProcessor):  # type: ignore[misc]
+class EosAt(LogitsProcessor):
     """Channel 0 says EOS at step ``step`` (1-based) and never earlier."""
 
     def __init__(self, step: int, channels: int = 9) -> None:

@@ -10,6 +10,7 @@ export declare const ErrorCode: Readonly<{
   REPLAY_GAP: "replay_gap";
   SLOW_CONSUMER: "slow_consumer";
   INVALID_REQUEST: "invalid_request";
+  BUSY: "busy";
   INTERNAL: "internal";
 }>;
 

@@ -20,6 +20,7 @@ export const ErrorCode = Object.freeze({
   REPLAY_GAP: "replay_gap",
   SLOW_CONSUMER: "slow_consumer",
   INVALID_REQUEST: "invalid_request",
+  BUSY: "busy",
   INTERNAL: "internal",
 });
 
