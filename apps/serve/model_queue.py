@@ -81,9 +81,13 @@ class ModelQueue:
             return ticket
 
     def refusal(self) -> str | None:
-        """Why a request arriving now would be refused, or None if it may queue."""
+        """Why a request arriving now is refused (counted as refused), or None if it may
+        queue: for a front door that answers 503 before starting anything."""
         with self._changed:
-            return self._refusal()
+            refusal = self._refusal()
+            if refusal is not None:
+                self._refused += 1
+            return refusal
 
     def _refusal(self) -> str | None:
         if len(self._line) < self.max_waiting or self._running < self.slots:

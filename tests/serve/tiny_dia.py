@@ -7,6 +7,7 @@ of 1024) as Dia-1.6B; only the depth and width are small.
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -127,4 +128,31 @@ class EosAt(LogitsProcessor):
             channel_zero[:, EOS] = 0.0
         else:
             channel_zero[:, EOS] = -float("inf")
+        return scores
+
+
+class StepGate(LogitsProcessor):
+    """Holds generation at step ``hold_at`` (before it is computed) until ``release()``.
+
+    A test that receives audio while the gate holds knows the audio needed no more than
+    ``hold_at - 1`` steps: streaming proved by step counts, not by a clock.
+    """
+
+    def __init__(self, hold_at: int, limit: float = 120.0) -> None:
+        self.hold_at = hold_at
+        self.limit = limit  # a test that fails midway must not leave the model held forever
+        self.calls = 0
+        self.holding = threading.Event()
+        self._go = threading.Event()
+
+    def release(self) -> None:
+        self._go.set()
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> Any:
+        self.calls += 1
+        if self.calls == self.hold_at:
+            self.holding.set()
+            if not self._go.wait(self.limit):
+                raise RuntimeError("the test never released the step gate")
+            self.holding.clear()
         return scores
