@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 import torch
-from tiny_dia import EOS, EosAt, StepCounter, add_logits_processor, save_tiny_dia, tiny_dia
+from tiny_dia import EOS, EosAt, StepCounter, add_logits_processor, save_tiny_dia
 
 from diaproto.apps.serve.dia import (
     ChunkReady,
@@ -25,6 +25,7 @@ from diaproto.apps.serve.dia import (
     tagged_batches,
 )
 from diaproto.apps.serve.dia_frames import ChunkShape, Undelay, WindowPlan
+from diaproto.apps.serve.dia_random import tiny_dia
 from diaproto.apps.serve.model_queue import ModelBusy, ModelQueue
 from diaproto.apps.serve.sources import SourceUnavailable, load_source
 

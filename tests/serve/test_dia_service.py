@@ -25,11 +25,12 @@ from httpx_sse import connect_sse
 from mcp import Client
 from mcp_types import AudioContent
 from server_fixture import RunningServer, running_server
-from tiny_dia import EOS, StepGate, add_logits_processor, tiny_dia
+from tiny_dia import EOS, StepGate, add_logits_processor
 from websockets.sync.client import connect
 from websockets.typing import Subprotocol
 
 from diaproto.apps.serve.dia import TransformersDiaSource, pcm16
+from diaproto.apps.serve.dia_random import tiny_dia
 from diaproto.apps.serve.model_queue import ModelQueue
 
 STEPS = 60
@@ -134,26 +135,30 @@ def test_sse_streams_from_the_first_decodable_frame(held: Held) -> None:
 
 def test_openai_speech_streams_from_the_first_decodable_frame(held: Held) -> None:
     audio = bytearray()
-    with httpx.Client(trust_env=False, timeout=LIMIT) as http:
-        client = openai.OpenAI(base_url=f"{held.server.url}/v1", api_key="-", http_client=http)
-        with client.audio.speech.with_streaming_response.create(
+    client = openai.OpenAI(
+        base_url=f"{held.server.url}/v1", api_key="-", max_retries=0, timeout=LIMIT
+    )
+    with (
+        client,
+        client.audio.speech.with_streaming_response.create(
             model="tts-1", voice="alloy", input="Hello there.", response_format="pcm"
-        ) as response:
-            for data in response.iter_bytes(chunk_size=FRAME_BYTES):
-                audio += data
-                if len(audio) == held.first_chunk:
-                    held.assert_held()
-                    held.gate.release()
+        ) as response,
+    ):
+        for data in response.iter_bytes(chunk_size=FRAME_BYTES):
+            audio += data
+            if len(audio) == held.first_chunk:
+                held.assert_held()
+                held.gate.release()
     assert_equal_within_one_lsb(bytes(audio), "S2")  # alloy is S2
 
 
 def test_mcp_speak_streams_from_the_first_decodable_frame(held: Held) -> None:
-    progress: list[float] = []
+    reports: list[float] = []
 
     async def main() -> Any:
-        async def on_progress(done: float, total: float | None, message: str | None) -> None:
-            progress.append(done)
-            if len(progress) == 1:
+        async def on_progress(progress: float, total: float | None, message: str | None) -> None:
+            reports.append(progress)
+            if len(reports) == 1:
                 await anyio.to_thread.run_sync(held.assert_held)
                 held.gate.release()
 
@@ -164,7 +169,7 @@ def test_mcp_speak_streams_from_the_first_decodable_frame(held: Held) -> None:
                 )
 
     result = anyio.run(main)
-    assert 0 < progress[0] <= held.first_chunk / 2 / 44100  # reported while the model was held
+    assert 0 < reports[0] <= held.first_chunk / 2 / 44100  # reported while the model was held
     audio = result.content[0]
     assert isinstance(audio, AudioContent)
     with wave.open(io.BytesIO(base64.b64decode(audio.data))) as wav:

@@ -1,9 +1,5 @@
-"""A tiny random-weight Dia and DAC, built in code (no download): the real code paths of
-transformers' Dia at a size that generates a step in milliseconds on one CPU thread.
-
-Same channels, vocabulary, delay pattern and DAC geometry (hop 512 at 44.1 kHz, 9 codebooks
-of 1024) as Dia-1.6B; only the depth and width are small.
-"""
+"""Test helpers for the tiny random-weight Dia: save it as a checkpoint, steer or hold its
+generation from a logits processor."""
 
 from __future__ import annotations
 
@@ -12,65 +8,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import (
-    DacConfig,
-    DacModel,
-    DiaConfig,
-    DiaFeatureExtractor,
-    DiaForConditionalGeneration,
-    DiaProcessor,
-    DiaTokenizer,
-    LogitsProcessor,
-)
-from transformers.models.dia.configuration_dia import DiaDecoderConfig, DiaEncoderConfig
+from transformers import LogitsProcessor
 
-SEED = 1234
+from diaproto.apps.serve.dia_random import SEED, tiny_dia
+
 EOS = 1024
-
-
-def tiny_dia(seed: int = SEED) -> tuple[Any, Any]:
-    """A 2+2-layer Dia (hidden 64) and a narrow DAC decoder, with seeded random weights."""
-    torch.set_num_threads(1)  # a busy 2-core box: OpenMP waits cost more than the maths
-    torch.manual_seed(seed)
-    encoder = DiaEncoderConfig(
-        num_hidden_layers=2,
-        hidden_size=64,
-        intermediate_size=128,
-        num_attention_heads=2,
-        num_key_value_heads=2,
-        head_dim=32,
-    )
-    decoder = DiaDecoderConfig(
-        num_hidden_layers=2,
-        hidden_size=64,
-        intermediate_size=128,
-        num_attention_heads=2,
-        num_key_value_heads=1,
-        head_dim=32,
-        cross_num_attention_heads=2,
-        cross_head_dim=32,
-        cross_num_key_value_heads=2,
-        cross_hidden_size=64,
-    )
-    model: Any = DiaForConditionalGeneration(
-        DiaConfig(encoder_config=encoder, decoder_config=decoder)
-    )
-    codec: Any = DacModel(
-        DacConfig(
-            encoder_hidden_size=8,
-            downsampling_ratios=[2, 4, 8, 8],
-            decoder_hidden_size=64,
-            n_codebooks=9,
-            codebook_size=1024,
-            codebook_dim=8,
-            sampling_rate=44100,
-        )
-    )
-    model.eval()
-    codec.eval()
-    processor_class: Any = DiaProcessor  # its __init__ is untyped
-    processor = processor_class(DiaFeatureExtractor(sampling_rate=44100), DiaTokenizer(), codec)
-    return model, processor
 
 
 def save_tiny_dia(directory: Path, seed: int = SEED) -> Path:
