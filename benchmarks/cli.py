@@ -11,10 +11,12 @@ from pathlib import Path
 from tqdm import tqdm  # type: ignore[import-untyped]
 
 from benchmarks import report
-from benchmarks.scenarios import SCENARIOS, Level, Result, safe_run
+from benchmarks.dia_stream import DiaFirstAudio
+from benchmarks.scenarios import SCENARIOS, Level, Result, Scenario, safe_run
 from benchmarks.servers import pin_client, pinning
 
 ROOT = Path(__file__).resolve().parent.parent
+ALL: list[Scenario] = [*SCENARIOS, DiaFirstAudio()]
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
@@ -32,9 +34,9 @@ def run(argv: list[str] | None = None) -> tuple[list[Result], Path]:
     args = parse(argv)
     level = Level("full" if args.full else "smoke" if args.smoke else "quick")
     wanted = {x.strip().upper() for x in args.only.split(",") if x.strip()}
-    scenarios = [s for s in SCENARIOS if not wanted or s.id in wanted]
+    scenarios = [s for s in ALL if not wanted or s.id in wanted]
     if wanted and not scenarios:
-        raise SystemExit(f"no scenario among {sorted(wanted)}; ids: P1..P9")
+        raise SystemExit(f"no scenario among {sorted(wanted)}; ids: P1..P10")
     pin_client()
     started = time.monotonic()
     results: list[Result] = []

@@ -22,7 +22,7 @@ def test_every_scenario_produces_figures(tmp_path: Path) -> None:
     results, page = run(["--smoke", "--no-progress", "--out", str(tmp_path)])
     ids = {r.id for r in results}
     assert {"P1-32B", "P1-4KiB", "P2", "P3", "P4", "P5-bounded", "P6"} <= ids
-    assert {"P7-jitter", "P7-rss", "P8", "P9"} <= ids
+    assert {"P7-jitter", "P7-rss", "P8", "P9", "P10-ttfa", "P10-rtf"} <= ids
     for result in results:
         assert result.skipped is None or result.id == "P9", (result.id, result.skipped)
         assert result.series, result.id
