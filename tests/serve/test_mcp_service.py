@@ -1,6 +1,6 @@
 """The MCP server of ``diaproto serve`` on the wire, with independent clients (httpx,
 httpx-sse, websockets, raw sockets): the HTTP rules, sessions, resume, and one test for each
-known failure of other MCP servers listed in ``shared/design/mcp-transports.md``.
+known failure of other MCP servers (the MCP transports design notes).
 
 The official SDKs' own suites are in ``tests/mcp``; these tests reach what the SDKs cannot
 (raw statuses, dropped streams, frozen readers, partial results).
