@@ -5,7 +5,9 @@ sentence is heard while the rest is computed), and hands each chunk to the loop.
 only while no listener is paused: a listener's ``StreamPaused`` (its connection's budget, or
 the client's credit, ran out) closes the gate, ``StreamResumed`` opens it. When the last
 listener cancels, the worker stops at once; when it merely disconnects, the worker is held
-(no compute) for a grace period in which a client may resume, and then stopped.
+for a grace period in which a client may resume, and then stopped. Held means the manager
+pulls no more chunks; a source that computes ahead on its own thread (Dia finishes its current
+text batch) stops at its next chunk or when the grace ends.
 """
 
 from __future__ import annotations
