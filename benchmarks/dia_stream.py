@@ -123,7 +123,7 @@ class DiaFirstAudio(Scenario):
             )
 
         judge(ttfa, check_first)
-        factor = Result(
+        realtime = Result(
             "P10-rtf",
             f"Real-time factor (compute s per audio s), same runs: {shape}",
             "x",
@@ -132,7 +132,7 @@ class DiaFirstAudio(Scenario):
             target="streaming costs little throughput: within 1.5x of the whole-batch way",
             reference=STREAMED,
         )
-        factor.notes.append(
+        realtime.notes.append(
             "Streaming decodes overlapping DAC windows (K + L + R frames to keep K), so it does "
             "more codec work than one whole decode; the tiny codec makes that share small here "
             "and the GPU check measures it at full size."
@@ -142,5 +142,5 @@ class DiaFirstAudio(Scenario):
             ours, whole = med(s, STREAMED), med(s, WHOLE)
             return ours <= 1.5 * whole, f"{ours:.2f} streamed vs {whole:.2f} whole"
 
-        judge(factor, check_rtf)
-        return [ttfa, factor]
+        judge(realtime, check_rtf)
+        return [ttfa, realtime]

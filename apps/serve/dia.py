@@ -79,14 +79,15 @@ class StepStreamer(BaseStreamer):
 
 
 class _CancelOnEvent(StoppingCriteria):
-    """Stops every row at the end of the current step once ``event`` is set."""
+    """Stops every row at the end of the current step once any of ``events`` is set."""
 
-    def __init__(self, event: threading.Event) -> None:
-        self.event = event
+    def __init__(self, *events: threading.Event) -> None:
+        self.events = events
 
     def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor, **kwargs: Any) -> Any:
+        cancelled = any(event.is_set() for event in self.events)
         return torch.full(
-            (input_ids.shape[0],), self.event.is_set(), dtype=torch.bool, device=input_ids.device
+            (input_ids.shape[0],), cancelled, dtype=torch.bool, device=input_ids.device
         )
 
 
@@ -210,36 +211,53 @@ class TransformersDiaSource:
         """Steps of generation before the first audio can leave (``K + R + max(delay)``)."""
         return self.plan.first_chunk_steps(max(self.delays))
 
-    def generate(self, text: str, voice: str, speed: float) -> Generator[bytes, None, None]:
-        """PCM s16le chunks of one frame each (at speed 1) for ``text``, as Dia makes them."""
-        check_voice_and_speed(voice, speed)
-        return framed(self._pcm(tagged_batches(text, voice, self.max_chars_per_call), speed))
+    def generate(
+        self, text: str, voice: str, speed: float, *, stop: threading.Event | None = None
+    ) -> Generator[bytes, None, None]:
+        """PCM s16le chunks of one frame each (at speed 1) for ``text``, as Dia makes them.
 
-    def _pcm(self, batches: list[str], speed: float) -> Generator[bytes, None, None]:
+        Setting ``stop`` ends the model's run at the end of its current step (or takes the
+        request out of the model's line) and the iteration with it, nothing more decoded.
+        """
+        check_voice_and_speed(voice, speed)
+        batches = tagged_batches(text, voice, self.max_chars_per_call)
+        return framed(self._pcm(batches, speed, stop or threading.Event()))
+
+    def _pcm(
+        self, batches: list[str], speed: float, stop: threading.Event
+    ) -> Generator[bytes, None, None]:
         resampler = LinearResampler(speed)
         for batch in batches:
-            chunks = self.stream_batch(batch)
+            if stop.is_set():
+                return
+            chunks = self.stream_batch(batch, stop)
             try:
                 for audio in chunks:
                     yield pcm16(resampler.push(audio))
             finally:
                 chunks.close()
+        if stop.is_set():
+            return
         tail = resampler.finish()
         if tail.numel():
             yield pcm16(tail)
 
-    def stream_batch(self, text: str) -> Generator[torch.Tensor, None, None]:
-        """Float audio of one generation, a chunk at a time; closing it stops the model."""
+    def stream_batch(
+        self, text: str, stop: threading.Event | None = None
+    ) -> Generator[torch.Tensor, None, None]:
+        """Float audio of one generation, a chunk at a time; closing it, or setting
+        ``stop``, stops the model."""
+        stop = stop or threading.Event()
         inputs = self.processor(text=[text], padding=False, return_tensors="pt")
         inputs = inputs.to(self.model.device)
         steps = StepStreamer(len(self.delays))
         cancel = threading.Event()
         ticket = self.model_queue.join()  # raises ModelBusy when the line is full
-        criteria = StoppingCriteriaList([_CancelOnEvent(cancel)])
+        criteria = StoppingCriteriaList([_CancelOnEvent(cancel, stop)])
 
         def work() -> None:
             try:
-                if ticket.wait():
+                if ticket.wait(stop):
                     with torch.inference_mode():
                         self.model.generate(
                             **inputs,
@@ -256,13 +274,13 @@ class TransformersDiaSource:
         worker = threading.Thread(target=work, name="dia-generate", daemon=True)
         worker.start()
         try:
-            yield from self._windows(steps)
+            yield from self._windows(steps, stop)
         finally:
             cancel.set()  # the model stops at the end of its current step
             ticket.withdraw()  # or leaves the line if its turn has not come
             worker.join()
 
-    def _windows(self, steps: StepStreamer) -> Iterator[torch.Tensor]:
+    def _windows(self, steps: StepStreamer, stop: threading.Event) -> Iterator[torch.Tensor]:
         undelay = Undelay(self.delays, self.eos_token)
         sent = 0
         consumed = 0
@@ -273,6 +291,8 @@ class TransformersDiaSource:
             if isinstance(item, list):
                 consumed += 1
                 undelay.push(item)
+            if stop.is_set():
+                return  # asked to stop: decode nothing more
             final = isinstance(item, _End) or undelay.ended
             while (
                 window := self.plan.next_window(sent, len(undelay.frames), final=final)

@@ -193,7 +193,7 @@ class Generation:
             tag = SPEAKER_TAG.match(sentence)
             if tag is not None:
                 voice = tag.group(1)
-            chunks = self.source.generate(sentence, voice, request.speed)
+            chunks = self.source.generate(sentence, voice, request.speed, stop=self._stopped)
             try:
                 for data in chunks:
                     if not self._wait_for_gate():

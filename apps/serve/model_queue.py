@@ -14,6 +14,7 @@ from collections import deque
 from dataclasses import dataclass
 
 DEFAULT_MAX_WAITING = 32
+STOP_POLL = 0.05  # seconds between looks at a waiting request's stop signal
 
 
 class ModelBusy(RuntimeError):
@@ -37,9 +38,10 @@ class Ticket:
         self.granted = False
         self.released = False
 
-    def wait(self) -> bool:
-        """Block until it is this ticket's turn; False if it was released first."""
-        return self._queue._wait(self)
+    def wait(self, stop: threading.Event | None = None) -> bool:
+        """Block until it is this ticket's turn; False if it was released first, or if
+        ``stop`` was set first (the ticket then leaves the line)."""
+        return self._queue._wait(self, stop)
 
     def release(self) -> None:
         """Give the turn back, or leave the line; safe to call more than once."""
@@ -112,10 +114,14 @@ class ModelQueue:
             self._served += 1
         self._changed.notify_all()
 
-    def _wait(self, ticket: Ticket) -> bool:
+    def _wait(self, ticket: Ticket, stop: threading.Event | None) -> bool:
         with self._changed:
             while not ticket.granted and not ticket.released:
-                self._changed.wait()
+                if stop is not None and stop.is_set():
+                    self._release_locked(ticket)
+                    return False
+                # An Event cannot wake a Condition: with a stop to watch, look every STOP_POLL.
+                self._changed.wait(None if stop is None else STOP_POLL)
             return ticket.granted and not ticket.released
 
     def _withdraw(self, ticket: Ticket) -> None:

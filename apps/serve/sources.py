@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import random
 import re
+import threading
 import time
 import zlib
 from collections.abc import Callable, Generator, Iterator
@@ -29,10 +30,14 @@ class Source(Protocol):
 
     name: str
 
-    def generate(self, text: str, voice: str, speed: float) -> Generator[bytes, None, None]:
+    def generate(
+        self, text: str, voice: str, speed: float, *, stop: threading.Event | None = None
+    ) -> Generator[bytes, None, None]:
         """PCM s16le 44.1 kHz mono chunks of FRAME_BYTES (the last may be short).
 
         Closing the generator stops the work: nothing keeps computing for a gone client.
+        ``stop`` being set (by another thread, while the generator may be blocked waiting for
+        its model) asks the same: a source ends its iteration as soon as its model allows.
         """
         ...
 
@@ -291,8 +296,13 @@ class SyntheticSource:
         self.first_chunk_latency = first_chunk_latency
         self._sleep = sleep
 
-    def generate(self, text: str, voice: str, speed: float) -> Generator[bytes, None, None]:
-        """Chunks of :func:`synthesize`, each after the time a model would take for it."""
+    def generate(
+        self, text: str, voice: str, speed: float, *, stop: threading.Event | None = None
+    ) -> Generator[bytes, None, None]:
+        """Chunks of :func:`synthesize`, each after the time a model would take for it.
+
+        ``stop`` needs no watching here: a chunk never takes more than a few milliseconds.
+        """
         return self._paced(synthesize(text, voice, speed))
 
     def _paced(self, chunks: Iterator[bytes]) -> Generator[bytes, None, None]:

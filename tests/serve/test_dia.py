@@ -273,3 +273,40 @@ def test_the_codec_must_have_dia_geometry() -> None:
     processor.audio_tokenizer.config.sampling_rate = 24000
     with pytest.raises(ValueError, match="44100 Hz"):
         TransformersDiaSource(model, processor)
+
+
+def test_a_stop_signal_ends_the_model_within_one_step() -> None:
+    """The manager's stop (the last listener cancelled) reaches the model from another thread,
+    while the consumer may be blocked waiting for the next window."""
+    model, processor = tiny_dia()
+    counter = StepCounter()
+    add_logits_processor(model, counter)
+    source = TransformersDiaSource(
+        model, processor, generate_options={**GREEDY, "max_new_tokens": 3000}
+    )
+    stop = threading.Event()
+    stream = source.generate("Hello there.", "S1", 1.0, stop=stop)
+    assert len(next(stream)) == 1024
+    started = counter.steps  # steps begun when the stop is given
+    stop.set()
+    rest = list(stream)  # ends by itself: no close needed
+    assert counter.steps <= started + 1  # the step under way, at most, then nothing
+    assert len(rest) < 3000 - 16
+    assert not [t for t in threading.enumerate() if t.name == "dia-generate"]
+
+
+def test_a_stop_signal_takes_a_waiting_request_out_of_the_line() -> None:
+    model, processor = tiny_dia()
+    source = TransformersDiaSource(model, processor, generate_options=GREEDY)
+    holder = source.model_queue.join()  # another request holds the model
+    stop = threading.Event()
+    stream = source.generate("Hello there.", "S1", 1.0, stop=stop)
+    result: list[list[bytes]] = []
+    reader = threading.Thread(target=lambda: result.append(list(stream)))
+    reader.start()
+    wait_until(lambda: source.model_queue.stats().waiting == 1, "the request waits in line")
+    stop.set()
+    reader.join(WAIT)
+    assert result == [[]]
+    assert source.model_queue.stats().waiting == 0
+    holder.release()

@@ -12,6 +12,7 @@ import base64
 import io
 import json
 import struct
+import threading
 import wave
 from collections.abc import Iterator
 from typing import Any
@@ -25,7 +26,7 @@ from httpx_sse import connect_sse
 from mcp import Client
 from mcp_types import AudioContent
 from server_fixture import RunningServer, running_server
-from tiny_dia import EOS, StepGate, add_logits_processor
+from tiny_dia import EOS, StepCounter, StepGate, add_logits_processor
 from websockets.sync.client import connect
 from websockets.typing import Subprotocol
 
@@ -204,3 +205,30 @@ def test_a_full_model_line_is_a_503_and_a_busy_error() -> None:
             assert "diaproto_model_refused_total 2.0" in metrics
     finally:
         holder.release()
+
+
+def test_cancel_over_websocket_stops_the_model() -> None:
+    model, processor = tiny_dia()
+    counter = StepCounter()
+    add_logits_processor(model, counter)
+    long = {**OPTIONS, "max_new_tokens": 3000}
+    source = TransformersDiaSource(model, processor, generate_options=long)
+    with (
+        running_server(source) as server,
+        connect(server.ws_url, subprotocols=[Subprotocol("diaproto.v1")], proxy=None) as ws,
+    ):
+        ws.send(json.dumps({"type": "open", "stream": 1, "text": "Hello there.", "voice": "S1"}))
+        while not isinstance(ws.recv(timeout=LIMIT), bytes):
+            pass  # the open acknowledgement, then the first audio
+        ws.send(json.dumps({"type": "cancel", "stream": 1}))
+        deadline = threading.Event()
+        for _ in range(int(LIMIT / 0.05)):
+            if server.call(lambda: server.service.generations.running_workers) == 0:
+                break
+            deadline.wait(0.05)
+        assert server.call(lambda: server.service.generations.running_workers) == 0
+        stopped_at = counter.steps
+        assert stopped_at < 3000
+        assert source.model_queue.stats().running == 0
+        assert not [t for t in threading.enumerate() if t.name == "dia-generate"]
+        assert counter.steps == stopped_at

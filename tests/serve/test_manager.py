@@ -87,7 +87,9 @@ class CountingSource:
         self.voices: list[str] = []
         self.closed = 0
 
-    def generate(self, text: str, voice: str, speed: float) -> Generator[bytes, None, None]:
+    def generate(
+        self, text: str, voice: str, speed: float, *, stop: threading.Event | None = None
+    ) -> Generator[bytes, None, None]:
         self.sentences.append(text)
         self.voices.append(voice)
         try:

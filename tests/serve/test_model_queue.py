@@ -70,3 +70,19 @@ def test_leaving_the_line_wakes_the_waiter_with_no_turn() -> None:
 def test_bad_sizes() -> None:
     with pytest.raises(ValueError, match="slots"):
         ModelQueue(slots=0)
+
+
+def test_a_stop_signal_leaves_the_line() -> None:
+    queue = ModelQueue()
+    holder = queue.join()
+    ticket = queue.join()
+    stop = threading.Event()
+    result: list[bool] = []
+    thread = threading.Thread(target=lambda: result.append(ticket.wait(stop)))
+    thread.start()
+    stop.set()
+    thread.join(WAIT)
+    assert result == [False]
+    assert queue.stats().waiting == 0
+    holder.release()
+    assert queue.stats().running == 0
