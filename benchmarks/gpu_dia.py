@@ -17,8 +17,9 @@ shape, so no timing) and prints one table, in this order:
 * through :class:`~diaproto.apps.serve.dia.TransformersDiaSource`, for the plans
   ``4:10,16:10,12`` (the default, exact) and ``4:4,16:10,8``: first-PCM latency (wall time from
   ``generate()`` to the first chunk, and the step it left at: K0+R0+15), real-time factor
-  (audio seconds / wall seconds over a ``--steps``-step text) and cancel latency (how long the
-  source generator's ``close()`` takes after the first chunk: the model stops within a step);
+  (wall seconds per audio second over a ``--steps``-step text: < 1 is faster than real time)
+  and cancel latency (how long the source generator's ``close()`` takes after the first
+  chunk: the model stops within a step);
 * with ``--compile``: the same step timing with ``cache_implementation="static"``, for which
   transformers ``torch.compile``s the forward on CUDA (``GenerationMixin.
   _valid_auto_compile_criteria`` and ``get_compiled_call``, mode ``reduce-overhead``), the
@@ -227,7 +228,14 @@ def build(bench: Bench) -> None:
     bench.figures["build_s"] = seconds
     bench.figures["parameters"] = parameters
     bench.figures["settings"]["attn_implementation"] = model.config._attn_implementation
-    row("model build", seconds, "s", f"{parameters / 1e9:.3f} B parameters, {bench.dtype}")
+    size = f"{parameters / 1e9:.3f} B" if parameters >= 1e8 else f"{parameters / 1e6:.2f} M"
+    dtype = str(bench.dtype).removeprefix("torch.")
+    row(
+        "model build",
+        seconds,
+        "s",
+        f"{size} parameters, {dtype}, {model.config._attn_implementation}",
+    )
     if bench.device.type == "cuda":
         weights = torch.cuda.memory_allocated(bench.device) / 2**20
         bench.figures["weights_mib"] = weights
@@ -313,7 +321,7 @@ def source_plan(bench: Bench, text: str, options: dict[str, object]) -> dict[str
         "expected_first_chunk_steps": float(source.first_chunk_steps),
         "audio_s": audio_s,
         "wall_s": wall,
-        "rtf": audio_s / wall,
+        "rtf": wall / audio_s,  # compute seconds per audio second: < 1 is faster than real time
         "cancel_ms": cancel * 1000,
         "window_frames": float(plan.steady.frames + plan.left_context + plan.steady.lookahead),
     }
@@ -332,9 +340,9 @@ def source_plans(bench: Bench, key: str, options: dict[str, object]) -> None:
         results[text] = figures
         steps = f"chunk left at step {figures['first_chunk_steps']:.0f}"
         row(f"{name}: first PCM", figures["first_pcm_ms"], "ms", f"{steps} (K0+R0+15)")
-        row(f"{name}: first PCM again", figures["first_pcm_ms_again"], "ms")
+        row(f"{name}: first PCM, second run", figures["first_pcm_ms_again"], "ms")
         audio = f"{figures['audio_s']:.2f} s of audio in {figures['wall_s']:.2f} s"
-        row(f"{name}: real-time factor", figures["rtf"], "x", audio)
+        row(f"{name}: real-time factor", figures["rtf"], "s/s", audio)
         row(f"{name}: cancel (close)", figures["cancel_ms"], "ms")
         bench.save()
 
