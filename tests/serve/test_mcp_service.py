@@ -338,7 +338,10 @@ def test_generation_stops_when_the_client_leaves(server: RunningServer) -> None:
         body["params"]["_meta"].update(_modern_meta())
         headers = {**JSON_AND_SSE, **_modern_headers("tools/call", "speak")}
         with client.stream("POST", f"{server.url}/mcp", json=body, headers=headers) as r:
-            first = json.loads(next(e for e in events(r) if e.data).data)
+            # Held in a name: a finalised event iterator (whenever the garbage collector gets
+            # to it) closes httpcore's stream, and with it the connection, which cancels.
+            stream = events(r)
+            first = json.loads(next(e for e in stream if e.data).data)
             assert first["method"] == "notifications/progress", first
             wait_until(lambda: running() == 1, "the 2026-07-28 request's generation runs")
     wait_until(lambda: running() == 0, "the 2026-07-28 request's generation stopped")
