@@ -31,12 +31,14 @@ def free_port() -> int:
         return port
 
 
-def read_until_url(process: subprocess.Popen[bytes], port: int) -> tuple[str, str]:
-    """(the URL it printed, everything printed so far); bounded by STARTUP_LIMIT."""
+def read_until_url(
+    process: subprocess.Popen[bytes], port: int, limit: float = STARTUP_LIMIT
+) -> tuple[str, str]:
+    """(the URL it printed, everything printed so far); bounded by ``limit`` seconds."""
     assert process.stdout is not None
     fd = process.stdout.fileno()
     output = b""
-    deadline = time.monotonic() + STARTUP_LIMIT
+    deadline = time.monotonic() + limit
     with selectors.DefaultSelector() as selector:
         selector.register(fd, selectors.EVENT_READ)
         while time.monotonic() < deadline:
@@ -50,7 +52,7 @@ def read_until_url(process: subprocess.Popen[bytes], port: int) -> tuple[str, st
             if match:
                 assert int(match.group(2)) == port
                 return match.group(1), output.decode(errors="replace")
-    raise AssertionError(f"no URL printed within {STARTUP_LIMIT} s: {output!r}")
+    raise AssertionError(f"no URL printed within {limit} s: {output!r}")
 
 
 @pytest.mark.parametrize("runtime", ["asyncio", "trio"])
