@@ -44,11 +44,12 @@ def build_parser() -> argparse.ArgumentParser:
         "context (default 4:10,16:10,12; first audio after K0+R0+15 steps)",
     )
     dia.add_argument(
-        "--max-waiting",
+        "--max-requests",
         type=int,
         default=None,
         metavar="N",
-        help="requests that may wait for the model before new ones get 'busy' (default 32)",
+        help="requests the model takes on at once (running, waiting or paused); past it new "
+        "ones get 503 / 'busy' (default 32)",
     )
     mcp = serve.add_argument_group("MCP (/mcp, /sse)")
     mcp.add_argument(
@@ -122,7 +123,7 @@ def _model_options(args: argparse.Namespace) -> dict[str, object]:
         "--device": args.device,
         "--dtype": args.dtype,
         "--dia-window": args.dia_window,
-        "--max-waiting": args.max_waiting,
+        "--max-requests": args.max_requests,
     }
     if args.model != "dia":
         given = [flag for flag, value in dia_flags.items() if value is not None]
@@ -137,8 +138,8 @@ def _model_options(args: argparse.Namespace) -> dict[str, object]:
         options["weights"] = args.weights
     if args.dia_window is not None:
         options["plan"] = WindowPlan.parse(args.dia_window)
-    if args.max_waiting is not None:
-        options["model_queue"] = ModelQueue(max_waiting=args.max_waiting)
+    if args.max_requests is not None:
+        options["model_queue"] = ModelQueue(max_requests=args.max_requests)
     return options
 
 

@@ -26,7 +26,7 @@ from diaproto.apps.serve.listeners import (
 )
 from diaproto.apps.serve.manager import Generation, GenerationRegistry, Listener
 from diaproto.apps.serve.metrics import CONTENT_TYPE, ServiceMetrics
-from diaproto.apps.serve.model_queue import ModelQueue
+from diaproto.apps.serve.model_queue import Admission, ModelBusy
 from diaproto.apps.serve.requests import (
     BadRequest,
     StreamRequest,
@@ -87,8 +87,7 @@ class DiaService:
         self.source = source
         self.resume_grace = resume_grace
         self.metrics = ServiceMetrics()
-        queue = getattr(source, "model_queue", None)
-        self.model_queue = queue if isinstance(queue, ModelQueue) else None
+        self.model_queue = source.model_queue
         if self.model_queue is not None:
             self.metrics.watch_model_queue(self.model_queue)
         self.generations = GenerationRegistry()
@@ -206,17 +205,24 @@ class DiaService:
             return b"ok\n"
         stats = self.model_queue.stats()
         return (
-            f"ok\nmodel {self.source.name}: {stats.running} running, {stats.waiting} waiting "
-            f"(limit {stats.max_waiting}), {stats.refused} refused\n"
+            f"ok\nmodel {self.source.name}: {stats.running} running, {stats.waiting} waiting, "
+            f"{stats.admitted} in progress (limit {stats.max_requests}), "
+            f"{stats.refused} refused\n"
         ).encode()
 
-    def _refused(self, session: Session, endpoint: str) -> bool:
-        """Answer 503 when the model's line is full (nothing is started)."""
-        refusal = self.model_queue.refusal() if self.model_queue is not None else None
-        if refusal is not None:
-            log.warning("%s refused: %s", endpoint, refusal)
-            self._error(session, endpoint, 503, refusal, retry_after=1)
-        return refusal is not None
+    def _admit(self) -> Admission | None:
+        """The request's place with the model (None: the source has no model to share);
+        raises :class:`ModelBusy` when the model has as many requests as it takes."""
+        return self.model_queue.admit() if self.model_queue is not None else None
+
+    def _admit_or_503(self, session: Session, endpoint: str) -> tuple[bool, Admission | None]:
+        """(admitted?, the place): a full model is answered 503 before anything is sent."""
+        try:
+            return True, self._admit()
+        except ModelBusy as exc:
+            log.warning("%s refused: %s", endpoint, exc)
+            self._error(session, endpoint, 503, str(exc), retry_after=1)
+            return False, None
 
     def _static_file(self, session: Session, name: str, request: Request) -> None:
         body = self._static.get(name)
@@ -300,14 +306,17 @@ class DiaService:
         after = _last_event_seq(request.last_event_id)
         token = _resume_token(resume_id, parsed) if resume_id else secrets.token_urlsafe(12)
         generation = self.generations.get(token) if resume_id else None
-        if generation is None and self._refused(session, "stream"):
-            return
+        admission = None
+        if generation is None:
+            admitted, admission = self._admit_or_503(session, "stream")
+            if not admitted:
+                return
         conn, now = session.conn, session.runtime.now()
         conn.accept_sse(now=now)
         self.metrics.requests.labels("stream", "200").inc()
         listener = StreamListener(session, SSE_STREAM_ID, ends_response=True)
         if generation is None:
-            generation = self._start_generation(session, token, parsed)
+            generation = self._start_generation(session, token, parsed, admission)
         # A resumed stream continues after Last-Event-ID; a new listener hears it all.
         self._attach(session, generation, listener, after=after or 0, credit=None)
 
@@ -335,11 +344,13 @@ class DiaService:
         except BadRequest as exc:
             conn.fail_stream(event.stream_id, ErrorCode.INVALID_REQUEST, str(exc), now)
             return
-        refusal = self.model_queue.refusal() if self.model_queue is not None else None
-        if refusal is not None:
-            conn.fail_stream(event.stream_id, ErrorCode.BUSY, refusal, now)
+        try:
+            admission = self._admit()
+        except ModelBusy as exc:
+            log.warning("ws refused: %s", exc)
+            conn.fail_stream(event.stream_id, ErrorCode.BUSY, str(exc), now)
             return
-        generation = self._start_generation(session, secrets.token_urlsafe(12), parsed)
+        generation = self._start_generation(session, secrets.token_urlsafe(12), parsed, admission)
         listener = StreamListener(session, event.stream_id)
         self._attach(session, generation, listener, after=None, credit=event.credit)
 
@@ -372,7 +383,8 @@ class DiaService:
         except BadRequest as exc:
             self._error(session, "speech", 400, str(exc), param=getattr(exc, "param", None))
             return
-        if self._refused(session, "speech"):
+        admitted, admission = self._admit_or_503(session, "speech")
+        if not admitted:
             return
         conn, now = session.conn, session.runtime.now()
         parsed = StreamRequest(speech.input, speech.voice, speech.speed)
@@ -387,15 +399,23 @@ class DiaService:
             )
             listener = SpeechBodyListener(session, SSE_STREAM_ID)
         self.metrics.requests.labels("speech", "200").inc()
-        generation = self._start_generation(session, secrets.token_urlsafe(12), parsed)
+        generation = self._start_generation(session, secrets.token_urlsafe(12), parsed, admission)
         self._attach(session, generation, listener, after=None, credit=None)
         if speech.stream_format != "sse" and speech.response_format == "wav":
             conn.send(SSE_STREAM_ID, wav_header(), now)
 
     # --- generations and listeners ---------------------------------------------------------
 
-    def _start_generation(self, session: Session, token: str, request: StreamRequest) -> Generation:
-        generation = Generation(token, request, self.source, session.runtime, self._idle)
+    def _start_generation(
+        self,
+        session: Session,
+        token: str,
+        request: StreamRequest,
+        admission: Admission | None,
+    ) -> Generation:
+        generation = Generation(
+            token, request, self.source, session.runtime, self._idle, admission=admission
+        )
         self.generations.add(generation)
         generation.start()
         return generation

@@ -9,7 +9,7 @@ audio leaves after ``K + R + 15`` steps instead of after the whole text.
 
 Turns at the model go through a :class:`~.model_queue.ModelQueue` (one generation at a time,
 first come first served). A paused client holds only its own consumer: its ``generate`` runs
-to the end of the current text batch (the codes wait in memory, 36 bytes a step), then the
+to the end of the current text batch (the codes wait in memory, under 1 KB a step), then the
 model goes to the next request in line.
 """
 
@@ -20,6 +20,7 @@ import math
 import queue
 import threading
 from collections.abc import Callable, Generator, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -34,7 +35,7 @@ from transformers.generation.streamers import BaseStreamer
 
 from .audio import FRAME_SAMPLES, SAMPLE_RATE
 from .dia_frames import Undelay, Window, WindowPlan
-from .model_queue import ModelQueue
+from .model_queue import Admission, ModelQueue
 from .sources import SourceUnavailable, check_voice_and_speed, framed
 from .text import SPEAKER_TAG, split_sentences
 
@@ -42,6 +43,8 @@ log = logging.getLogger("diaproto.serve.dia")
 
 DIA_MODEL_NAME = "nari-labs/Dia-1.6B-0626"
 MAX_CHARS_PER_CALL = 300  # about 20 s of speech: Dia's advice for one generation
+# Dia's tokenizer keeps 1024 bytes; the speaker tag prefixed to every text needs 5 of them.
+MAX_TEXT_BYTES = 1000
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
@@ -91,6 +94,14 @@ class _CancelOnEvent(StoppingCriteria):
         )
 
 
+def _log_unread_errors(steps: StepStreamer) -> None:
+    """An error the model raised after the consumer had stopped reading is still logged."""
+    while not steps.rows.empty():
+        item = steps.rows.get_nowait()
+        if isinstance(item, BaseException):
+            log.error("Dia generation failed after its reader stopped", exc_info=item)
+
+
 def pcm16(samples: torch.Tensor) -> bytes:
     """Float samples in [-1, 1] to PCM s16le bytes, on the tensor (NaN becomes silence)."""
     clean = torch.nan_to_num(samples.detach().float(), nan=0.0).clamp(-1.0, 1.0)
@@ -130,7 +141,8 @@ class LinearResampler:
         return out
 
     def finish(self) -> torch.Tensor:
-        """The last samples: ``round(n / speed)`` in all for ``n`` samples in."""
+        """The samples still owed: ``round(n / speed)`` in all for ``n`` samples in (or one
+        more, when the chunks before already reached past that)."""
         total = max(1, round(self._seen / self.speed)) if self._seen else 0
         if self.speed == 1.0 or total <= self._emitted:
             return self._tail[:0]
@@ -141,7 +153,9 @@ class LinearResampler:
     def _interpolate(self, buffer: torch.Tensor, first: int, stop: int, last: int) -> torch.Tensor:
         if stop <= first:
             return buffer[:0]
-        positions = torch.arange(first, stop, dtype=torch.float64) * self.speed
+        # On the audio's device: a CUDA tensor times a CPU one that is not a scalar is refused.
+        positions = torch.arange(first, stop, dtype=torch.float64, device=buffer.device)
+        positions = positions * self.speed
         index = positions.floor().long().clamp(max=last)
         frac = (positions - index.double()).clamp(0.0, 1.0).to(buffer.dtype)
         local = index - self._offset
@@ -149,16 +163,43 @@ class LinearResampler:
         return buffer[local] + (buffer[after] - buffer[local]) * frac
 
 
+def _fits(text: str, max_chars: int) -> bool:
+    return len(text) <= max_chars and len(text.encode()) <= MAX_TEXT_BYTES
+
+
+def _pieces(sentence: str, max_chars: int) -> Iterator[str]:
+    """``sentence`` cut at spaces (inside a word only if it must) into pieces of at most
+    ``max_chars`` characters and :data:`MAX_TEXT_BYTES` bytes of UTF-8."""
+    current = ""
+    for word in sentence.split():
+        joined = f"{current} {word}" if current else word
+        if _fits(joined, max_chars):
+            current = joined
+            continue
+        if current:
+            yield current
+        current = ""
+        for char in word:  # a word longer than a piece: cut it where it must be cut
+            if not _fits(current + char, max_chars):
+                yield current
+                current = ""
+            current += char
+    if current:
+        yield current
+
+
 def tagged_batches(text: str, voice: str, max_chars: int = MAX_CHARS_PER_CALL) -> list[str]:
     """Sentences grouped into texts of at most ``max_chars``, each starting with the speaker
-    tag in force (Dia needs one at the start of every generation)."""
+    tag in force (Dia needs one at the start of every generation). A longer sentence is cut
+    at spaces: Dia's tokenizer would silently drop what is past its 1024 bytes."""
     out: list[str] = []
     current: list[str] = []
-    for sentence in split_sentences(text):
-        if current and len(" ".join([*current, sentence])) > max_chars:
-            out.append(" ".join(current))
-            current = []
-        current.append(sentence)
+    for whole in split_sentences(text):
+        for sentence in _pieces(whole, max_chars):
+            if current and not _fits(" ".join([*current, sentence]), max_chars):
+                out.append(" ".join(current))
+                current = []
+            current.append(sentence)
     if current:
         out.append(" ".join(current))
     tagged: list[str] = []
@@ -212,47 +253,77 @@ class TransformersDiaSource:
         return self.plan.first_chunk_steps(max(self.delays))
 
     def generate(
-        self, text: str, voice: str, speed: float, *, stop: threading.Event | None = None
+        self,
+        text: str,
+        voice: str,
+        speed: float,
+        *,
+        stop: threading.Event | None = None,
+        admission: Admission | None = None,
     ) -> Generator[bytes, None, None]:
         """PCM s16le chunks of one frame each (at speed 1) for ``text``, as Dia makes them.
 
         Setting ``stop`` ends the model's run at the end of its current step (or takes the
         request out of the model's line) and the iteration with it, nothing more decoded.
+        Without an ``admission`` the call takes its own (:class:`ModelBusy` if the model
+        has as many requests as it takes), at the first ``next``.
         """
         check_voice_and_speed(voice, speed)
         batches = tagged_batches(text, voice, self.max_chars_per_call)
-        return framed(self._pcm(batches, speed, stop or threading.Event()))
+        return framed(self._pcm(batches, speed, stop or threading.Event(), admission))
 
     def _pcm(
-        self, batches: list[str], speed: float, stop: threading.Event
+        self,
+        batches: list[str],
+        speed: float,
+        stop: threading.Event,
+        admission: Admission | None,
     ) -> Generator[bytes, None, None]:
-        resampler = LinearResampler(speed)
-        for batch in batches:
+        with self._admitted(admission) as place:
+            resampler = LinearResampler(speed)
+            for batch in batches:
+                if stop.is_set():
+                    return
+                chunks = self.stream_batch(batch, stop, place)
+                try:
+                    for audio in chunks:
+                        yield pcm16(resampler.push(audio))
+                finally:
+                    chunks.close()
             if stop.is_set():
                 return
-            chunks = self.stream_batch(batch, stop)
-            try:
-                for audio in chunks:
-                    yield pcm16(resampler.push(audio))
-            finally:
-                chunks.close()
-        if stop.is_set():
+            tail = resampler.finish()
+            if tail.numel():
+                yield pcm16(tail)
+
+    @contextmanager
+    def _admitted(self, admission: Admission | None) -> Iterator[Admission]:
+        """``admission``, or one of this call's own (closed when the call ends)."""
+        if admission is not None:
+            yield admission
             return
-        tail = resampler.finish()
-        if tail.numel():
-            yield pcm16(tail)
+        with self.model_queue.admit() as own:
+            yield own
 
     def stream_batch(
-        self, text: str, stop: threading.Event | None = None
+        self,
+        text: str,
+        stop: threading.Event | None = None,
+        admission: Admission | None = None,
     ) -> Generator[torch.Tensor, None, None]:
         """Float audio of one generation, a chunk at a time; closing it, or setting
         ``stop``, stops the model."""
-        stop = stop or threading.Event()
+        with self._admitted(admission) as place:
+            yield from self._stream_batch(text, stop or threading.Event(), place)
+
+    def _stream_batch(
+        self, text: str, stop: threading.Event, admission: Admission
+    ) -> Generator[torch.Tensor, None, None]:
         inputs = self.processor(text=[text], padding=False, return_tensors="pt")
         inputs = inputs.to(self.model.device)
         steps = StepStreamer(len(self.delays))
         cancel = threading.Event()
-        ticket = self.model_queue.join()  # raises ModelBusy when the line is full
+        ticket = admission.join()
         criteria = StoppingCriteriaList([_CancelOnEvent(cancel, stop)])
 
         def work() -> None:
@@ -272,13 +343,16 @@ class TransformersDiaSource:
                 steps.end()
 
         worker = threading.Thread(target=work, name="dia-generate", daemon=True)
-        worker.start()
         try:
+            worker.start()
             yield from self._windows(steps, stop)
         finally:
             cancel.set()  # the model stops at the end of its current step
             ticket.withdraw()  # or leaves the line if its turn has not come
-            worker.join()
+            if worker.ident is not None:
+                worker.join()
+            ticket.release()  # the worker's own release, unless it never started
+            _log_unread_errors(steps)
 
     def _windows(self, steps: StepStreamer, stop: threading.Event) -> Iterator[torch.Tensor]:
         undelay = Undelay(self.delays, self.eos_token)

@@ -22,7 +22,7 @@ from functools import partial
 from typing import Protocol
 
 from diaproto.app import Cancellable, Runtime
-from diaproto.apps.serve.model_queue import ModelBusy
+from diaproto.apps.serve.model_queue import Admission, ModelBusy
 from diaproto.apps.serve.requests import StreamRequest
 from diaproto.apps.serve.sources import Source
 from diaproto.apps.serve.text import split_sentences
@@ -70,6 +70,9 @@ class Generation:
     finished: bool = False
     failed: str | None = None
     failed_code: str = ErrorCode.INTERNAL
+    # The request's place with the source's model: taken by the front door (so that a full
+    # model is a 503 before anything is sent), else by the worker; closed when it ends.
+    admission: Admission | None = None
     chunks: int = 0
     _gate: threading.Event = field(default_factory=threading.Event)
     _stopped: threading.Event = field(default_factory=threading.Event)
@@ -179,6 +182,8 @@ class Generation:
             log.exception("generation %s failed", self.token)
             outcome = f"the model failed: {exc}"
         finally:
+            if self.admission is not None:
+                self.admission.close()
             self._worker_done.set()
         if outcome is None and not self._stopped.is_set():
             self._to_loop(self._complete)
@@ -188,12 +193,17 @@ class Generation:
     def _produce(self) -> str | None:
         request = self.request
         voice = request.voice
+        queue = self.source.model_queue
+        if self.admission is None and queue is not None:
+            self.admission = queue.admit()  # ModelBusy: refused before any work
         for sentence in split_sentences(request.text):
             # A speaker tag holds until the next one, across the sentences we split.
             tag = SPEAKER_TAG.match(sentence)
             if tag is not None:
                 voice = tag.group(1)
-            chunks = self.source.generate(sentence, voice, request.speed, stop=self._stopped)
+            chunks = self.source.generate(
+                sentence, voice, request.speed, stop=self._stopped, admission=self.admission
+            )
             try:
                 for data in chunks:
                     if not self._wait_for_gate():

@@ -91,15 +91,20 @@ class _ModelQueueCollector(Collector):
             "diaproto_model_waiting", "Requests waiting for the model.", value=stats.waiting
         )
         yield GaugeMetricFamily(
-            "diaproto_model_waiting_limit",
-            "Requests that may wait before new ones are refused.",
-            value=stats.max_waiting,
+            "diaproto_model_requests",
+            "Requests in progress on the model (running, waiting, or between turns).",
+            value=stats.admitted,
+        )
+        yield GaugeMetricFamily(
+            "diaproto_model_requests_limit",
+            "Requests the model takes on at once; past it new ones are refused.",
+            value=stats.max_requests,
         )
         yield CounterMetricFamily(
             "diaproto_model_turns", "Turns at the model granted.", value=stats.served
         )
         yield CounterMetricFamily(
             "diaproto_model_refused",
-            "Requests refused because too many were waiting.",
+            "Requests refused because the model had as many as it takes.",
             value=stats.refused,
         )

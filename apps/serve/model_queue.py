@@ -1,10 +1,13 @@
 """Turns at a model that runs one generation at a time: first come, first served, bounded.
 
-A GPU holds one Dia generation at a time (``slots=1``). Each request takes a :class:`Ticket`
-per generation call; a request with several sentences queues again for each, so concurrent
-requests take turns rather than one long text holding the model until it is done. The
-number waiting is bounded: past ``max_waiting`` a new request is refused at once
-(:class:`ModelBusy`) instead of waiting behind an unbounded line.
+A GPU holds one Dia generation at a time (``slots=1``). A request is first *admitted*
+(:meth:`ModelQueue.admit`), which is where the bound is: at most ``max_requests`` requests
+are in progress at once (running, waiting for a turn, or between turns: paused by their
+client, or playing what was generated), and past it a new one is refused at once
+(:class:`ModelBusy`, before anything was sent). An admitted request then takes a
+:class:`Ticket` per generation call; a request with several sentences queues again for each,
+so concurrent requests take turns rather than one long text holding the model to its end,
+and a request once admitted is never refused halfway.
 """
 
 from __future__ import annotations
@@ -13,21 +16,22 @@ import threading
 from collections import deque
 from dataclasses import dataclass
 
-DEFAULT_MAX_WAITING = 32
+DEFAULT_MAX_REQUESTS = 32
 STOP_POLL = 0.05  # seconds between looks at a waiting request's stop signal
 
 
 class ModelBusy(RuntimeError):
-    """Too many requests are already waiting for the model."""
+    """The model has as many requests in progress as it takes."""
 
 
 @dataclass(frozen=True)
 class QueueStats:
-    running: int
-    waiting: int
-    max_waiting: int
+    running: int  # turns being served
+    waiting: int  # tickets in line
+    admitted: int  # requests in progress (running, waiting, or between turns)
+    max_requests: int
     served: int  # turns granted since start
-    refused: int  # requests turned away because the line was full
+    refused: int  # requests turned away because max_requests were in progress
 
 
 class Ticket:
@@ -58,52 +62,78 @@ class Ticket:
         self.release()
 
 
+class Admission:
+    """One request's right to turns at the model, from admission to :meth:`close`."""
+
+    def __init__(self, queue: ModelQueue) -> None:
+        self._queue = queue
+        self.closed = False
+
+    def join(self) -> Ticket:
+        """A place at the end of the line (never refused: the request was admitted)."""
+        if self.closed:
+            raise RuntimeError("this request's admission is closed")
+        return self._queue._join()
+
+    def close(self) -> None:
+        """The request is done with the model; safe to call more than once."""
+        self._queue._close(self)
+
+    def __enter__(self) -> Admission:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
 class ModelQueue:
-    def __init__(self, *, slots: int = 1, max_waiting: int = DEFAULT_MAX_WAITING) -> None:
-        if slots < 1 or max_waiting < 0:
-            raise ValueError("slots must be at least 1 and max_waiting not negative")
+    def __init__(self, *, slots: int = 1, max_requests: int = DEFAULT_MAX_REQUESTS) -> None:
+        if slots < 1 or max_requests < 1:
+            raise ValueError("slots and max_requests must be at least 1")
         self.slots = slots
-        self.max_waiting = max_waiting
+        self.max_requests = max_requests
         self._changed = threading.Condition()
         self._line: deque[Ticket] = deque()
         self._running = 0
+        self._admitted = 0
         self._served = 0
         self._refused = 0
 
-    def join(self) -> Ticket:
-        """A place at the end of the line; raises :class:`ModelBusy` if the line is full."""
+    def admit(self) -> Admission:
+        """Take on a request, or raise :class:`ModelBusy` if ``max_requests`` are in progress."""
         with self._changed:
-            refusal = self._refusal()
-            if refusal is not None:
+            if self._admitted >= self.max_requests:
                 self._refused += 1
-                raise ModelBusy(refusal)
+                raise ModelBusy(
+                    f"the model is busy: {self._admitted} requests are in progress "
+                    f"(limit {self.max_requests}); try again shortly"
+                )
+            self._admitted += 1
+            return Admission(self)
+
+    def stats(self) -> QueueStats:
+        with self._changed:
+            return QueueStats(
+                self._running,
+                len(self._line),
+                self._admitted,
+                self.max_requests,
+                self._served,
+                self._refused,
+            )
+
+    def _join(self) -> Ticket:
+        with self._changed:
             ticket = Ticket(self)
             self._line.append(ticket)
             self._grant()
             return ticket
 
-    def refusal(self) -> str | None:
-        """Why a request arriving now is refused (counted as refused), or None if it may
-        queue: for a front door that answers 503 before starting anything."""
+    def _close(self, admission: Admission) -> None:
         with self._changed:
-            refusal = self._refusal()
-            if refusal is not None:
-                self._refused += 1
-            return refusal
-
-    def _refusal(self) -> str | None:
-        if len(self._line) < self.max_waiting or self._running < self.slots:
-            return None
-        return (
-            f"the model is busy: {len(self._line)} requests are already waiting "
-            f"(limit {self.max_waiting}); try again shortly"
-        )
-
-    def stats(self) -> QueueStats:
-        with self._changed:
-            return QueueStats(
-                self._running, len(self._line), self.max_waiting, self._served, self._refused
-            )
+            if not admission.closed:
+                admission.closed = True
+                self._admitted -= 1
 
     def _grant(self) -> None:
         # Called with the lock held: hand free slots to the oldest tickets in line.

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from .audio import FRAME_BYTES, SAMPLE_RATE, duration, float_to_pcm16
+from .model_queue import Admission, ModelQueue
 from .text import SPEAKER_TAG, split_sentences
 
 VOICES = ("S1", "S2")
@@ -30,14 +31,27 @@ class Source(Protocol):
 
     name: str
 
+    @property
+    def model_queue(self) -> ModelQueue | None:
+        """Turns at the source's model, when it has one that runs one generation at a time."""
+        ...
+
     def generate(
-        self, text: str, voice: str, speed: float, *, stop: threading.Event | None = None
+        self,
+        text: str,
+        voice: str,
+        speed: float,
+        *,
+        stop: threading.Event | None = None,
+        admission: Admission | None = None,
     ) -> Generator[bytes, None, None]:
         """PCM s16le 44.1 kHz mono chunks of FRAME_BYTES (the last may be short).
 
         Closing the generator stops the work: nothing keeps computing for a gone client.
         ``stop`` being set (by another thread, while the generator may be blocked waiting for
         its model) asks the same: a source ends its iteration as soon as its model allows.
+        ``admission`` is the request's place with ``model_queue``, taken when the request was
+        accepted; without one, the source takes its own for the call.
         """
         ...
 
@@ -283,6 +297,7 @@ class SyntheticSource:
     """Speech-like audio without a model, paced like a model running faster than real time."""
 
     name: str = "synthetic"
+    model_queue: ModelQueue | None = None  # no model: every request runs at once
 
     def __init__(
         self,
@@ -297,7 +312,13 @@ class SyntheticSource:
         self._sleep = sleep
 
     def generate(
-        self, text: str, voice: str, speed: float, *, stop: threading.Event | None = None
+        self,
+        text: str,
+        voice: str,
+        speed: float,
+        *,
+        stop: threading.Event | None = None,
+        admission: Admission | None = None,
     ) -> Generator[bytes, None, None]:
         """Chunks of :func:`synthesize`, each after the time a model would take for it.
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 import torch
-from tiny_dia import EOS, EosAt, StepCounter, add_logits_processor, save_tiny_dia
+from tiny_dia import EOS, EosAt, StepCounter, StepGate, add_logits_processor, save_tiny_dia
 
 from diaproto.apps.serve.dia import (
     ChunkReady,
@@ -227,17 +227,41 @@ def test_a_paused_stream_gives_the_model_back_after_its_batch() -> None:
     assert len([first, *rest]) == 60 - 16
 
 
-def test_a_full_model_queue_refuses_with_a_clear_error() -> None:
+def test_a_full_model_refuses_with_a_clear_error() -> None:
     model, processor = tiny_dia()
-    queue = ModelQueue(max_waiting=0)
+    queue = ModelQueue(max_requests=1)
     source = TransformersDiaSource(
         model, processor, model_queue=queue, generate_options={**GREEDY, "max_new_tokens": 40}
     )
-    holder = queue.join()  # someone else holds the model, and no one may wait
+    holder = queue.admit()  # someone else's request is in progress, and it takes one
     with pytest.raises(ModelBusy, match="busy"):
         next(source.generate("Hi.", "S1", 1.0))
-    holder.release()
+    holder.close()
     assert len(list(source.generate("Hi.", "S1", 1.0))) == 40 - 16
+    assert queue.stats().admitted == 0  # the call's own admission closed with it
+
+
+def test_an_admitted_request_is_never_refused_halfway() -> None:
+    """Each sentence queues again for the model, but the bound was checked at admission."""
+    model, processor = tiny_dia()
+    queue = ModelQueue(max_requests=1)
+    source = TransformersDiaSource(
+        model,
+        processor,
+        model_queue=queue,
+        max_chars_per_call=6,
+        generate_options={**GREEDY, "max_new_tokens": 40},
+    )
+    admission = queue.admit()
+    stream = source.generate("One. Two. Three.", "S1", 1.0, admission=admission)
+    first = next(stream)
+    with pytest.raises(ModelBusy):
+        queue.admit()  # the model takes no one else meanwhile...
+    rest = list(stream)  # ...and this one gets all three of its turns
+    assert len([first, *rest]) == 3 * (40 - 16)
+    assert queue.stats().served == 3
+    assert queue.stats().admitted == 1  # the caller's admission is the caller's to close
+    admission.close()
 
 
 def test_a_model_error_reaches_the_consumer() -> None:
@@ -279,26 +303,30 @@ def test_a_stop_signal_ends_the_model_within_one_step() -> None:
     """The manager's stop (the last listener cancelled) reaches the model from another thread,
     while the consumer may be blocked waiting for the next window."""
     model, processor = tiny_dia()
-    counter = StepCounter()
-    add_logits_processor(model, counter)
+    gate = StepGate(hold_at=40)
+    add_logits_processor(model, gate)
     source = TransformersDiaSource(
         model, processor, generate_options={**GREEDY, "max_new_tokens": 3000}
     )
     stop = threading.Event()
     stream = source.generate("Hello there.", "S1", 1.0, stop=stop)
-    assert len(next(stream)) == 1024
-    started = counter.steps  # steps begun when the stop is given
-    stop.set()
+    try:
+        assert len(next(stream)) == 1024
+        assert gate.holding.wait(WAIT)  # the model is inside step 40
+        stop.set()
+    finally:
+        gate.release()
     rest = list(stream)  # ends by itself: no close needed
-    assert counter.steps <= started + 1  # the step under way, at most, then nothing
-    assert len(rest) < 3000 - 16
+    assert gate.calls == 40  # step 40 was the last one
+    # Nothing was decoded after the stop: what follows is the rest of the first chunk.
+    assert len(rest) == source.plan.first.frames - 1
     assert not [t for t in threading.enumerate() if t.name == "dia-generate"]
 
 
 def test_a_stop_signal_takes_a_waiting_request_out_of_the_line() -> None:
     model, processor = tiny_dia()
     source = TransformersDiaSource(model, processor, generate_options=GREEDY)
-    holder = source.model_queue.join()  # another request holds the model
+    holder = source.model_queue.admit().join()  # another request holds the model
     stop = threading.Event()
     stream = source.generate("Hello there.", "S1", 1.0, stop=stop)
     result: list[list[bytes]] = []
@@ -310,3 +338,22 @@ def test_a_stop_signal_takes_a_waiting_request_out_of_the_line() -> None:
     assert result == [[]]
     assert source.model_queue.stats().waiting == 0
     holder.release()
+
+
+def test_the_resampler_stays_on_the_audio_device() -> None:
+    """The codec's audio lives on the GPU there; the meta device stands in for it here (a
+    tensor on another device than the positions' would be refused)."""
+    resampler = LinearResampler(1.5)
+    out = resampler.push(torch.zeros(1000, device="meta"))
+    assert out.device.type == "meta"
+    assert resampler.finish().device.type == "meta"
+
+
+def test_long_sentences_are_cut_at_spaces_and_nothing_is_dropped() -> None:
+    words = [f"word{i}" for i in range(800)]  # 6,000 characters with no sentence end
+    batches = tagged_batches(" ".join(words), "S1")
+    assert all(len(b) <= 305 and b.startswith("[S1] ") for b in batches)
+    assert " ".join(b.removeprefix("[S1] ") for b in batches).split() == words
+    wide = tagged_batches("é" * 700, "S2")  # 2 bytes a character: cut by bytes, in a word
+    assert all(len(b.encode()) <= 1005 for b in wide)
+    assert "".join(b.removeprefix("[S2] ") for b in wide) == "é" * 700

@@ -20,8 +20,8 @@ IMPORT_LIMIT = 120.0  # torch and transformers take seconds to import on a loade
 
 
 def test_dia_options_apply_to_the_dia_model_only(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["serve", "--weights", "somewhere", "--max-waiting", "2"]) == 2
-    assert "--weights, --max-waiting apply to --model dia only" in capsys.readouterr().err
+    assert main(["serve", "--weights", "somewhere", "--max-requests", "2"]) == 2
+    assert "--weights, --max-requests apply to --model dia only" in capsys.readouterr().err
 
 
 def test_a_bad_window_plan_is_refused_before_loading(capsys: pytest.CaptureFixture[str]) -> None:
@@ -40,7 +40,7 @@ def test_serve_model_dia_from_a_local_checkpoint(tmp_path: Path) -> None:
     port = free_port()
     command = [sys.executable, "-m", "diaproto.apps.cli", "serve", "--port", str(port)]
     command += ["--model", "dia", "--weights", str(checkpoint), "--device", "cpu"]
-    command += ["--dia-window", "4:10,16:10,12", "--max-waiting", "3"]
+    command += ["--dia-window", "4:10,16:10,12", "--max-requests", "3"]
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
     try:
@@ -54,7 +54,8 @@ def test_serve_model_dia_from_a_local_checkpoint(tmp_path: Path) -> None:
             assert speech.status_code == 200
             assert len(speech.content) == (STEPS - 16) * 1024
             health = client.get(url + "healthz").text
-            assert health == "ok\nmodel dia: 0 running, 0 waiting (limit 3), 0 refused\n"
+            expected = "model dia: 0 running, 0 waiting, 0 in progress (limit 3), 0 refused"
+            assert health == f"ok\n{expected}\n"
         process.send_signal(signal.SIGINT)
         rest, _ = process.communicate(timeout=EXIT_LIMIT)
         output += rest.decode(errors="replace")

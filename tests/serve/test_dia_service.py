@@ -50,6 +50,17 @@ def reference(voice: str, text: str = "Hello there.") -> torch.Tensor:
     return samples(pcm16(processor.batch_decode(out)[0]))
 
 
+def records(message: bytes) -> list[tuple[int, bytes]]:
+    """(stream, payload) of each record of one binary message (docs/protocol.md, section 5)."""
+    out: list[tuple[int, bytes]] = []
+    offset = 0
+    while offset < len(message):
+        stream, _seq, length = struct.unpack_from("!III", message, offset)
+        out.append((stream, message[offset + 12 : offset + 12 + length]))
+        offset += 12 + length
+    return out
+
+
 def samples(pcm: bytes) -> torch.Tensor:
     return torch.frombuffer(bytearray(pcm), dtype=torch.int16).to(torch.int32)
 
@@ -102,12 +113,9 @@ def test_websocket_streams_from_the_first_decodable_frame(held: Held) -> None:
                     end = control
                     break
                 continue
-            offset = 0
-            while offset < len(message):
-                stream, _seq, length = struct.unpack_from("!III", message, offset)
+            for stream, payload in records(message):
                 assert stream == 1
-                audio += message[offset + 12 : offset + 12 + length]
-                offset += 12 + length
+                audio += payload
             if len(audio) == held.first_chunk:
                 held.assert_held()
                 held.gate.release()
@@ -178,33 +186,61 @@ def test_mcp_speak_streams_from_the_first_decodable_frame(held: Held) -> None:
     assert_equal_within_one_lsb(pcm, "S1")
 
 
-def test_a_full_model_line_is_a_503_and_a_busy_error() -> None:
+def test_a_full_model_refuses_new_requests_and_finishes_the_admitted_one() -> None:
+    """max_requests=1: while a three-sentence stream is in progress (held in its first
+    sentence), new requests get 503 / busy before anything is sent, and the admitted stream
+    still gets every sentence, each queueing again for the model."""
     model, processor = tiny_dia()
-    queue = ModelQueue(max_waiting=0)
+    queue = ModelQueue(max_requests=1)
     source = TransformersDiaSource(model, processor, model_queue=queue, generate_options=OPTIONS)
-    holder = queue.join()  # the model is taken and nobody may wait
-    try:
-        with running_server(source) as server:
-            speech = httpx.post(
+    gate = StepGate(hold_at=source.first_chunk_steps + 1)
+    add_logits_processor(model, gate)
+    with (
+        running_server(source) as server,
+        connect(server.ws_url, subprotocols=[Subprotocol("diaproto.v1")], proxy=None) as ws,
+        httpx.Client(trust_env=False, timeout=LIMIT) as http,
+    ):
+        try:
+            text = "One. Two. Three."
+            ws.send(json.dumps({"type": "open", "stream": 1, "text": text, "voice": "S1"}))
+            assert gate.holding.wait(LIMIT)
+            speech = http.post(
                 f"{server.url}/v1/audio/speech",
                 json={"model": "tts-1", "voice": "alloy", "input": "Hi."},
-                trust_env=False,
-                timeout=LIMIT,
             )
             assert speech.status_code == 503
             assert speech.headers["retry-after"] == "1"
             assert "busy" in speech.json()["error"]["message"]
-            with connect(server.ws_url, subprotocols=[Subprotocol("diaproto.v1")]) as ws:
-                ws.send(json.dumps({"type": "open", "stream": 3, "text": "Hi.", "voice": "S1"}))
-                error = json.loads(ws.recv(timeout=LIMIT))
-            assert (error["type"], error["stream"], error["code"]) == ("error", 3, "busy")
-            health = httpx.get(f"{server.url}/healthz", trust_env=False, timeout=LIMIT).text
-            assert health == "ok\nmodel dia: 1 running, 0 waiting (limit 0), 2 refused\n"
-            metrics = httpx.get(f"{server.url}/metrics", trust_env=False, timeout=LIMIT).text
-            assert "diaproto_model_running 1.0" in metrics
-            assert "diaproto_model_refused_total 2.0" in metrics
-    finally:
-        holder.release()
+            sse = http.get(
+                f"{server.url}/v1/stream",
+                params={"text": "Hi."},
+                headers={"accept": "text/event-stream"},
+            )
+            assert sse.status_code == 503
+            ws.send(json.dumps({"type": "open", "stream": 3, "text": "Hi.", "voice": "S1"}))
+            health = http.get(f"{server.url}/healthz").text
+            expected = "model dia: 1 running, 0 waiting, 1 in progress (limit 1), 3 refused"
+            assert health == f"ok\n{expected}\n"
+            metrics = http.get(f"{server.url}/metrics").text
+            assert "diaproto_model_requests 1.0" in metrics
+            assert "diaproto_model_refused_total 3.0" in metrics
+        finally:
+            gate.release()
+        audio = bytearray()
+        busy = None
+        for _ in range(10_000):
+            message = ws.recv(timeout=LIMIT)
+            if isinstance(message, bytes):
+                audio += b"".join(payload for _stream, payload in records(message))
+                continue
+            control = json.loads(message)
+            if control["type"] == "error":
+                busy = control
+            elif control["type"] == "end":
+                break
+    assert busy is not None and (busy["stream"], busy["code"]) == (3, "busy")
+    assert len(audio) == 3 * FRAMES * FRAME_BYTES
+    assert queue.stats().admitted == 0
 
 
 def test_cancel_over_websocket_stops_the_model() -> None:
@@ -221,11 +257,13 @@ def test_cancel_over_websocket_stops_the_model() -> None:
         while not isinstance(ws.recv(timeout=LIMIT), bytes):
             pass  # the open acknowledgement, then the first audio
         ws.send(json.dumps({"type": "cancel", "stream": 1}))
-        deadline = threading.Event()
+        # The request's admission closes when its worker has ended (and joined the model's).
+        pause = threading.Event()
         for _ in range(int(LIMIT / 0.05)):
-            if server.call(lambda: server.service.generations.running_workers) == 0:
+            if source.model_queue.stats().admitted == 0:
                 break
-            deadline.wait(0.05)
+            pause.wait(0.05)
+        assert source.model_queue.stats().admitted == 0
         assert server.call(lambda: server.service.generations.running_workers) == 0
         stopped_at = counter.steps
         assert stopped_at < 3000

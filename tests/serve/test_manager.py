@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 import pytest
 
 from diaproto.apps.serve.manager import Generation, GenerationRegistry
+from diaproto.apps.serve.model_queue import Admission, ModelQueue
 from diaproto.apps.serve.requests import StreamRequest
 
 WAIT = 10.0
@@ -78,6 +79,7 @@ class CountingSource:
     """Yields ``per_sentence`` chunks per sentence; records what ran and whether it closed."""
 
     name = "counting"
+    model_queue: ModelQueue | None = None
 
     def __init__(self, per_sentence: int = 5, fail_at: int | None = None) -> None:
         self.per_sentence = per_sentence
@@ -88,7 +90,13 @@ class CountingSource:
         self.closed = 0
 
     def generate(
-        self, text: str, voice: str, speed: float, *, stop: threading.Event | None = None
+        self,
+        text: str,
+        voice: str,
+        speed: float,
+        *,
+        stop: threading.Event | None = None,
+        admission: Admission | None = None,
     ) -> Generator[bytes, None, None]:
         self.sentences.append(text)
         self.voices.append(voice)
