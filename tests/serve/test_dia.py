@@ -179,12 +179,19 @@ def test_several_batches_carry_the_speaker_and_stream_one_after_another() -> Non
     assert starts == [source.first_chunk_steps] * 2  # each batch streams from its own start
 
 
-def test_speed_resamples_the_stream() -> None:
+@pytest.mark.parametrize("speed", [0.5, 1.3, 2.0])
+def test_speed_resamples_the_stream_like_the_whole_signal(speed: float) -> None:
     model, processor = tiny_dia()
     source = TransformersDiaSource(model, processor, generate_options=GREEDY)
-    normal = b"".join(source.generate("Hello there.", "S1", 1.0))
-    fast = b"".join(source.generate("Hello there.", "S1", 2.0))
-    assert len(fast) == len(normal) // 2
+    streamed = samples(b"".join(source.generate("Hello there.", "S1", speed)))
+    inputs = processor(text=[TEXT], padding=False, return_tensors="pt")
+    with torch.inference_mode():
+        whole = processor.batch_decode(model.generate(**inputs, **GREEDY))[0]
+    at_once = LinearResampler(speed)
+    reference = samples(pcm16(torch.cat([at_once.push(whole), at_once.finish()])))
+    assert streamed.shape == reference.shape
+    assert streamed.shape[0] == round((STEPS - 16) * 512 / speed)
+    assert int((streamed - reference).abs().max()) <= 1
 
 
 @pytest.mark.parametrize("speed", [0.25, 0.7, 1.5, 2.9, 4.0])
