@@ -11,7 +11,6 @@ from __future__ import annotations
 import base64
 import io
 import json
-import struct
 import threading
 import wave
 from collections.abc import Iterator
@@ -26,6 +25,7 @@ from httpx_sse import connect_sse
 from mcp import Client
 from mcp_types import AudioContent
 from server_fixture import RunningServer, running_server
+from test_interop_clients import records
 from tiny_dia import EOS, StepCounter, StepGate, add_logits_processor
 from websockets.sync.client import connect
 from websockets.typing import Subprotocol
@@ -48,17 +48,6 @@ def reference(voice: str, text: str = "Hello there.") -> torch.Tensor:
     with torch.inference_mode():
         out = model.generate(**inputs, **OPTIONS)
     return samples(pcm16(processor.batch_decode(out)[0]))
-
-
-def records(message: bytes) -> list[tuple[int, bytes]]:
-    """(stream, payload) of each record of one binary message (docs/protocol.md, section 5)."""
-    out: list[tuple[int, bytes]] = []
-    offset = 0
-    while offset < len(message):
-        stream, _seq, length = struct.unpack_from("!III", message, offset)
-        out.append((stream, message[offset + 12 : offset + 12 + length]))
-        offset += 12 + length
-    return out
 
 
 def samples(pcm: bytes) -> torch.Tensor:
@@ -113,7 +102,7 @@ def test_websocket_streams_from_the_first_decodable_frame(held: Held) -> None:
                     end = control
                     break
                 continue
-            for stream, payload in records(message):
+            for stream, _seq, payload in records(message):
                 assert stream == 1
                 audio += payload
             if len(audio) == held.first_chunk:
@@ -231,7 +220,7 @@ def test_a_full_model_refuses_new_requests_and_finishes_the_admitted_one() -> No
         for _ in range(10_000):
             message = ws.recv(timeout=LIMIT)
             if isinstance(message, bytes):
-                audio += b"".join(payload for _stream, payload in records(message))
+                audio += b"".join(payload for _stream, _seq, payload in records(message))
                 continue
             control = json.loads(message)
             if control["type"] == "error":
