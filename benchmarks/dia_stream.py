@@ -133,9 +133,10 @@ class DiaFirstAudio(Scenario):
             reference=STREAMED,
         )
         realtime.notes.append(
-            "Streaming decodes overlapping DAC windows (K + L + R frames to keep K), so it does "
-            "more codec work than one whole decode; the tiny codec makes that share small here "
-            "and the GPU check measures it at full size."
+            "Streaming decodes overlapping DAC windows (K + L + R frames to keep K: 2.4x the "
+            "frames of one whole decode with the default plan); on the tiny model the codec is "
+            "a large share of the work, at full size the model's steps dominate and the GPU "
+            "check (python -m benchmarks.gpu_dia) measures both."
         )
 
         def check_rtf(s: dict[str, Series]) -> tuple[bool, str]:
