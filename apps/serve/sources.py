@@ -347,7 +347,7 @@ class SyntheticSource:
 DIA_INSTALL_HINT = (
     "the Dia source needs PyTorch and Hugging Face transformers: "
     "pip install 'diaproto[dia]' (with the torch build for your GPU, e.g. from PyTorch's "
-    "CUDA index). A CUDA GPU is needed for real time: on a CPU Dia runs about 100 times "
+    "CUDA index). A CUDA GPU is needed for real time: on a CPU Dia runs tens of times "
     "slower than real time. The weights (~6 GB) come from the Hugging Face Hub on first use."
 )
 
