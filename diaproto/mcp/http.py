@@ -93,7 +93,7 @@ def check_access(headers: Headers, config: McpHttpConfig) -> HttpRefusal | None:
         shown = hosts[0] if hosts else "(none)"
         return HttpRefusal(421, f"Host {shown!r} is not served here (DNS rebinding guard)")
     origins = header_values(headers, "origin")
-    if origins and not _origin_allowed(origins[0], config):
+    if origins and not origin_allowed(origins[0], config):
         return HttpRefusal(403, f"Origin {origins[0]!r} is not allowed")
     if config.bearer_token is not None:
         given = next(iter(header_values(headers, "authorization")), "")
@@ -108,7 +108,7 @@ def check_access(headers: Headers, config: McpHttpConfig) -> HttpRefusal | None:
     return None
 
 
-def _origin_allowed(origin: str, config: McpHttpConfig) -> bool:
+def origin_allowed(origin: str, config: McpHttpConfig) -> bool:
     if origin in config.allowed_origins:
         return True
     try:
