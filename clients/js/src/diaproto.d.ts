@@ -11,6 +11,7 @@ export declare const ErrorCode: Readonly<{
   SLOW_CONSUMER: "slow_consumer";
   INVALID_REQUEST: "invalid_request";
   BUSY: "busy";
+  LIMIT_EXCEEDED: "limit_exceeded";
   INTERNAL: "internal";
 }>;
 

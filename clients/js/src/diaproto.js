@@ -21,6 +21,7 @@ export const ErrorCode = Object.freeze({
   SLOW_CONSUMER: "slow_consumer",
   INVALID_REQUEST: "invalid_request",
   BUSY: "busy",
+  LIMIT_EXCEEDED: "limit_exceeded",
   INTERNAL: "internal",
 });
 
