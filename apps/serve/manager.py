@@ -1,13 +1,16 @@
 """Generations: one model run per request, fanned out to listeners, paced by backpressure.
 
-A :class:`Generation` runs its source on a worker thread, sentence by sentence (so the first
-sentence is heard while the rest is computed), and hands each chunk to the loop. It produces
-only while no listener is paused: a listener's ``StreamPaused`` (its connection's budget, or
-the client's credit, ran out) closes the gate, ``StreamResumed`` opens it. When the last
-listener cancels, the worker stops at once; when it merely disconnects, the worker is held
-for a grace period in which a client may resume, and then stopped. Held means the manager
-pulls no more chunks; a source that computes ahead on its own thread (Dia finishes its current
-text batch) stops at its next chunk or when the grace ends.
+A :class:`Generation` pulls its source's chunks on a worker thread, sentence by sentence (so
+the first sentence is heard while the rest is computed), and hands each chunk to the loop. It
+produces only while no listener is paused: a listener's ``StreamPaused`` (its connection's
+budget, or the client's credit, ran out) closes the gate, ``StreamResumed`` opens it. Work
+runs in turns: a turn holds a worker thread while the gate is open and gives it back when the
+gate closes, so a paused or abandoned generation keeps its place in the source but no thread
+(a client that stops reading cannot starve the others of workers). When the last listener
+cancels, the source is closed at once; when it merely disconnects, the generation is held for
+a grace period in which a client may resume, and then stopped. A source that computes ahead
+on its own thread (Dia finishes its current text batch) stops at its next chunk or when the
+grace ends.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ import logging
 import re
 import threading
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Protocol
@@ -33,7 +36,6 @@ from diaproto.wire import ErrorCode
 log = logging.getLogger("diaproto.serve")
 
 SPEAKER_TAG = re.compile(r"\s*\[(S[12])\]")
-GATE_POLL = 0.1  # how often a held worker checks whether it was stopped
 REPLAY_MESSAGES = 4096  # about 47 s of audio at 86 chunks a second
 REPLAY_BYTES = 8 << 20
 KEEP_FINISHED = 64  # finished generations kept for late resumes
@@ -71,13 +73,20 @@ class Generation:
     failed: str | None = None
     failed_code: str = ErrorCode.INTERNAL
     # The request's place with the source's model: taken by the front door (so that a full
-    # model is a 503 before anything is sent), else by the worker; closed when it ends.
+    # model is a 503 before anything is sent), else by the first turn; closed when it ends.
     admission: Admission | None = None
+    # Who asked (the peer's host), for the per-peer limit; "" when nobody is counted.
+    owner: str = ""
     chunks: int = 0
     _gate: threading.Event = field(default_factory=threading.Event)
     _stopped: threading.Event = field(default_factory=threading.Event)
-    _worker_done: threading.Event = field(default_factory=threading.Event)
+    _closed: threading.Event = field(default_factory=threading.Event)
     _grace_timer: Cancellable | None = None
+    # Loop side: a turn is on a worker thread (at most one at a time).
+    _turn_running: bool = False
+    # Worker side (one turn at a time): the model's output and the chunk in hand.
+    _output: Generator[bytes, None, None] | None = None
+    _in_hand: bytes | None = None
 
     def __post_init__(self) -> None:
         self.replay = ReplayBuffer(0, max_messages=REPLAY_MESSAGES, max_bytes=REPLAY_BYTES)
@@ -86,12 +95,19 @@ class Generation:
     # --- loop side -------------------------------------------------------------------------
 
     def start(self) -> None:
-        self.runtime.start_worker(self._run, name=f"generation-{self.token}")
+        self._output = self._all_chunks()
+        self._start_turn()
 
     @property
     def running(self) -> bool:
-        """True while the worker thread is alive (it may be held at the gate)."""
-        return not self._worker_done.is_set()
+        """True until the source is closed (finished, failed or stopped); a paused
+        generation is running but holds no worker thread."""
+        return not self._closed.is_set()
+
+    @property
+    def producing(self) -> bool:
+        """True while a turn holds a worker thread."""
+        return self._turn_running
 
     @property
     def stopped(self) -> bool:
@@ -118,20 +134,49 @@ class Generation:
         if cancelled or grace <= 0:
             self.stop()
         else:
-            self._gate.clear()  # hold the worker: no compute for a listener that left
+            self._gate.clear()  # hold the work: no compute for a listener that left
             self._grace_timer = self.runtime.call_later(grace, self._grace_over)
 
     def update_gate(self) -> None:
         if self.listeners and not any(listener.paused for listener in self.listeners):
             self._gate.set()
+            self._start_turn()
         else:
             self._gate.clear()
 
     def stop(self) -> None:
-        """Stop generating for good (the worker exits at its next chunk or gate check)."""
+        """Stop generating for good: a running turn ends at its next chunk; a held
+        generation's source is closed on a worker (closing may wait for the model)."""
+        if self._stopped.is_set():
+            return
         self._stopped.set()
         self._gate.set()
+        if self._grace_timer is not None:
+            self._grace_timer.cancel()
+            self._grace_timer = None
+        if not self._turn_running and self._output is not None and not self._closed.is_set():
+            self._turn_running = True
+            self.runtime.start_worker(self._turn, name=f"generation-{self.token}")
         self.on_idle(self)
+
+    def _start_turn(self) -> None:
+        """Give the generation a worker thread, unless it has one or should not run."""
+        if (
+            self._turn_running
+            or self._output is None
+            or self._closed.is_set()
+            or not self._gate.is_set()
+        ):
+            return
+        self._turn_running = True
+        self.runtime.start_worker(self._turn, name=f"generation-{self.token}")
+
+    def _turn_over(self) -> None:
+        self._turn_running = False
+        if self._stopped.is_set() and not self._closed.is_set():
+            self._start_turn()  # stopped while the turn was ending: close the source
+        elif self._gate.is_set():
+            self._start_turn()  # resumed while the turn was ending
 
     def _grace_over(self) -> None:
         self._grace_timer = None
@@ -171,26 +216,45 @@ class Generation:
 
     # --- worker side -----------------------------------------------------------------------
 
-    def _run(self) -> None:
+    def _turn(self) -> None:
+        """Produce while the gate is open, then give the thread back: a paused or held
+        generation keeps its place in its source, not a worker thread."""
+        outcome: str | None = None
         code = ErrorCode.INTERNAL
+        ended = False
         try:
-            outcome = self._produce()
+            ended = self._produce()
         except ModelBusy as exc:  # refused before any work: the client may retry
             log.warning("generation %s refused: %s", self.token, exc)
-            outcome, code = str(exc), ErrorCode.BUSY
+            outcome, code, ended = str(exc), ErrorCode.BUSY, True
         except Exception as exc:
             log.exception("generation %s failed", self.token)
-            outcome = f"the model failed: {exc}"
-        finally:
-            if self.admission is not None:
-                self.admission.close()
-            self._worker_done.set()
-        if outcome is None and not self._stopped.is_set():
-            self._to_loop(self._complete)
-        elif isinstance(outcome, str):
-            self._to_loop(lambda: self._fail(outcome, code))
+            outcome, ended = f"the model failed: {exc}", True
+        if ended:
+            self._close_source()
+            if outcome is None and not self._stopped.is_set():
+                self._to_loop(self._complete)
+            elif outcome is not None:
+                self._to_loop(partial(self._fail, outcome, code))
+        self._to_loop(self._turn_over)
 
-    def _produce(self) -> str | None:
+    def _produce(self) -> bool:
+        """Deliver chunks until the gate closes (False) or the output ends or is
+        stopped (True)."""
+        assert self._output is not None
+        while not self._stopped.is_set():
+            if not self._gate.is_set():
+                return False
+            if self._in_hand is None:
+                self._in_hand = next(self._output, None)
+                if self._in_hand is None:
+                    return True
+                continue  # computing it took a while: look at the gate again
+            data, self._in_hand = self._in_hand, None
+            self._to_loop(partial(self._deliver, data))
+        return True
+
+    def _all_chunks(self) -> Generator[bytes, None, None]:
         request = self.request
         voice = request.voice
         queue = self.source.model_queue
@@ -205,21 +269,22 @@ class Generation:
                 sentence, voice, request.speed, stop=self._stopped, admission=self.admission
             )
             try:
-                for data in chunks:
-                    if not self._wait_for_gate():
-                        return None
-                    self._to_loop(partial(self._deliver, data))
+                yield from chunks
             finally:
                 chunks.close()  # stops the source's own work (its finally blocks run)
             if self._stopped.is_set():
-                return None
-        return None
+                return
 
-    def _wait_for_gate(self) -> bool:
-        while not self._gate.wait(GATE_POLL):
-            if self._stopped.is_set():
-                return False
-        return not self._stopped.is_set()
+    def _close_source(self) -> None:
+        try:
+            if self._output is not None:
+                self._output.close()
+        except Exception:
+            log.exception("generation %s: closing the source failed", self.token)
+        finally:
+            if self.admission is not None:
+                self.admission.close()
+            self._closed.set()
 
     def _to_loop(self, callback: Callable[[], None]) -> None:
         try:

@@ -163,7 +163,7 @@ def test_sentences_stream_in_order_to_every_listener_then_end() -> None:
     assert registry.get("t") is generation and "t" not in registry.live  # kept for resumes
 
 
-def test_a_paused_listener_holds_the_worker_and_resuming_releases_it() -> None:
+def test_a_paused_listener_gives_the_worker_thread_back_and_resuming_takes_one() -> None:
     source = CountingSource(per_sentence=50)
     generation, runtime, _ = make(source, "Long.")
     slow = listener()
@@ -172,19 +172,34 @@ def test_a_paused_listener_holds_the_worker_and_resuming_releases_it() -> None:
     runtime.run_until(lambda: len(slow.chunks) >= 2)
     slow.paused = True
     generation.update_gate()
-    delivered = source.produced
-    # At most the chunk in hand when the gate closed gets through; then the worker waits.
-    for _ in range(3):
-        try:
-            runtime.calls.get(timeout=0.3)()
-        except queue.Empty:
-            break
-    assert source.produced <= delivered + 2
-    assert generation.running and not generation.finished
+    # The turn ends at its next chunk: at most the chunk in hand is computed, none is sent.
+    runtime.run_until(lambda: not generation.producing)
+    for worker in runtime.workers:
+        worker.join(WAIT)
+    assert not any(worker.is_alive() for worker in runtime.workers)  # no thread held
+    delivered, produced = len(slow.chunks), source.produced
+    assert produced <= delivered + 1 and source.closed == 0
+    assert generation.running and not generation.finished  # its place in the source is kept
     slow.paused = False
     generation.update_gate()
     runtime.run_until(lambda: generation.finished)
-    assert len(slow.chunks) == 50
+    assert len(slow.chunks) == 50 and len(runtime.workers) >= 2  # a new turn, a new thread
+    assert slow.chunks == [bytes([1, i]) * 4 for i in range(50)]  # nothing lost or repeated
+
+
+def test_a_held_generation_that_is_stopped_closes_its_source_on_a_worker() -> None:
+    source = CountingSource(per_sentence=10_000)
+    generation, runtime, registry = make(source, "Endless.")
+    only = listener()
+    generation.attach(only)
+    generation.start()
+    runtime.run_until(lambda: len(only.chunks) >= 2)
+    generation.detach(only, cancelled=False, grace=10.0)  # dropped: held for a resume
+    runtime.run_until(lambda: not generation.producing)
+    assert source.closed == 0 and generation.running
+    runtime.fire_timers()  # nobody came back
+    runtime.run_until(lambda: not generation.running)
+    assert source.closed == 1 and generation.stopped and "t" not in registry.live
 
 
 def test_cancel_by_the_last_listener_stops_the_worker_and_closes_the_source() -> None:
@@ -195,6 +210,7 @@ def test_cancel_by_the_last_listener_stops_the_worker_and_closes_the_source() ->
     generation.start()
     runtime.run_until(lambda: len(only.chunks) >= 3)
     generation.detach(only, cancelled=True, grace=10.0)
+    runtime.run_until(lambda: not generation.producing)  # the turn hands back to the loop
     runtime.workers[0].join(WAIT)
     assert not runtime.workers[0].is_alive() and not generation.running
     assert source.closed == 1  # the source's own cleanup ran: no orphaned compute
@@ -218,8 +234,7 @@ def test_a_dropped_listener_gets_a_grace_period_and_a_resume_cancels_the_stop() 
     generation.detach(again, cancelled=False, grace=10.0)
     runtime.fire_timers()  # nobody came back this time
     assert generation.stopped
-    runtime.workers[0].join(WAIT)
-    assert not generation.running
+    runtime.run_until(lambda: not generation.running and not generation.producing)
 
 
 def test_a_failing_model_fails_every_listener_with_its_message() -> None:
@@ -243,8 +258,7 @@ def test_no_grace_means_stop_at_once(grace: float) -> None:
     runtime.run_until(lambda: len(only.chunks) >= 1)
     generation.detach(only, cancelled=False, grace=grace)
     assert generation.stopped
-    runtime.workers[0].join(WAIT)
-    assert not generation.running
+    runtime.run_until(lambda: not generation.running and not generation.producing)
 
 
 def test_a_speaker_tag_holds_across_the_sentences_it_covers() -> None:
