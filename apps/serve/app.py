@@ -19,6 +19,7 @@ from urllib.parse import parse_qs, urlsplit
 from diaproto.app import Runtime, Session
 from diaproto.apps.mcp.service import McpService
 from diaproto.apps.serve.audio import wav_header
+from diaproto.apps.serve.limits import ServiceLimits, peer_host, refused_origin
 from diaproto.apps.serve.listeners import (
     SpeechBodyListener,
     SpeechSseListener,
@@ -49,6 +50,7 @@ from diaproto.events import (
     WebSocketRequest,
 )
 from diaproto.mcp import McpHttpConfig
+from diaproto.mcp.http import accepts
 from diaproto.scheduler import Policy, Priority
 from diaproto.wire import SUBPROTOCOL, CancelStream, ErrorCode, OpenStream, ResumeStream
 
@@ -66,6 +68,7 @@ CONTENT_TYPES = {
 AUDIO_STREAM_LIMIT = 128 * 1024  # a stream's share: ~1.5 s of audio queued, then it pauses
 RESUME_GRACE = 10.0  # seconds a generation waits, paused, for a listener that dropped
 SSE_STREAM_ID = 1
+LAST_EVENT_ID = re.compile(r"[0-9]{1,18}")  # ASCII digits only: str.isdigit() takes "²"
 
 
 @dataclass(eq=False)
@@ -83,9 +86,13 @@ class DiaService:
         *,
         resume_grace: float = RESUME_GRACE,
         mcp_config: McpHttpConfig | None = None,
+        limits: ServiceLimits | None = None,
     ) -> None:
         self.source = source
         self.resume_grace = resume_grace
+        self.limits = limits or ServiceLimits()
+        # Which browser origins may use /ws and /v1/*: the MCP endpoints' hosts and origins.
+        self.access = mcp_config or McpHttpConfig()
         self.metrics = ServiceMetrics()
         self.model_queue = source.model_queue
         if self.model_queue is not None:
@@ -117,6 +124,10 @@ class DiaService:
                 self.metrics.active_generations.set(self.generations.running_workers)
                 return
         match event:
+            case Request() | SseRequest() | WebSocketRequest() if self._foreign_page(
+                session, event
+            ):
+                pass  # refused: a web page from elsewhere
             case Request():
                 self._request(session, event)
             case SseRequest():
@@ -157,6 +168,21 @@ class DiaService:
         self.mcp.shutdown()
         self.generations.stop_all()
 
+    def _foreign_page(
+        self, session: Session, request: Request | SseRequest | WebSocketRequest
+    ) -> bool:
+        """Refuse (403) a browser request to the API from a page this server did not serve."""
+        path = urlsplit(request.target).path
+        if not (path == "/ws" or path.startswith("/v1/")):
+            return False
+        reason = refused_origin(request.headers, self.access)
+        if reason is None:
+            return False
+        log.warning("peer %s: %s refused: %s", session.peer, path, reason)
+        self.metrics.refused.labels("origin").inc()
+        self._error(session, "origin", 403, reason)
+        return True
+
     def _belongs_to_mcp(self, state: _SessionState, event: Event) -> bool:
         if isinstance(event, Request | SseRequest | WebSocketRequest):
             state.mcp = McpService.serves(urlsplit(event.target).path)
@@ -185,15 +211,26 @@ class DiaService:
             else:
                 self._speech(session, request)
         elif path == "/v1/stream":
-            if request.method == "POST":
-                # The answer is an SSE stream whatever the Accept header said.
+            # The answer is an SSE stream: to a POST whatever it accepts, to a GET that
+            # accepts one (curl's "*/*", or no Accept at all, does).
+            if (
+                request.method == "POST"
+                or not request.header("accept")
+                or accepts(request.headers, "text/event-stream")
+            ):
                 self._sse_request(
                     session,
-                    SseRequest(request.method, request.target, request.headers, request.body),
+                    SseRequest(
+                        request.method,
+                        request.target,
+                        request.headers,
+                        request.body,
+                        last_event_id=request.header("last-event-id"),
+                    ),
                 )
             else:
                 self._error(
-                    session, "stream", 406, "GET /v1/stream needs 'Accept: text/event-stream'"
+                    session, "stream", 406, "GET /v1/stream answers 'text/event-stream' only"
                 )
         elif path == "/ws":
             self._error(session, "ws", 426, "this endpoint speaks WebSocket (diaproto.v1)")
@@ -223,6 +260,23 @@ class DiaService:
             log.warning("%s refused: %s", endpoint, exc)
             self._error(session, endpoint, 503, str(exc), retry_after=1)
             return False, None
+
+    def _peer_at_limit(self, session: Session, endpoint: str) -> bool:
+        """Refuse (429) a new generation when the peer already has as many as it may."""
+        message = self._peer_limit_message(session)
+        if message is None:
+            return False
+        self._error(session, endpoint, 429, message, retry_after=1, code=ErrorCode.LIMIT_EXCEEDED)
+        return True
+
+    def _peer_limit_message(self, session: Session) -> str | None:
+        host = peer_host(session.peer)
+        limit = self.limits.max_generations_per_peer
+        if self.generations.owned_by(host) < limit:
+            return None
+        log.warning("peer %s refused: %d generations already (the limit)", session.peer, limit)
+        self.metrics.refused.labels("generations_per_peer").inc()
+        return f"{host} already has {limit} generations in progress (the limit); retry later"
 
     def _static_file(self, session: Session, name: str, request: Request) -> None:
         body = self._static.get(name)
@@ -262,6 +316,7 @@ class DiaService:
         allow: str | None = None,
         param: str | None = None,
         retry_after: int | None = None,
+        code: str | None = None,
     ) -> None:
         body = json.dumps(
             {
@@ -269,7 +324,7 @@ class DiaService:
                     "message": message,
                     "type": "invalid_request_error",
                     "param": param,
-                    "code": None,
+                    "code": code,
                 }
             }
         ).encode()
@@ -300,14 +355,23 @@ class DiaService:
             else:
                 self._error(session, "stream", 405, "use GET or POST", allow="GET, POST")
                 return
+            after = _last_event_seq(request.last_event_id)
         except BadRequest as exc:
             self._error(session, "stream", 400, str(exc))
             return
-        after = _last_event_seq(request.last_event_id)
+        generation = None
+        if after is not None:
+            # A reconnect: it continues the stream it names, or is told why it cannot.
+            generation = self._sse_resumable(session, resume_id, parsed, after)
+            if generation is None:
+                return
         token = _resume_token(resume_id, parsed) if resume_id else secrets.token_urlsafe(12)
-        generation = self.generations.get(token) if resume_id else None
+        if generation is None and resume_id:
+            generation = self.generations.get(token)  # a second listener to a live stream
         admission = None
         if generation is None:
+            if self._peer_at_limit(session, "stream"):
+                return
             admitted, admission = self._admit_or_503(session, "stream")
             if not admitted:
                 return
@@ -319,6 +383,37 @@ class DiaService:
             generation = self._start_generation(session, token, parsed, admission)
         # A resumed stream continues after Last-Event-ID; a new listener hears it all.
         self._attach(session, generation, listener, after=after or 0, credit=None)
+
+    def _sse_resumable(
+        self, session: Session, resume_id: str | None, parsed: StreamRequest, after: int
+    ) -> Generation | None:
+        """The generation a ``Last-Event-ID`` reconnect continues, or None after refusing
+        it: a stream that cannot be continued is never restarted as if it were."""
+        generation = self.generations.get(_resume_token(resume_id, parsed)) if resume_id else None
+        if generation is None:
+            why = (
+                "no stream to resume: it had no 'id' parameter"
+                if not resume_id
+                else "no stream with this id and request to resume (unknown, or expired)"
+            )
+            self._error(
+                session,
+                "stream",
+                404,
+                f"{why}; start a new one without Last-Event-ID",
+                code=ErrorCode.UNKNOWN_STREAM,
+            )
+            return None
+        if after > generation.replay.last_seq:
+            self._error(
+                session,
+                "stream",
+                400,
+                f"Last-Event-ID {after} is past the last event sent ({generation.replay.last_seq})",
+                code=ErrorCode.INVALID_REQUEST,
+            )
+            return None
+        return generation
 
     # --- WebSocket -------------------------------------------------------------------------
 
@@ -344,6 +439,10 @@ class DiaService:
         except BadRequest as exc:
             conn.fail_stream(event.stream_id, ErrorCode.INVALID_REQUEST, str(exc), now)
             return
+        limited = self._stream_limit_message(session, state) or self._peer_limit_message(session)
+        if limited is not None:
+            conn.fail_stream(event.stream_id, ErrorCode.LIMIT_EXCEEDED, limited, now)
+            return
         try:
             admission = self._admit()
         except ModelBusy as exc:
@@ -353,6 +452,14 @@ class DiaService:
         generation = self._start_generation(session, secrets.token_urlsafe(12), parsed, admission)
         listener = StreamListener(session, event.stream_id)
         self._attach(session, generation, listener, after=None, credit=event.credit)
+
+    def _stream_limit_message(self, session: Session, state: _SessionState) -> str | None:
+        limit = self.limits.max_streams_per_connection
+        if len(state.listeners) < limit:
+            return None
+        log.warning("peer %s refused: %d streams open on its connection", session.peer, limit)
+        self.metrics.refused.labels("streams_per_connection").inc()
+        return f"this connection already has {limit} streams open (the limit)"
 
     def _resume_wire_stream(
         self, session: Session, state: _SessionState, event: ResumeStream
@@ -372,6 +479,17 @@ class DiaService:
                 None, ErrorCode.STREAM_EXISTS, f"stream {event.stream_id} is already open", now
             )
             return
+        if event.after > generation.replay.last_seq:
+            # The client claims records never sent: continuing would look seamless and not be.
+            message = (
+                f"after={event.after} is past the last record sent ({generation.replay.last_seq})"
+            )
+            conn.fail_stream(event.stream_id, ErrorCode.INVALID_REQUEST, message, now)
+            return
+        limited = self._stream_limit_message(session, state)
+        if limited is not None:
+            conn.fail_stream(event.stream_id, ErrorCode.LIMIT_EXCEEDED, limited, now)
+            return
         listener = StreamListener(session, event.stream_id)
         self._attach(session, generation, listener, after=event.after, credit=None)
 
@@ -382,6 +500,8 @@ class DiaService:
             speech = parse_speech_request(request.body)
         except BadRequest as exc:
             self._error(session, "speech", 400, str(exc), param=getattr(exc, "param", None))
+            return
+        if self._peer_at_limit(session, "speech"):
             return
         admitted, admission = self._admit_or_503(session, "speech")
         if not admitted:
@@ -414,7 +534,13 @@ class DiaService:
         admission: Admission | None,
     ) -> Generation:
         generation = Generation(
-            token, request, self.source, session.runtime, self._idle, admission=admission
+            token,
+            request,
+            self.source,
+            session.runtime,
+            self._idle,
+            admission=admission,
+            owner=peer_host(session.peer),
         )
         self.generations.add(generation)
         generation.start()
@@ -481,8 +607,12 @@ def _query_value(target: str, name: str) -> str | None:
 
 
 def _last_event_seq(last_event_id: str | None) -> int | None:
-    if last_event_id is None or not last_event_id.isdigit():
+    """The sequence number a ``Last-Event-ID`` names (our ids are decimal record numbers)."""
+    if last_event_id is None:
         return None
+    if not LAST_EVENT_ID.fullmatch(last_event_id):
+        shown = last_event_id if len(last_event_id) <= 40 else f"{last_event_id[:40]}..."
+        raise BadRequest(f"Last-Event-ID {shown!r} is not an event id of this server")
     return int(last_event_id)
 
 

@@ -320,6 +320,10 @@ class GenerationRegistry:
         for generation in list(self.live.values()):
             generation.stop()
 
+    def owned_by(self, owner: str) -> int:
+        """Live generations (running, or held for a resume) started for ``owner``."""
+        return sum(1 for g in self.live.values() if g.owner == owner)
+
     @property
     def running_workers(self) -> int:
         return sum(1 for g in self.live.values() if g.running)

@@ -53,6 +53,13 @@ class ServiceMetrics:
             registry=r,
         )
 
+        self.refused = Counter(
+            "diaproto_refused",
+            "Requests refused for a per-client limit or a foreign web page, by reason.",
+            ["reason"],
+            registry=r,
+        )
+
         self.mcp_sessions = Gauge(
             "diaproto_mcp_sessions", "Open MCP sessions, by transport.", ["transport"], registry=r
         )

@@ -215,6 +215,7 @@ class RawWebSocket:
         subprotocol: str | None = SUBPROTOCOL,
         rcvbuf: int | None = None,
         timeout: float = POLL_LIMIT,
+        origin: str | None = None,
     ) -> None:
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         if rcvbuf is not None:
@@ -234,6 +235,8 @@ class RawWebSocket:
             ]
             if subprotocol is not None:
                 lines.append(f"Sec-WebSocket-Protocol: {subprotocol}")
+            if origin is not None:
+                lines.append(f"Origin: {origin}")
             self.sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode())
             while b"\r\n\r\n" not in self.buffer:
                 data = self.sock.recv(65536)
