@@ -8,6 +8,8 @@ import logging
 import sys
 from collections.abc import Sequence
 
+from diaproto.apps.serve.limits import ServiceLimits
+
 RUNTIMES = ("asyncio", "anyio", "trio", "tornado", "sockets")  # see diaproto.adapters.RUNTIMES
 MODELS = ("synthetic", "dia")
 
@@ -51,21 +53,44 @@ def build_parser() -> argparse.ArgumentParser:
         help="requests the model takes on at once (running, waiting or paused); past it new "
         "ones get 503 / 'busy' (default 32)",
     )
-    mcp = serve.add_argument_group("MCP (/mcp, /sse)")
-    mcp.add_argument(
+    limits = serve.add_argument_group("limits per client (past one: 429 / 'limit_exceeded')")
+    limits.add_argument(
+        "--max-streams-per-connection",
+        type=int,
+        default=ServiceLimits().max_streams_per_connection,
+        metavar="N",
+        help="streams one WebSocket may have open (default %(default)s)",
+    )
+    limits.add_argument(
+        "--max-generations-per-peer",
+        type=int,
+        default=ServiceLimits().max_generations_per_peer,
+        metavar="N",
+        help="generations one client address may have running or held for a resume "
+        "(default %(default)s; raise it behind a reverse proxy, where every client "
+        "shares the proxy's address)",
+    )
+    access = serve.add_argument_group("browsers and hosts (/ws, /v1/*, /mcp)")
+    access.add_argument(
+        "--allow-host",
         "--mcp-allow-host",
+        dest="allow_host",
         action="append",
         default=[],
         metavar="NAME",
-        help="also accept this Host name (DNS-rebinding guard; loopback names always pass)",
+        help="also accept this host name: in Host on /mcp (DNS-rebinding guard), and in a "
+        "browser's Origin (loopback names always pass)",
     )
-    mcp.add_argument(
+    access.add_argument(
+        "--allow-origin",
         "--mcp-allow-origin",
+        dest="allow_origin",
         action="append",
         default=[],
         metavar="ORIGIN",
-        help="also accept this browser Origin, e.g. https://app.example",
+        help="also accept this browser Origin, e.g. https://app.example (other pages get 403)",
     )
+    mcp = serve.add_argument_group("MCP (/mcp, /sse)")
     mcp.add_argument(
         "--mcp-token",
         metavar="TOKEN",
@@ -96,11 +121,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"diaproto: {exc}", file=sys.stderr)
         return 2
     mcp_config = McpHttpConfig(
-        allowed_hosts=(*LOOPBACK_HOSTS, *(name.lower() for name in args.mcp_allow_host)),
-        allowed_origins=tuple(args.mcp_allow_origin),
+        allowed_hosts=(*LOOPBACK_HOSTS, *(name.lower() for name in args.allow_host)),
+        allowed_origins=tuple(args.allow_origin),
         bearer_token=args.mcp_token,
     )
-    service = DiaService(source, mcp_config=mcp_config)
+    try:
+        limits = ServiceLimits(args.max_streams_per_connection, args.max_generations_per_peer)
+    except ValueError as exc:
+        print(f"diaproto: {exc}", file=sys.stderr)
+        return 2
+    service = DiaService(source, mcp_config=mcp_config, limits=limits)
 
     def ready(host: str, port: int) -> None:
         shown = f"[{host}]" if ":" in host else host
