@@ -300,7 +300,7 @@ def test_tools_call_with_an_unknown_tool_or_bad_params(params: dict[str, Any]) -
 def test_tools_call_hands_the_application_a_call() -> None:
     session = ready()
     send(session, id="c", method="tools/call", params={"name": "speak"})
-    assert events(session) == [ToolCall("c", "speak", {}, None, None)]
+    assert events(session) == [ToolCall("c", "speak", {}, None, None, {"name": "speak"})]
     assert session.in_flight == ("c",)
 
 
@@ -320,7 +320,7 @@ def test_progress_tokens(meta: dict[str, Any], token: str | int | None) -> None:
 def test_a_meta_that_is_not_an_object_is_ignored() -> None:
     session = ready()
     send(session, id=1, method="tools/call", params={"name": "speak", "_meta": "x"})
-    assert events(session) == [ToolCall(1, "speak", {}, None, None)]
+    assert events(session) == [ToolCall(1, "speak", {}, None, None, {"name": "speak", "_meta": "x"})]
 
 
 def test_a_request_id_in_use_is_refused() -> None:

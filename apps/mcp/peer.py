@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import logging
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from diaproto.app import Runtime, Session
 from diaproto.mcp import (
@@ -26,12 +27,16 @@ from diaproto.mcp import (
     RequestId,
     ToolCall,
 )
+from diaproto.mcp.session import ClientReply, CompletionRequest, PromptGet, ResourceRead
 
 if TYPE_CHECKING:
     from diaproto.apps.mcp.service import McpService
     from diaproto.apps.mcp.speak import SpeakCall
 
 log = logging.getLogger("diaproto.mcp")
+
+#: What runs when the client answers a request of ours (:meth:`McpPeer.ask`).
+ReplyHandler = Callable[[ClientReply, float], None]
 
 
 class Transport(Enum):
@@ -66,6 +71,7 @@ class McpPeer:
     json_waiting: dict[RequestId, Session] = field(default_factory=dict)
     streams: dict[str, RequestId | None] = field(default_factory=dict)
     finished: set[str] = field(default_factory=set)
+    replies: dict[RequestId, ReplyHandler] = field(default_factory=dict)
     _stream_count: int = 0
 
     # --- what a SpeakCall needs ---------------------------------------------------------------
@@ -100,9 +106,48 @@ class McpPeer:
                 self.service.start_call(self, event, now)
             elif isinstance(event, CallCancelled):
                 self._cancelled(event.request_id, now)
+            elif isinstance(event, ResourceRead | PromptGet | CompletionRequest):
+                self.service.catalog.handle(self, event, now)
+            elif isinstance(event, ClientReply):
+                handler = self.replies.pop(event.request_id, None)
+                if handler is not None:
+                    handler(event, now)
         while (message := self.session.next_outbound()) is not None:
             self._send(message, now)
         self.wake()
+
+    def ask(
+        self,
+        method: str,
+        params: dict[str, Any],
+        related: RequestId | None,
+        on_reply: ReplyHandler,
+        now: float,
+    ) -> bool:
+        """Send the client a request (sampling, elicitation, roots) on ``related``'s stream;
+        ``on_reply`` runs with its answer. False when the client cannot be asked (see
+        :meth:`McpSession.request`): nothing was sent and ``on_reply`` will not run."""
+        request_id = self.session.request(method, params, related)
+        if request_id is None:
+            return False
+        self.replies[request_id] = on_reply
+        self.pump(now)
+        return True
+
+    def close_stream(self, request_id: RequestId, now: float) -> bool:
+        """Close the stream carrying a call (Streamable HTTP at 2025-11-25, SEP-1699
+        polling): the call goes on, the client resumes with ``Last-Event-ID`` after the
+        ``retry`` delay and gets what it missed. False for any other transport."""
+        route = self.routes.get(request_id)
+        if route is None or self.transport is not Transport.STREAMABLE:
+            return False
+        # The response ends cleanly once what is queued (the priming event's id at least)
+        # has left; what the call sends from now on waits in the event store.
+        del self.routes[request_id]
+        self.service.forget_route(route)
+        route.channel.finish(now)
+        route.conn.wake()
+        return True
 
     def new_stream(self, request_id: RequestId | None) -> str:
         self._stream_count += 1
@@ -215,6 +260,7 @@ class McpPeer:
             self.hold_calls(route, held=True)
 
     def close(self, now: float) -> None:
+        self.replies.clear()
         self.session.close()
         self.pump(now)
         for call in list(self.calls.values()):

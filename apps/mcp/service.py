@@ -8,7 +8,7 @@
 - ``/mcp`` WebSocket with the ``mcp`` subprotocol (SEP-1288 draft): one message per text
   frame; a binary frame is closed with 1003.
 - ``/sse`` + ``/messages?session_id=`` the legacy HTTP+SSE transport (2024-11-05).
-- ``/mcp/audio/<id>.wav`` long ``speak`` results, linked from the result.
+- ``/mcp/audio/<id>.wav`` long ``speak`` results, linked from the result (an absolute URL).
 
 The protocol decisions live in :mod:`diaproto.mcp` (the core); this module moves messages
 between connections and the core, and runs the tools on the shared generation manager.
@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING
 from urllib.parse import parse_qs, urlsplit
 
 from diaproto.app import Cancellable, Runtime, Session
+from diaproto.apps.mcp.catalog import Catalog
 from diaproto.apps.mcp.peer import McpPeer, Route, Transport
 from diaproto.apps.mcp.speak import SpeakCall
 from diaproto.apps.mcp.tools import TOOLS, error_result, list_voices_result, parse_speak
@@ -47,6 +48,7 @@ from diaproto.mcp import (
     EventStore,
     HttpRefusal,
     JsonRpcError,
+    JsonRpcErrorResponse,
     JsonRpcNotification,
     JsonRpcRequest,
     McpChannel,
@@ -67,7 +69,8 @@ from diaproto.mcp import (
     parse_message,
 )
 from diaproto.mcp.channel import CONTROL
-from diaproto.mcp.http import STATUS_OF_CODE
+from diaproto.mcp.http import STATUS_OF_CODE, base_url, peer_host, session_header
+from diaproto.mcp.jsonrpc import INVALID_REQUEST
 from diaproto.mcp.modern import check_request, is_modern, unsupported_version
 from diaproto.mcp.protocol import (
     DEFAULT_HTTP_VERSION,
@@ -108,9 +111,17 @@ class McpService:
         )
         self._start_generation = start_generation
         self.on_call: Callable[[str], None] | None = None  # counts calls (metrics)
+        #: Counts refused ``initialize`` requests (metrics), by why: ``"peer"`` (that peer's
+        #: sessions are all in use) or ``"full"`` (every session is in use).
+        self.on_session_refused: Callable[[str], None] | None = None
         self.tools: tuple[Tool, ...] = TOOLS
         self._handlers: dict[str, ToolHandler] = {}
-        self.sessions: SessionRegistry[McpPeer] = SessionRegistry(self.config.session_idle_timeout)
+        self.catalog = Catalog()  # resources, prompts, completion (none by default)
+        self.sessions: SessionRegistry[McpPeer] = SessionRegistry(
+            self.config.session_idle_timeout,
+            max_sessions=self.config.max_sessions,
+            max_per_owner=self.config.max_sessions_per_peer,
+        )
         self._legacy: dict[str, McpPeer] = {}
         self._routes: dict[Session, tuple[McpPeer, Route]] = {}
         self._websockets: dict[Session, McpPeer] = {}
@@ -118,6 +129,10 @@ class McpService:
         self._audio: OrderedDict[str, bytes] = OrderedDict()
         self._expiry: Cancellable | None = None
         self._runtime: Runtime | None = None  # the loop's, for the expiry timer
+        # Where links in results point: the request being handled's, as calls start
+        # synchronously inside it (a WebSocket's is its upgrade request's).
+        self._base_url = ""
+        self._websocket_bases: dict[Session, str] = {}
 
     @staticmethod
     def serves(path: str) -> bool:
@@ -176,6 +191,7 @@ class McpService:
         parts = urlsplit(target)
         path = parts.path
         refusal = check_access(headers, self.config)
+        self._base_url = base_url(headers, self.config)
         if refusal is not None:
             self._refuse(conn, refusal, now)
         elif path == "/mcp":
@@ -216,7 +232,10 @@ class McpService:
         except JsonRpcError as exc:
             self._refuse(conn, HttpRefusal(400, exc.message, exc.code), now)
             return
-        session_id = next(iter(header_values(headers, "mcp-session-id")), None)
+        session_id, refusal = session_header(headers)
+        if refusal is not None:
+            self._refuse(conn, refusal, now)
+            return
         if isinstance(message, JsonRpcRequest) and message.method == "initialize":
             if session_id is not None:
                 self._refuse(conn, HttpRefusal(400, "initialize starts a new session"), now)
@@ -238,31 +257,62 @@ class McpService:
             self._respond(conn, 202, b"", None, now)
             peer.pump(now)
             return
+        if _id_in_use(peer, message.id):
+            # Refused on its own POST, before anything is registered: the call that holds the
+            # id keeps its stream and its answer (the session refuses it so on a WebSocket).
+            log.info("MCP 400 from %s: request id %r is in use", conn.peer, message.id)
+            error = JsonRpcErrorResponse(
+                message.id, INVALID_REQUEST, f"request id {message.id!r} is in use"
+            )
+            self._respond_json(conn, encode_message(error), now, status=400)
+            return
         peer.json_waiting[message.id] = conn
         self._waiting[conn] = peer
         peer.session.receive(message)
         peer.pump(now)
 
     def _initialize(self, conn: Session, request: JsonRpcRequest, now: float) -> None:
-        if self.sessions.full:
-            self._refuse(conn, HttpRefusal(503, "too many MCP sessions; try again later"), now)
-            return
-        session = McpSession(self.info, self.tools)
+        session = McpSession(self.info, self.tools, features=self.catalog.features)
         session.receive(request)
         reply = session.next_outbound()
         assert reply is not None  # initialize is always answered at once
         if session.state is not SessionState.INITIALIZING:
-            # A refused initialize leaves nothing behind: no session, no id.
+            # A refused initialize leaves nothing behind: no session, no id, no eviction.
             self._respond_json(conn, reply.text, now, status=400)
             return
+        owner = peer_host(conn.peer)
+        if not self._make_room(conn, owner, now):
+            return
         peer = McpPeer(self, session, conn.runtime, Transport.STREAMABLE, MemoryEventStore())
-        peer.session_id = self.sessions.add(peer, now)
+        peer.session_id = self.sessions.add(peer, now, owner=owner)
         self._schedule_expiry(now)
         self._respond_json(conn, reply.text, now, headers=(("mcp-session-id", peer.session_id),))
 
+    def _make_room(self, conn: Session, owner: str, now: float) -> bool:
+        """Room for one more session of ``owner``: idle sessions are evicted (never-used
+        first, oldest first); False (and the request refused) when every candidate is in use."""
+        room = self.sessions.make_room(owner, lambda peer: peer.busy)
+        for evicted in room.evicted:
+            log.info("MCP session %s evicted (idle) to make room for %s", evicted.session_id, owner)
+            evicted.close(now)
+        if room.refused is None:
+            return True
+        if self.on_session_refused is not None:
+            self.on_session_refused("peer" if room.refused == "owner" else "full")
+        retry = (("retry-after", str(self.config.session_retry_after)),)
+        if room.refused == "owner":
+            limit = self.config.max_sessions_per_peer
+            message = f"{owner} holds {limit} MCP sessions, all in use; try again later"
+            self._refuse(conn, HttpRefusal(429, message, headers=retry), now)
+        else:
+            message = "every MCP session is in use; try again later"
+            self._refuse(conn, HttpRefusal(503, message, headers=retry), now)
+        return False
+
     def _get(self, conn: Session, headers: Headers, last_event_id: str | None, now: float) -> None:
         refusal = check_stream(headers)
-        session_id = next(iter(header_values(headers, "mcp-session-id")), None)
+        session_id, duplicated = session_header(headers)
+        refusal = refusal or duplicated
         if refusal is None and session_id is None:
             refusal = HttpRefusal(400, "Mcp-Session-Id is required")
         peer = self.sessions.get(session_id, now) if session_id is not None else None
@@ -304,7 +354,10 @@ class McpService:
         conn.wake()
 
     def _delete(self, conn: Session, headers: Headers, now: float) -> None:
-        session_id = next(iter(header_values(headers, "mcp-session-id")), None)
+        session_id, refusal = session_header(headers)
+        if refusal is not None:
+            self._refuse(conn, refusal, now)
+            return
         if session_id is None:
             self._refuse(conn, HttpRefusal(400, "Mcp-Session-Id is required"), now)
             return
@@ -350,7 +403,11 @@ class McpService:
             return
         meta = (message.params or {})["_meta"]
         session = McpSession.ready(
-            self.info, self.tools, meta[META_PROTOCOL_VERSION], meta[META_CLIENT_CAPABILITIES]
+            self.info,
+            self.tools,
+            meta[META_PROTOCOL_VERSION],
+            meta[META_CLIENT_CAPABILITIES],
+            self.catalog.features,
         )
         peer = McpPeer(self, session, conn.runtime, Transport.MODERN)
         peer.json_waiting[message.id] = conn
@@ -366,7 +423,8 @@ class McpService:
             self._refuse(conn, refusal, now)
             return
         session_id = secrets.token_hex(16)
-        peer = McpPeer(self, McpSession(self.info, self.tools), conn.runtime, Transport.LEGACY_SSE)
+        session = McpSession(self.info, self.tools, features=self.catalog.features)
+        peer = McpPeer(self, session, conn.runtime, Transport.LEGACY_SSE)
         peer.session_id = session_id
         self._legacy[session_id] = peer
         conn.conn.accept_sse(now=now)
@@ -408,7 +466,9 @@ class McpService:
             self._refuse(conn, refusal, now)
             return
         conn.conn.accept_websocket(SUBPROTOCOL, now=now)
-        peer = McpPeer(self, McpSession(self.info, self.tools), conn.runtime, Transport.WEBSOCKET)
+        self._websocket_bases[conn] = base_url(request.headers, self.config)
+        session = McpSession(self.info, self.tools, features=self.catalog.features)
+        peer = McpPeer(self, session, conn.runtime, Transport.WEBSOCKET)
         route = Route(conn, McpChannel(conn.conn, now, sse=False))
         peer.standing = route
         self._websockets[conn] = peer
@@ -418,6 +478,7 @@ class McpService:
         peer = self._websockets.get(conn)
         if peer is None:
             return
+        self._base_url = self._websocket_bases.get(conn, "")
         if isinstance(data, bytes):
             conn.conn.close(now, CLOSE_UNSUPPORTED_DATA, "MCP over WebSocket is text frames only")
             return
@@ -468,7 +529,14 @@ class McpService:
         if waiting is not None:
             # A call streams: answer its POST with an SSE stream (resumable at 2025-11-25).
             self.open_post_stream(peer, waiting, call.request_id, now)
-        speak = SpeakCall(peer, call.request_id, request.text, request.voice)
+        speak = SpeakCall(
+            peer,
+            call.request_id,
+            request.text,
+            request.voice,
+            inline_limit=self.config.max_inline_audio_bytes,
+            link_base=self._base_url,
+        )
         peer.calls[call.request_id] = speak
         generation = self._start_generation(peer.runtime, request)
         speak.generation = generation
@@ -506,7 +574,10 @@ class McpService:
         channel = McpChannel(conn.conn, now, sse=True)
         if stamp is not None and prime:
             # An id and no data: a client that loses the stream at once can still resume.
-            conn.conn.send(CONTROL, SseEvent(data="", retry=self.config.retry_ms), now)
+            # One retry field per stream: the connection's own opens it, when it sends one.
+            own = conn.conn.config.sse_retry_ms is None
+            retry = self.config.retry_ms if own else None
+            conn.conn.send(CONTROL, SseEvent(data="", retry=retry), now)
         route = Route(conn, channel, request_id, stream)
         self._routes[conn] = (peer, route)
         return route
@@ -596,6 +667,7 @@ class McpService:
 
     def _closed(self, conn: Session, now: float) -> None:
         peer = self._websockets.pop(conn, None)
+        self._websocket_bases.pop(conn, None)
         entry = self._routes.pop(conn, None)
         if entry is not None:
             peer, route = entry
@@ -638,6 +710,15 @@ def _stamp(store: EventStore, stream: str, event: SseEvent) -> SseEvent:
     if event.id is not None:
         return event
     return replace(event, id=store.store(stream, event.data))
+
+
+def _id_in_use(peer: McpPeer, request_id: RequestId) -> bool:
+    """A call in flight (streaming, held for a resume, or not yet answered) owns its id."""
+    return (
+        request_id in peer.session.in_flight
+        or request_id in peer.json_waiting
+        or request_id in peer.routes
+    )
 
 
 def _405(allow: str) -> HttpRefusal:

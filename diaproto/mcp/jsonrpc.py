@@ -24,6 +24,7 @@ INVALID_PARAMS = -32602
 INTERNAL_ERROR = -32603
 # MCP's own codes (2026-07-28): a header that disagrees with the body, a version we lack.
 HEADER_MISMATCH = -32020
+MISSING_CLIENT_CAPABILITY = -32021  # the request needs a capability the client lacks
 UNSUPPORTED_PROTOCOL_VERSION = -32022
 # Not JSON-RPC codes: the MCP convention for a request the server no longer knows.
 RESOURCE_NOT_FOUND = -32002

@@ -28,6 +28,14 @@ PARTIAL_RESULT_METHOD = "notifications/tools/partial_result"
 PARTIAL_RESULT_CAPABILITY = "partialResults"
 PARTIAL_RESULT_TOKEN = "partialResultToken"
 
+#: The client capability a server-to-client request needs (a client without it is never
+#: sent that request, nor asked for it in an input-required result).
+CAPABILITY_OF_CLIENT_METHOD = {
+    "sampling/createMessage": "sampling",
+    "elicitation/create": "elicitation",
+    "roots/list": "roots",
+}
+
 #: RFC 5424 severities, in order, as ``logging/setLevel`` names them.
 LOG_LEVELS = ("debug", "info", "notice", "warning", "error", "critical", "alert", "emergency")
 

@@ -1,11 +1,15 @@
 """One MCP session, server side, as a state machine: messages in, events and messages out.
 
-The session answers what the protocol itself decides (``initialize``, ``ping``,
-``tools/list``, ``logging/setLevel``, unknown methods, malformed params) and hands the
-application only what it must decide: :class:`ToolCall` and :class:`CallCancelled`. The
-application answers a call with :meth:`McpSession.respond` / :meth:`McpSession.fail`, and
-streams with :meth:`McpSession.progress` and :meth:`McpSession.partial_result`. Every message
-the session produces comes out of :meth:`McpSession.next_outbound` labelled with its
+The session answers what the protocol itself decides (``initialize``, ``ping``, the list
+methods, ``logging/setLevel``, resource subscriptions, unknown methods, malformed params)
+and hands the application only what it must decide: :class:`ToolCall`,
+:class:`ResourceRead`, :class:`PromptGet`, :class:`CompletionRequest`,
+:class:`CallCancelled`, and :class:`ClientReply` (the client answered one of our requests).
+The application answers a request with :meth:`McpSession.respond` / :meth:`McpSession.fail`,
+streams with :meth:`McpSession.progress`, :meth:`McpSession.partial_result` and
+:meth:`McpSession.log`, and asks the client with :meth:`McpSession.request` (sampling,
+elicitation, roots; not at 2026-07-28, which has input-required results instead: ``mrtr``).
+Every message the session produces comes out of :meth:`McpSession.next_outbound` labelled with its
 :class:`~diaproto.mcp.protocol.Kind` (how to schedule it) and the request it belongs to
 (which stream carries it).
 
@@ -22,6 +26,7 @@ from enum import Enum
 from typing import Any
 
 from diaproto.errors import LocalProtocolError
+from diaproto.mcp.features import Features
 from diaproto.mcp.jsonrpc import (
     INVALID_PARAMS,
     INVALID_REQUEST,
@@ -35,8 +40,11 @@ from diaproto.mcp.jsonrpc import (
     encode_message,
     is_finite_number,
 )
+from diaproto.mcp.mrtr import retry_problem
 from diaproto.mcp.protocol import (
+    CAPABILITY_OF_CLIENT_METHOD,
     LOG_LEVELS,
+    META_LOG_LEVEL,
     META_SERVER_INFO,
     MODERN_VERSIONS,
     PARTIAL_RESULT_CAPABILITY,
@@ -46,7 +54,11 @@ from diaproto.mcp.protocol import (
     negotiate_version,
 )
 
-CACHE_TTL_MS = 60_000  # how long a 2026-07-28 client may reuse discover and tools/list
+CACHE_TTL_MS = 60_000  # how long a 2026-07-28 client may reuse discover and the lists
+#: 2026-07-28 results that carry caching hints (SEP-2549). The lists and discover are fixed
+#: for the server's life; what the application answers (resources/read) is stamped "do not
+#: reuse" unless it says otherwise.
+APPLICATION_CACHEABLE = ("resources/read",)
 
 
 class SessionState(Enum):
@@ -88,6 +100,50 @@ class ToolCall:
     arguments: dict[str, Any]
     progress_token: str | int | None
     partial_token: str | int | None  # set: the client takes partial results (SEP-2998)
+    #: The request's whole ``params``: ``_meta``, and at 2026-07-28 a retried call's
+    #: ``inputResponses`` and ``requestState`` (see ``mrtr``).
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class ResourceRead:
+    """``resources/read`` of a URI the server offers (a resource or a template's match)."""
+
+    request_id: RequestId
+    uri: str
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class PromptGet:
+    """``prompts/get`` of an offered prompt, its required arguments present."""
+
+    request_id: RequestId
+    name: str
+    arguments: dict[str, Any]
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class CompletionRequest:
+    """``completion/complete``: ``ref`` (a prompt or resource template), ``argument``
+    ``{name, value}``, and ``context`` (arguments already given) as the client sent them."""
+
+    request_id: RequestId
+    ref: dict[str, Any]
+    argument: dict[str, Any]
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class ClientReply:
+    """The client answered a request of ours (:meth:`McpSession.request`)."""
+
+    request_id: RequestId  # ours
+    method: str
+    related: RequestId | None  # the client's request it was sent for
+    result: dict[str, Any] | None  # None: an error
+    error: JsonRpcErrorResponse | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,7 +168,7 @@ class Outbound:
     error_code: int | None = None  # set on an error response (an HTTP status may follow it)
 
 
-McpEvent = ToolCall | CallCancelled
+McpEvent = ToolCall | ResourceRead | PromptGet | CompletionRequest | CallCancelled | ClientReply
 
 
 @dataclass(slots=True)
@@ -142,7 +198,11 @@ class McpSession:
     client_capabilities: dict[str, Any] = field(default_factory=dict)
     client_info: dict[str, Any] = field(default_factory=dict)
     log_level: str | None = "info"  # None: send no log messages
+    features: Features = field(default_factory=Features)
+    subscriptions: set[str] = field(default_factory=set)  # resource URIs (resources/subscribe)
     _in_flight: dict[RequestId, _InFlight] = field(default_factory=dict)
+    _asked: dict[RequestId, tuple[str, RequestId | None]] = field(default_factory=dict)
+    _next_request: int = 0
     _events: deque[McpEvent] = field(default_factory=deque)
     _outbound: deque[Outbound] = field(default_factory=deque)
 
@@ -153,9 +213,17 @@ class McpSession:
         tools: tuple[Tool, ...],
         protocol_version: str,
         client_capabilities: dict[str, Any],
+        features: Features | None = None,
     ) -> McpSession:
         """A session that needs no handshake (2026-07-28: each request says who it is)."""
-        session = cls(info, tools, SessionState.READY, protocol_version, log_level=None)
+        session = cls(
+            info,
+            tools,
+            SessionState.READY,
+            protocol_version,
+            log_level=None,
+            features=features or Features(),
+        )
         session.client_capabilities = client_capabilities
         return session
 
@@ -175,8 +243,8 @@ class McpSession:
                 self._request(message)
             case JsonRpcNotification():
                 self._notification(message)
-            case _:
-                pass  # we send the client no requests, so its responses answer nothing
+            case JsonRpcResponse() | JsonRpcErrorResponse():
+                self._reply(message)
 
     def refuse(self, error: JsonRpcErrorResponse) -> None:
         """Send an error for a message the transport could not even parse."""
@@ -202,6 +270,15 @@ class McpSession:
 
     def _request(self, request: JsonRpcRequest) -> None:
         method, params = request.method, request.params or {}
+        if self.modern:
+            # 2026-07-28: a request opts in to logs with its level (none without one).
+            meta = params.get("_meta")
+            level = meta.get(META_LOG_LEVEL) if isinstance(meta, dict) else None
+            self.log_level = level if level in LOG_LEVELS else None
+            problem = retry_problem(params)  # a multi-round retry (SEP-2322)
+            if problem is not None:
+                self._error(request.id, INVALID_PARAMS, problem)
+                return
         if request.id in self._in_flight:
             # Not the final word on that id: the call in flight keeps its stream and answer.
             error = JsonRpcErrorResponse(
@@ -222,6 +299,8 @@ class McpSession:
             self._result(request.id, {**tools, **self._cacheable()})
         elif method == "tools/call":
             self._call_tool(request.id, params)
+        elif method.startswith(("resources/", "prompts/", "completion/")):
+            self._feature_request(request.id, method, params)
         elif method == "logging/setLevel":
             level = params.get("level")
             if level not in LOG_LEVELS:
@@ -256,6 +335,61 @@ class McpSession:
             result["instructions"] = self.info.instructions
         self._result(request_id, result)
 
+    def _feature_request(self, request_id: RequestId, method: str, params: dict[str, Any]) -> None:
+        """Resources, prompts and completion: lists and checks here, content from the app."""
+        features = self.features
+        token = _token(_meta_of(params).get("progressToken"))
+        if method == "resources/list" and features.has_resources:
+            listed = [resource.describe() for resource in features.resources]
+            self._result(request_id, {"resources": listed, **self._cacheable()})
+        elif method == "resources/templates/list" and features.has_resources:
+            listed = [template.describe() for template in features.templates]
+            self._result(request_id, {"resourceTemplates": listed, **self._cacheable()})
+        elif method == "resources/read" and features.has_resources:
+            uri = params.get("uri")
+            if not isinstance(uri, str):
+                self._error(request_id, INVALID_PARAMS, "resources/read needs a string uri")
+            elif features.resource(uri) is None:
+                # SEP-2164: an unknown resource is invalid params, naming the URI.
+                self._error(request_id, INVALID_PARAMS, "Resource not found", {"uri": uri})
+            else:
+                self._in_flight[request_id] = _InFlight(method, token)
+                self._events.append(ResourceRead(request_id, uri, params))
+        elif method in ("resources/subscribe", "resources/unsubscribe") and (
+            features.has_resources and not self.modern  # 2026-07-28: subscriptions/listen
+        ):
+            uri = params.get("uri")
+            if not isinstance(uri, str):
+                self._error(request_id, INVALID_PARAMS, f"{method} needs a string uri")
+                return
+            if method == "resources/subscribe":
+                self.subscriptions.add(uri)
+            else:
+                self.subscriptions.discard(uri)
+            self._result(request_id, {})
+        elif method == "prompts/list" and features.prompts:
+            listed = [prompt.describe() for prompt in features.prompts]
+            self._result(request_id, {"prompts": listed, **self._cacheable()})
+        elif method == "prompts/get" and features.prompts:
+            name, arguments = params.get("name"), params.get("arguments", {})
+            prompt = features.prompt(name) if isinstance(name, str) else None
+            if prompt is None or not isinstance(arguments, dict):
+                self._error(request_id, INVALID_PARAMS, f"unknown prompt: {name}")
+            elif missing := prompt.missing(arguments):
+                self._error(request_id, INVALID_PARAMS, f"missing argument(s): {missing}")
+            else:
+                self._in_flight[request_id] = _InFlight(method, token)
+                self._events.append(PromptGet(request_id, prompt.name, arguments, params))
+        elif method == "completion/complete" and features.completions:
+            ref, argument = params.get("ref"), params.get("argument")
+            if not isinstance(ref, dict) or not isinstance(argument, dict):
+                self._error(request_id, INVALID_PARAMS, "completion needs a ref and an argument")
+            else:
+                self._in_flight[request_id] = _InFlight(method, token)
+                self._events.append(CompletionRequest(request_id, ref, argument, params))
+        else:
+            self._error(request_id, METHOD_NOT_FOUND, f"method not found: {method}")
+
     def _call_tool(self, request_id: RequestId, params: dict[str, Any]) -> None:
         name, arguments = params.get("name"), params.get("arguments", {})
         if not isinstance(name, str) or not isinstance(arguments, dict):
@@ -269,7 +403,7 @@ class McpSession:
         token = _token(meta.get("progressToken"))
         partial = _token(meta.get(PARTIAL_RESULT_TOKEN)) if self.partial_results else None
         self._in_flight[request_id] = _InFlight("tools/call", token, partial_token=partial)
-        self._events.append(ToolCall(request_id, name, arguments, token, partial))
+        self._events.append(ToolCall(request_id, name, arguments, token, partial, params))
 
     def _notification(self, note: JsonRpcNotification) -> None:
         params = note.params or {}
@@ -288,6 +422,18 @@ class McpSession:
                 )
         # Any other notification (progress, roots changed...) needs nothing from us.
 
+    def _reply(self, reply: JsonRpcResponse | JsonRpcErrorResponse) -> None:
+        request_id = reply.id
+        asked = self._asked.pop(request_id, None) if request_id is not None else None
+        if asked is None or request_id is None:
+            return  # not ours, or answered already: nothing waits for it
+        method, related = asked
+        if isinstance(reply, JsonRpcResponse):
+            result = reply.result if isinstance(reply.result, dict) else {}
+            self._events.append(ClientReply(request_id, method, related, result))
+        else:
+            self._events.append(ClientReply(request_id, method, related, None, reply))
+
     # --- outbound: the application's side --------------------------------------------------
 
     def respond(self, request_id: RequestId, result: dict[str, Any]) -> bool:
@@ -295,7 +441,42 @@ class McpSession:
         call = self._in_flight.pop(request_id, None)
         if call is None:
             return False
+        if self.modern and call.method in APPLICATION_CACHEABLE:
+            result = {"ttlMs": 0, "cacheScope": "private", **result}
         self._result(request_id, result, call.progress_token)
+        return True
+
+    def request(
+        self, method: str, params: dict[str, Any] | None = None, related: RequestId | None = None
+    ) -> RequestId | None:
+        """Ask the client something (``sampling/createMessage``, ``elicitation/create``,
+        ``roots/list``...); its answer comes back as a :class:`ClientReply`. ``related``: the
+        client's request this is for (it travels on that request's stream).
+
+        None, and nothing sent, when the client cannot be asked: it did not declare the
+        capability the method needs, the session is not ready, ``related`` is finished, or
+        the revision is 2026-07-28 (which asks through input-required results instead)."""
+        needed = CAPABILITY_OF_CLIENT_METHOD.get(method)
+        if (
+            self.modern
+            or self.state is not SessionState.READY
+            or (needed is not None and needed not in self.client_capabilities)
+            or (related is not None and related not in self._in_flight)
+        ):
+            return None
+        self._next_request += 1
+        request_id: RequestId = self._next_request
+        self._asked[request_id] = (method, related)
+        request = JsonRpcRequest(request_id, method, params if params is not None else {})
+        self._send(encode_message(request), Kind.CONTROL, related)
+        return request_id
+
+    def resource_updated(self, uri: str) -> bool:
+        """``notifications/resources/updated`` if the client subscribed to ``uri``."""
+        if uri not in self.subscriptions or self.state is SessionState.CLOSED:
+            return False
+        note = JsonRpcNotification("notifications/resources/updated", {"uri": uri})
+        self._send(encode_message(note), Kind.CONTROL)
         return True
 
     def fail(self, request_id: RequestId, code: int, message: str, data: Any = None) -> bool:
@@ -349,8 +530,11 @@ class McpSession:
         self._send(encode_message(note), Kind.PARTIAL, request_id)
         return True
 
-    def log(self, level: str, data: Any, logger: str | None = None) -> bool:
-        """``notifications/message`` if ``level`` is at or above what the client asked for."""
+    def log(
+        self, level: str, data: Any, logger: str | None = None, related: RequestId | None = None
+    ) -> bool:
+        """``notifications/message`` if ``level`` is at or above what the client asked for;
+        ``related``: the request it is about (it travels on that request's stream)."""
         if level not in LOG_LEVELS:
             raise LocalProtocolError(f"level must be one of {LOG_LEVELS}")
         if (
@@ -362,7 +546,8 @@ class McpSession:
         params: dict[str, Any] = {"level": level, "data": data}
         if logger is not None:
             params["logger"] = logger
-        self._send(encode_message(JsonRpcNotification("notifications/message", params)), Kind.LOG)
+        note = JsonRpcNotification("notifications/message", params)
+        self._send(encode_message(note), Kind.LOG, related)
         return True
 
     def close(self) -> None:
@@ -373,12 +558,14 @@ class McpSession:
         for request_id in list(self._in_flight):
             self._events.append(CallCancelled(request_id, "the session ended"))
         self._in_flight.clear()
+        self._asked.clear()
         self._outbound.clear()
 
     # --- helpers ---------------------------------------------------------------------------
 
     def _capabilities(self) -> dict[str, Any]:
-        return {"tools": {"listChanged": False}, "logging": {}}
+        declared: dict[str, Any] = {"tools": {"listChanged": False}, "logging": {}}
+        return {**declared, **self.features.capabilities(subscribe=not self.modern)}
 
     def _cacheable(self) -> dict[str, Any]:
         """2026-07-28 caching directives: the tool list is fixed for the server's life and
@@ -428,6 +615,11 @@ class McpSession:
         error_code: int | None = None,
     ) -> None:
         self._outbound.append(Outbound(text, kind, related, token, final, error_code))
+
+
+def _meta_of(params: dict[str, Any]) -> dict[str, Any]:
+    meta = params.get("_meta")
+    return meta if isinstance(meta, dict) else {}
 
 
 def _token(value: object) -> str | int | None:
