@@ -519,6 +519,34 @@ def test_unsupported_version_for_a_notification() -> None:
     assert MODERN in error.data["supported"]
 
 
+@pytest.mark.parametrize(
+    "method",
+    ["ping", "initialize", "logging/setLevel", "resources/subscribe", "resources/unsubscribe"],
+)
+def test_methods_removed_at_2026_07_28_are_not_found(method: str) -> None:
+    """Issue 12: the lifecycle, logging and subscribe methods do not exist at 2026-07-28
+    (404 with -32601 naming the method, as the SDK's server answers), whatever their params."""
+    for params in ({"_meta": meta()}, {"level": "debug", "_meta": meta()}):
+        request = modern_request(method, params)
+        error = check_request(request, routing(method=method, name=None))
+        assert error is not None and error.code == METHOD_NOT_FOUND
+        assert error.data == method and STATUS_OF_CODE[error.code] == 404
+    # The ladder still comes first: a broken envelope is -32602, not "not found".
+    assert code(modern_request(method, {}), routing(method=method, name=None)) == INVALID_PARAMS
+
+
+def test_an_unknown_version_without_the_envelope_says_why() -> None:
+    """A handshake-era body at an unknown version: -32602 (the SDK's ladder), and the
+    message names the version and what is served, so the client can tell what went wrong."""
+    request = JsonRpcRequest(3, "tools/list", {})
+    error = check_request(request, routing(version="1999-01-01", method="tools/list", name=None))
+    assert error is not None and error.code == INVALID_PARAMS
+    assert "1999-01-01" in error.message and "2025-11-25" in error.message
+    # At 2026-07-28 itself the message is only about the envelope.
+    error = check_request(request, routing(method="tools/list", name=None))
+    assert error is not None and "1999-01-01" not in error.message
+
+
 ROUTING_VALUES = st.one_of(
     st.text(max_size=20),
     st.sampled_from([MODERN, "2025-11-25", "tools/call", "speak", "=?base64?", "=?base64?é?="]),

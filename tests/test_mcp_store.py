@@ -97,6 +97,60 @@ def test_a_repeating_id_source_is_skipped() -> None:
     assert registry.add("b", 0.0) == "other"
 
 
+def test_a_full_table_evicts_never_used_sessions_first_oldest_first() -> None:
+    """Issue 12: one client filling the table must not lock everyone else out."""
+    registry: SessionRegistry[str] = SessionRegistry(10.0, max_sessions=4)
+    ids = {name: registry.add(name, float(n), owner=f"10.0.0.{n}") for n, name in enumerate("abcd")}
+    registry.get(ids["a"], 5.0)  # used
+    registry.get(ids["c"], 4.0)  # used, longer ago than a
+    busy = {"b"}
+    room = registry.make_room("10.0.0.9", lambda value: value in busy)
+    assert room.evicted == ["d"] and room.refused is None  # never used (b is busy)
+    registry.add("e", 6.0, owner="10.0.0.9")
+    busy = {"b", "e"}
+    assert registry.make_room("10.0.0.9", lambda value: value in busy).evicted == ["c"]
+    registry.add("f", 7.0, owner="10.0.0.9")
+    busy = {"a", "b", "e", "f"}
+    room = registry.make_room("10.0.0.9", lambda value: value in busy)
+    assert room.evicted == [] and room.refused == "full"
+    assert len(registry) == 4
+
+
+def test_sessions_per_owner_are_bounded() -> None:
+    registry: SessionRegistry[str] = SessionRegistry(10.0, max_sessions=100, max_per_owner=2)
+    first = registry.add("first", 0.0, owner="a")
+    registry.get(first, 1.0)
+    registry.add("second", 2.0, owner="a")
+    assert registry.make_room("b", lambda value: False).evicted == []  # another owner: room
+    room = registry.make_room("a", lambda value: False)
+    assert room.evicted == ["second"] and room.refused is None  # never used goes first
+    registry.add("third", 3.0, owner="a")
+    room = registry.make_room("a", lambda value: True)
+    assert room.evicted == [] and room.refused == "owner"
+    assert registry.owned("a") == 2
+    registry.remove(first)
+    assert registry.owned("a") == 1
+    assert registry.make_room("a", lambda value: True).refused is None
+    with pytest.raises(LocalProtocolError):
+        bounded: SessionRegistry[str] = SessionRegistry(10.0, max_per_owner=1)
+        bounded.add("x", 0.0, owner="o")
+        bounded.add("y", 0.0, owner="o")
+
+
+def test_expiry_forgets_the_owner() -> None:
+    registry: SessionRegistry[str] = SessionRegistry(1.0, max_per_owner=1)
+    registry.add("x", 0.0, owner="o")
+    assert registry.expire(1.0, lambda value: False) == ["x"]
+    assert registry.owned("o") == 0
+
+
+def test_session_bounds_must_be_positive() -> None:
+    with pytest.raises(LocalProtocolError):
+        SessionRegistry(1.0, max_sessions=0)
+    with pytest.raises(LocalProtocolError):
+        SessionRegistry(1.0, max_per_owner=0)
+
+
 @pytest.mark.parametrize("timeout", [0.0, -1.0])
 def test_idle_timeout_must_be_positive(timeout: float) -> None:
     with pytest.raises(LocalProtocolError):

@@ -3,8 +3,10 @@
 Each chunk of audio becomes a progress report (seconds generated so far; the channel keeps
 only the newest unsent one) and, when the call opted in, a partial result carrying the
 audio (batched to about 0.2 s per notification). The final result is the whole utterance as
-a WAV file: inline as AudioContent up to :data:`INLINE_AUDIO_LIMIT`, beyond that a
-resource link to ``/mcp/audio/<id>.wav``, which the service keeps for a while.
+a WAV file: inline as AudioContent up to ``inline_limit`` bytes of WAV, beyond that a resource
+link to ``<link_base>/mcp/audio/<id>.wav``, which the service keeps for a while. The limit
+keeps every message well under 1 MiB, the most one SSE event may carry for the official
+Python SDK (and one WebSocket message for common clients).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ if TYPE_CHECKING:
     from diaproto.apps.serve.manager import Generation, Waker
     from diaproto.mcp import McpSession, RequestId
 
-INLINE_AUDIO_LIMIT = 2 * 1024 * 1024  # bytes of WAV carried in the result itself
+INLINE_AUDIO_LIMIT = 384 * 1024  # bytes of WAV carried in the result itself (a 512 KiB event)
 PARTIAL_BYTES = 17_640  # 0.2 s of audio per partial result
 PCM_MIME = f"audio/pcm;rate={SAMPLE_RATE};channels=1;encoding=s16le"
 
@@ -47,6 +49,8 @@ class SpeakCall:
     voice: str
     paused: bool = False
     generation: Generation | None = None
+    inline_limit: int = INLINE_AUDIO_LIMIT
+    link_base: str = ""  # "http://host:port" for an absolute link; "" keeps it relative
     pcm: bytearray = field(default_factory=bytearray)
     _unsent: bytearray = field(default_factory=bytearray)
 
@@ -71,14 +75,14 @@ class SpeakCall:
         seconds = duration(len(self.pcm))
         summary = f"Spoke {len(self.text)} characters as {seconds:.2f} s of audio ({self.voice})."
         content: list[dict[str, Any]]
-        if len(wav) <= INLINE_AUDIO_LIMIT:
+        if len(wav) <= self.inline_limit:
             audio = base64.b64encode(wav).decode("ascii")
             content = [{"type": "audio", "data": audio, "mimeType": "audio/wav"}]
         else:
             content = [
                 {
                     "type": "resource_link",
-                    "uri": self.owner.keep_audio(wav),
+                    "uri": self.link_base + self.owner.keep_audio(wav),
                     "name": "speech.wav",
                     "mimeType": "audio/wav",
                     "size": len(wav),

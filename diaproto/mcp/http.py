@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import hmac
 import json
+import re
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+from diaproto.errors import LocalProtocolError
 from diaproto.events import Headers
 from diaproto.http_util import header_values
 from diaproto.mcp.jsonrpc import (
@@ -54,8 +56,34 @@ class McpHttpConfig:
     max_body_bytes: int = 1024 * 1024
     #: A session with no request and no open stream for this long is ended.
     session_idle_timeout: float = 600.0
-    #: The reconnection delay sent on every SSE stream (``retry:``), in milliseconds.
+    #: The reconnection delay (``retry:``) of a resumable stream, in milliseconds, sent only
+    #: where the connection sends none of its own (``ConnectionConfig.sse_retry_ms``, which
+    #: opens every SSE stream): one ``retry`` field per stream.
     retry_ms: int = 1000
+    #: Streamable HTTP sessions held at most. When the table is full, an ``initialize`` evicts
+    #: an idle session (never-used ones first, oldest first); only when every session is in
+    #: use is it refused (503).
+    max_sessions: int = 10_000
+    #: Sessions held at most for one peer address (all clients behind one proxy or NAT share
+    #: it). Past it, that peer's own idle sessions are evicted first; if all are in use, 429.
+    max_sessions_per_peer: int = 128
+    #: ``Retry-After`` (seconds) of a refused ``initialize``.
+    session_retry_after: int = 5
+    #: The largest WAV a ``speak`` result carries inline (base64: 4/3 of it). Longer audio is
+    #: a ``resource_link``. The official Python SDK refuses an SSE event over 1 MiB, and
+    #: WebSocket clients commonly cap a message at 1 MiB: 384 KiB of WAV (about 4.4 s) is a
+    #: 512 KiB message.
+    max_inline_audio_bytes: int = 384 * 1024
+    #: The scheme and authority of audio links (``https://tts.example``); None: ``http://``
+    #: and the request's ``Host`` (already checked against ``allowed_hosts``).
+    public_base_url: str | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("max_sessions", "max_sessions_per_peer", "session_retry_after"):
+            if getattr(self, name) <= 0:
+                raise LocalProtocolError(f"{name} must be positive")
+        if self.max_inline_audio_bytes < 0:
+            raise LocalProtocolError("max_inline_audio_bytes must not be negative")
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,6 +158,37 @@ def check_post(headers: Headers, body: bytes, config: McpHttpConfig) -> HttpRefu
     if not accepts(headers, "application/json") or not accepts(headers, "text/event-stream"):
         return HttpRefusal(406, "Accept must list both application/json and text/event-stream")
     return None
+
+
+def session_header(headers: Headers) -> tuple[str | None, HttpRefusal | None]:
+    """The request's ``Mcp-Session-Id``; sent twice is a 400 (no "first one wins": two
+    proxies or a confused client could otherwise act on a session nobody meant)."""
+    values = header_values(headers, "mcp-session-id")
+    if len(values) > 1:
+        return None, HttpRefusal(400, "Mcp-Session-Id is sent more than once")
+    return (values[0] if values else None), None
+
+
+def peer_host(peer: str) -> str:
+    """A peer address without its port (``127.0.0.1:5000`` -> ``127.0.0.1``), the unit that
+    per-peer limits count in."""
+    host, sep, port = peer.rpartition(":")
+    return host if sep and port.isdigit() else peer
+
+
+_AUTHORITY = re.compile(r"(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+)(:[0-9]{1,5})?")
+
+
+def base_url(headers: Headers, config: McpHttpConfig) -> str:
+    """Where this server's links point: ``public_base_url``, else ``http://`` and the
+    request's ``Host`` (already allowlisted); "" (links stay relative) for a ``Host`` that
+    is not a plain ``name[:port]``."""
+    if config.public_base_url is not None:
+        return config.public_base_url.rstrip("/")
+    hosts = header_values(headers, "host")
+    if len(hosts) != 1 or _AUTHORITY.fullmatch(hosts[0].strip()) is None:
+        return ""
+    return f"http://{hosts[0].strip()}"
 
 
 def check_stream(headers: Headers) -> HttpRefusal | None:

@@ -9,6 +9,10 @@ checks in the order the revision gives, first failure wins:
    and ``Mcp-Name`` the tool name (or resource URI): -32020. A header sent twice: -32020.
 3. The version is one we serve: -32022 with the versions we do serve.
 
+Then the method: those the revision removed (the handshake, ``ping``, logging, the subscribe
+pair) are -32601 naming the method, as for any unknown method, whatever their params (the
+handshake-era session would otherwise answer ``ping`` or judge ``initialize``'s params).
+
 Status codes follow :data:`diaproto.mcp.http.STATUS_OF_CODE`.
 """
 
@@ -23,6 +27,7 @@ from diaproto.http_util import header_values
 from diaproto.mcp.jsonrpc import (
     HEADER_MISMATCH,
     INVALID_PARAMS,
+    METHOD_NOT_FOUND,
     UNSUPPORTED_PROTOCOL_VERSION,
     JsonRpcError,
     JsonRpcRequest,
@@ -37,6 +42,10 @@ from diaproto.mcp.protocol import (
 #: Methods whose target is mirrored in ``Mcp-Name``, and the param that holds it.
 NAME_PARAM = {"tools/call": "name", "prompts/get": "name", "resources/read": "uri"}
 ROUTING_HEADERS = ("mcp-protocol-version", "mcp-method", "mcp-name")
+#: Methods of the handshake revisions that 2026-07-28 removed (SDK: ``mcp_types.methods``).
+REMOVED_METHODS = frozenset(
+    {"initialize", "ping", "logging/setLevel", "resources/subscribe", "resources/unsubscribe"}
+)
 _BASE64_VALUE = re.compile(r"^=\?base64\?(.*)\?=$")
 
 
@@ -67,11 +76,18 @@ def check_request(request: JsonRpcRequest, headers: Headers) -> JsonRpcError | N
     params = request.params or {}
     meta = params.get("_meta")
     if not isinstance(meta, dict):
-        return JsonRpcError(
-            INVALID_PARAMS,
-            f"params._meta must carry {META_PROTOCOL_VERSION!r} and {META_CLIENT_CAPABILITIES!r}",
-            request.id,
+        message = (
+            f"params._meta must carry {META_PROTOCOL_VERSION!r} and {META_CLIENT_CAPABILITIES!r}"
         )
+        asked = next(iter(header_values(headers, "mcp-protocol-version")), "").strip()
+        if asked not in MODERN_VERSIONS:
+            # Most likely a handshake-era client with a version nobody serves: say so.
+            served = ", ".join(MODERN_VERSIONS + HANDSHAKE_VERSIONS)
+            message = (
+                f"MCP-Protocol-Version {asked!r} is not served (served: {served}); "
+                f"a request at a version without a handshake is read as 2026-07-28, whose {message}"
+            )
+        return JsonRpcError(INVALID_PARAMS, message, request.id)
     missing = [key for key in (META_PROTOCOL_VERSION, META_CLIENT_CAPABILITIES) if key not in meta]
     if missing:
         return JsonRpcError(
@@ -101,6 +117,13 @@ def check_request(request: JsonRpcRequest, headers: Headers) -> JsonRpcError | N
         )
     if not isinstance(meta[META_CLIENT_CAPABILITIES], dict):
         return JsonRpcError(INVALID_PARAMS, "client capabilities must be an object", request.id)
+    if request.method in REMOVED_METHODS:
+        return JsonRpcError(
+            METHOD_NOT_FOUND,
+            f"method not found: {request.method} (removed in 2026-07-28)",
+            request.id,
+            request.method,
+        )
     return None
 
 

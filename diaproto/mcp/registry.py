@@ -3,16 +3,23 @@
 Ids are 32 hex characters from :mod:`secrets` (visible ASCII, 128 bits): unguessable, so a
 session id is a capability. A session is registered only once its ``initialize`` has been
 answered successfully (a refused request leaves nothing behind), and leaves on DELETE, on
-expiry, or when the server stops. Expiry skips sessions the caller reports busy (an open
-stream, a call in flight): idle means nobody is using it.
+expiry, on eviction, or when the server stops. Expiry skips sessions the caller reports busy
+(an open stream, a call in flight): idle means nobody is using it.
+
+The table is bounded in all and per owner (a peer address). :meth:`SessionRegistry.make_room`
+is asked before a session is added: past a bound it evicts idle sessions, never-used ones
+first (an ``initialize`` and nothing since: what a flood leaves), then the least recently
+active, so one client filling the table costs only its own idle sessions, not newcomers
+their access. Busy sessions are never evicted; when only those remain, the newcomer is
+refused.
 """
 
 from __future__ import annotations
 
 import secrets
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from typing import Generic, TypeVar
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Generic, Literal, TypeVar
 
 from diaproto.errors import LocalProtocolError
 
@@ -27,6 +34,17 @@ def new_session_id() -> str:
 class _Entry(Generic[T]):
     value: T
     last_active: float
+    owner: str = ""
+    used: bool = False  # a request or stream since initialize
+
+
+@dataclass(slots=True)
+class Room(Generic[T]):
+    """What :meth:`SessionRegistry.make_room` did: the sessions it evicted (the caller ends
+    them), or why there is no room (``"owner"``: that owner's bound; ``"full"``: the table)."""
+
+    evicted: list[T] = field(default_factory=list)
+    refused: Literal["owner", "full"] | None = None
 
 
 class SessionRegistry(Generic[T]):
@@ -35,14 +53,19 @@ class SessionRegistry(Generic[T]):
         idle_timeout: float,
         *,
         max_sessions: int = 10_000,
+        max_per_owner: int | None = None,
         new_id: Callable[[], str] = new_session_id,
     ) -> None:
         if idle_timeout <= 0:
             raise LocalProtocolError("idle_timeout must be positive")
+        if max_sessions <= 0 or (max_per_owner is not None and max_per_owner <= 0):
+            raise LocalProtocolError("session bounds must be positive")
         self.idle_timeout = idle_timeout
         self.max_sessions = max_sessions
+        self.max_per_owner = max_per_owner
         self._new_id = new_id
-        self._entries: dict[str, _Entry[T]] = {}
+        self._entries: dict[str, _Entry[T]] = {}  # oldest first
+        self._owned: dict[str, dict[str, None]] = {}  # owner -> its session ids, oldest first
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -54,27 +77,85 @@ class SessionRegistry(Generic[T]):
     def full(self) -> bool:
         return len(self._entries) >= self.max_sessions
 
-    def add(self, value: T, now: float) -> str:
-        """Register a session; returns its new id."""
-        if self.full:
+    def owned(self, owner: str) -> int:
+        """How many sessions ``owner`` holds."""
+        return len(self._owned.get(owner, ()))
+
+    def make_room(self, owner: str, busy: Callable[[T], bool]) -> Room[T]:
+        """Make room for one more session of ``owner``, evicting idle sessions if a bound is
+        reached (first that owner's, then anyone's); nothing is evicted when that would
+        still leave no room."""
+        room: Room[T] = Room()
+        if self.max_per_owner is not None and self.owned(owner) >= self.max_per_owner:
+            mine = self._owned[owner]
+            need = len(mine) - self.max_per_owner + 1
+            victims = self._victims(mine, need, busy)
+            if victims is None:
+                return Room(refused="owner")
+            room.evicted += [self._pop(session_id) for session_id in victims]
+        if len(self._entries) >= self.max_sessions:
+            need = len(self._entries) - self.max_sessions + 1
+            victims = self._victims(self._entries, need, busy)
+            if victims is None:
+                return Room(room.evicted, refused="full")
+            room.evicted += [self._pop(session_id) for session_id in victims]
+        return room
+
+    def _victims(
+        self, session_ids: Iterable[str], need: int, busy: Callable[[T], bool]
+    ) -> list[str] | None:
+        """``need`` idle sessions to evict: never used first, then least recently active,
+        oldest first among equals; None if there are not that many."""
+        never_used: list[str] = []
+        used: list[tuple[float, int, str]] = []
+        for order, session_id in enumerate(session_ids):
+            entry = self._entries[session_id]
+            if busy(entry.value):
+                continue
+            if not entry.used:
+                never_used.append(session_id)
+                if len(never_used) == need:  # ids are iterated oldest first
+                    return never_used
+            else:
+                used.append((entry.last_active, order, session_id))
+        if len(never_used) + len(used) < need:
+            return None
+        used.sort()
+        return never_used + [session_id for _, _, session_id in used[: need - len(never_used)]]
+
+    def add(self, value: T, now: float, *, owner: str = "") -> str:
+        """Register a session; returns its new id. Call :meth:`make_room` first: a full
+        table (or owner) raises."""
+        if self.full or (
+            self.max_per_owner is not None and self.owned(owner) >= self.max_per_owner
+        ):
             raise LocalProtocolError("too many sessions")
         session_id = self._new_id()
         while session_id in self._entries:  # only a broken id source repeats itself
             session_id = self._new_id()
-        self._entries[session_id] = _Entry(value, now)
+        self._entries[session_id] = _Entry(value, now, owner)
+        self._owned.setdefault(owner, {})[session_id] = None
         return session_id
 
     def get(self, session_id: str, now: float) -> T | None:
-        """The session, marked active now; None if unknown or ended."""
+        """The session, marked active (and used) now; None if unknown or ended."""
         entry = self._entries.get(session_id)
         if entry is None:
             return None
         entry.last_active = max(entry.last_active, now)
+        entry.used = True
         return entry.value
 
     def remove(self, session_id: str) -> T | None:
-        entry = self._entries.pop(session_id, None)
-        return None if entry is None else entry.value
+        return self._pop(session_id) if session_id in self._entries else None
+
+    def _pop(self, session_id: str) -> T:
+        entry = self._entries.pop(session_id)
+        mine = self._owned[entry.owner]
+        del mine[session_id]
+        if not mine:
+            del self._owned[entry.owner]
+        return entry.value
 
     def expire(self, now: float, busy: Callable[[T], bool]) -> list[T]:
         """Remove and return the sessions idle for longer than the timeout."""
@@ -83,8 +164,7 @@ class SessionRegistry(Generic[T]):
             if busy(entry.value):
                 entry.last_active = now  # in use counts as activity
             elif now - entry.last_active >= self.idle_timeout:
-                del self._entries[session_id]
-                expired.append(entry.value)
+                expired.append(self._pop(session_id))
         return expired
 
     def next_deadline(self) -> float | None:

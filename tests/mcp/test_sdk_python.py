@@ -18,11 +18,12 @@ from typing import Any
 
 import anyio
 import anyio.to_thread
+import httpx
 import pytest
 from mcp import Client, MCPError
 from mcp.client.sse import sse_client
 from mcp_targets import TARGETS, McpTarget, active_generations, mcp_server, settled_generations
-from mcp_types import AudioContent, CallToolResult, TextContent
+from mcp_types import AudioContent, CallToolResult, ResourceLink, TextContent
 
 TRANSPORTS = ["streamable-http-2026", "streamable-http-2025", "sse"]
 PROTOCOL = {
@@ -196,3 +197,28 @@ def test_ping(target: McpTarget, transport: str) -> None:
         assert result.model_dump(exclude_none=True) == {}
 
     run(target, transport, body)
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_long_speech_reaches_the_sdk_as_a_link(target: McpTarget, transport: str) -> None:
+    """The SDK refuses an SSE event over 1 MiB ("Server-sent event exceeded the 1048576 byte
+    limit"): about 12 s of audio (1 MB of WAV) comes as an absolute resource link."""
+    if target.kind == "reference":
+        pytest.skip("the reference server's audio is 0.1 s a word: never near the limit")
+    text = " ".join(f"word{i}" for i in range(40))
+    links: list[ResourceLink] = []
+
+    async def body(c: Client) -> None:
+        result = await c.call_tool("speak", {"text": text})
+        assert not result.is_error, result
+        link, summary = result.content
+        assert isinstance(link, ResourceLink) and isinstance(summary, TextContent)
+        links.append(link)
+
+    run(target, transport, body)
+    (link,) = links
+    assert link.mime_type == "audio/wav" and link.size is not None and link.size > 1_000_000
+    assert link.uri.startswith(f"{target.base}/mcp/audio/")
+    clip = httpx.get(link.uri, timeout=CALL_TIMEOUT)
+    assert clip.status_code == 200 and clip.headers["content-type"] == "audio/wav"
+    assert clip.content[:4] == b"RIFF" and len(clip.content) == link.size

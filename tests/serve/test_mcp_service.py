@@ -14,7 +14,7 @@ import logging
 import socket
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from typing import Any
 
 import httpx
@@ -273,9 +273,18 @@ def test_resume_after_the_server_drops_the_stream(server: RunningServer) -> None
     assert all(a < b for a, b in zip(seen["progress"], seen["progress"][1:], strict=False))
     (response,) = seen["responses"]
     assert response["id"] == 7
-    wav = base64.b64decode(response["result"]["content"][0]["data"])
+    wav = result_wav(response["result"])
     streamed = b"".join(base64.b64decode(c["data"]) for p in seen["partials"] for c in p["content"])
     assert wav[44:] == streamed and len(streamed) > 100_000
+
+
+def result_wav(result: dict[str, Any]) -> bytes:
+    """A speak result's WAV, inline or behind its link."""
+    block = result["content"][0]
+    if block["type"] == "audio":
+        return base64.b64decode(block["data"])
+    assert block["type"] == "resource_link", block
+    return httpx.get(block["uri"], timeout=POLL_LIMIT).content
 
 
 def test_replay_never_crosses_streams(server: RunningServer) -> None:
@@ -465,6 +474,8 @@ def test_modern_rules(server: RunningServer) -> None:
 
 
 def test_long_speech_is_linked_not_inlined(server: RunningServer) -> None:
+    """The link is absolute, from the request's Host (issue 12): a client cannot be expected
+    to know what a relative URI in a tool result is relative to."""
     with mcp_client(server) as (client, url):
         session_id = initialize(client, url)
         with client.stream(
@@ -474,7 +485,8 @@ def test_long_speech_is_linked_not_inlined(server: RunningServer) -> None:
             assert read_call(events(r), seen, stop_after=-1)
         (link, summary) = seen["responses"][0]["result"]["content"]
         assert link["type"] == "resource_link" and summary["type"] == "text"
-        clip = client.get(server.url + link["uri"])
+        assert link["uri"].startswith(f"http://127.0.0.1:{server.port}/mcp/audio/")
+        clip = client.get(link["uri"])
         assert clip.headers["content-type"] == "audio/wav"
         assert clip.content[:4] == b"RIFF" and len(clip.content) == link["size"]
 
@@ -531,3 +543,160 @@ def test_an_application_adds_its_own_tool() -> None:
             assert read_call(events(r), seen, stop_after=-1)
         assert seen["responses"][0]["result"]["content"][0]["text"] == "5"
         assert seen["progress"] == []
+
+
+# --- issue 12: outside testers' findings ---------------------------------------------------
+
+
+def test_a_reused_request_id_is_refused_and_the_first_call_continues(
+    server: RunningServer,
+) -> None:
+    """A request reusing the id of a call in flight gets a JSON-RPC error on its own POST;
+    the call keeps its stream, its progress and its result (as on the WebSocket)."""
+    with mcp_client(server) as (client, url):
+        session_id = initialize(client, url)
+        with client.stream("POST", url, json=speak(7, SENTENCES), headers=session(session_id)) as r:
+            stream = events(r)
+            seen = new_seen()
+            while not seen["progress"]:
+                assert not _record(next(stream), seen)
+            duplicate = client.post(url, json=rpc("ping", rid=7), headers=session(session_id))
+            assert duplicate.status_code == 400, duplicate.text
+            assert duplicate.headers["content-type"] == "application/json"
+            error = duplicate.json()
+            assert error["id"] == 7 and error["error"]["code"] == -32600
+            assert "in use" in error["error"]["message"]
+            assert read_call(stream, seen, stop_after=-1)
+        assert [m["id"] for m in seen["responses"]] == [7]
+        assert "result" in seen["responses"][0]
+        # The id is free again once its call is answered.
+        again = client.post(url, json=rpc("ping", rid=7), headers=session(session_id))
+        assert again.status_code == 200 and again.json() == {
+            "jsonrpc": "2.0",
+            "id": 7,
+            "result": {},
+        }
+
+
+def test_every_event_stays_well_under_the_sdk_event_limit(server: RunningServer) -> None:
+    """The official Python SDK refuses an SSE event over 1 MiB: a result of 9-24 s of audio
+    is linked, not inlined, and no event comes near the limit."""
+    text = " ".join(f"word{i}" for i in range(40))  # about 12 s of audio: 1 MB of WAV
+    with mcp_client(server) as (client, url):
+        session_id = initialize(client, url)
+        with client.stream(
+            "POST", url, json=speak(4, text, partial=False), headers=session(session_id)
+        ) as r:
+            seen = new_seen()
+            stream = events(r)
+            largest = 0
+            for event in stream:
+                largest = max(largest, len(event.data.encode()))
+                if _record(event, seen):
+                    break
+        assert largest <= 512 * 1024
+        (link, _summary) = seen["responses"][0]["result"]["content"]
+        assert link["type"] == "resource_link" and link["size"] > 1_000_000
+
+
+def test_removed_methods_are_not_found_at_2026_07_28(server: RunningServer) -> None:
+    """ping, initialize and logging/setLevel do not exist at 2026-07-28: 404 with -32601."""
+    url = f"{server.url}/mcp"
+    with httpx.Client(timeout=5) as client:
+        for method, params in (
+            ("ping", {}),
+            ("initialize", _init_params()),
+            ("logging/setLevel", {}),
+            ("logging/setLevel", {"level": "debug"}),
+        ):
+            body = rpc(method, {**params, "_meta": _modern_meta()})
+            answer = client.post(url, json=body, headers=_modern_headers(method))
+            assert answer.status_code == 404, (method, answer.text)
+            assert answer.json()["error"]["code"] == -32601, answer.text
+            assert answer.json()["error"]["data"] == method
+
+
+def test_one_peer_cannot_fill_the_session_table(caplog: pytest.LogCaptureFixture) -> None:
+    """A flood of initialize from one peer evicts that peer's own idle sessions (never-used
+    first, oldest first) instead of refusing newcomers; a session in use is never evicted;
+    when nothing can be evicted the newcomer gets 429 with Retry-After, a log line and a
+    count."""
+    caplog.set_level(logging.INFO, logger="diaproto.mcp")
+    config = McpHttpConfig(max_sessions=6, max_sessions_per_peer=3)
+    service = DiaService(fast_source(), mcp_config=config)
+    refused: list[str] = []
+    service.mcp.on_session_refused = refused.append
+    with running_app(service) as app, mcp_client(app) as (client, url):
+        kept = initialize(client, url)
+        # In use: its GET stream is open (what both SDK clients do after initialize).
+        with client.stream("GET", url, headers=session(kept)) as standing:
+            assert standing.status_code == 200
+            used = initialize(client, url)
+            assert (
+                client.post(url, json=rpc("ping", rid=2), headers=session(used)).status_code == 200
+            )
+            flood = [
+                client.post(url, json=rpc("initialize", _init_params()), headers=JSON_AND_SSE)
+                for _ in range(20)
+            ]
+            assert {answer.status_code for answer in flood} == {200}
+            sessions = app.call(lambda: list(service.mcp.sessions))
+            # The flood evicted its own never-used sessions; the used one (idle, but used)
+            # and the one in use stay.
+            assert len(sessions) == 3 and kept in sessions and used in sessions
+            assert flood[-1].headers["mcp-session-id"] in sessions
+            listed = client.post(url, json=rpc("tools/list", rid=3), headers=session(kept))
+            assert listed.status_code == 200
+            assert "evicted" in caplog.text
+        # Every session busy: nothing to evict, so the newcomer is refused, and told when.
+        with httpx.Client(timeout=POLL_LIMIT) as other, ExitStack() as streams:
+            for session_id in app.call(lambda: list(service.mcp.sessions)):
+                opened = streams.enter_context(
+                    other.stream("GET", url, headers=session(session_id))
+                )
+                assert opened.status_code == 200
+            answer = client.post(url, json=rpc("initialize", _init_params()), headers=JSON_AND_SSE)
+        assert answer.status_code == 429, answer.text
+        assert int(answer.headers["retry-after"]) > 0
+        assert answer.json()["error"]["message"]
+        assert refused == ["peer"]
+        assert "429" in caplog.text
+
+
+def test_a_session_header_sent_twice_is_refused(server: RunningServer) -> None:
+    with mcp_client(server) as (client, url):
+        first, second = initialize(client, url), initialize(client, url)
+        headers = [(k, v) for k, v in session(first).items()] + [("mcp-session-id", second)]
+        for method, body in (("POST", json.dumps(rpc("tools/list")).encode()), ("GET", b"")):
+            answer = client.request(method, url, headers=headers, content=body)
+            assert answer.status_code == 400, (method, answer.text)
+            assert "Mcp-Session-Id" in answer.json()["error"]["message"]
+        answer = client.request("DELETE", url, headers=headers)
+        assert answer.status_code == 400
+        # Neither session was touched.
+        for session_id in (first, second):
+            listed = client.post(url, json=rpc("tools/list"), headers=session(session_id))
+            assert listed.status_code == 200
+
+
+def test_an_unknown_version_is_told_what_is_served(server: RunningServer) -> None:
+    """An unknown MCP-Protocol-Version takes the 2026-07-28 path (as the SDK's server does):
+    a handshake-era body (no _meta) is -32602, and the message says why."""
+    with mcp_client(server) as (client, url):
+        session_id = initialize(client, url)
+        odd = {**session(session_id), "mcp-protocol-version": "1999-01-01"}
+        answer = client.post(url, json=rpc("tools/list", rid=3), headers=odd)
+        assert answer.status_code == 400
+        error = answer.json()["error"]
+        assert error["code"] == -32602
+        assert "1999-01-01" in error["message"] and "2025-11-25" in error["message"]
+
+
+def test_a_stream_carries_one_retry_field(server: RunningServer) -> None:
+    with mcp_client(server) as (client, url):
+        session_id = initialize(client, url)
+        with client.stream(
+            "POST", url, json=speak(3, "Hi.", partial=False), headers=session(session_id)
+        ) as r:
+            raw = b"".join(r.iter_raw())
+    assert raw.count(b"retry:") == 1, raw[:300]
