@@ -11,16 +11,20 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from diaproto.errors import LocalProtocolError
 from diaproto.events import Headers
 from diaproto.mcp.http import (
     STATUS_OF_CODE,
     HttpRefusal,
     McpHttpConfig,
     accepts,
+    base_url,
     check_access,
     check_post,
     check_stream,
     host_name,
+    peer_host,
+    session_header,
 )
 from diaproto.mcp.jsonrpc import (
     HEADER_MISMATCH,
@@ -341,6 +345,65 @@ def test_arbitrary_headers_get_an_answer_not_an_exception(headers: Headers, body
             assert refusal.status in (401, 403, 406, 413, 415, 421)
             assert json.loads(refusal.body())["id"] is None
     check_stream(headers)
+
+
+# --- sessions, peers, links (issue 12) ----------------------------------------------------
+
+
+def test_session_header() -> None:
+    assert session_header(()) == (None, None)
+    assert session_header((("Mcp-Session-Id", "abc"),)) == ("abc", None)
+    session_id, refusal = session_header((("mcp-session-id", "a"), ("mcp-session-id", "b")))
+    assert session_id is None and refusal is not None
+    assert refusal.status == 400 and "more than once" in refusal.message
+
+
+@pytest.mark.parametrize(
+    ("peer", "host"),
+    [
+        ("127.0.0.1:5000", "127.0.0.1"),
+        ("::1:5000", "::1"),
+        ("10.0.0.1", "10.0.0.1"),
+        ("/run/sock", "/run/sock"),
+        ("host:port", "host:port"),
+    ],
+)
+def test_peer_host(peer: str, host: str) -> None:
+    assert peer_host(peer) == host
+
+
+@pytest.mark.parametrize(
+    ("headers", "base"),
+    [
+        ((("host", "127.0.0.1:8000"),), "http://127.0.0.1:8000"),
+        ((("host", "localhost"),), "http://localhost"),
+        ((("host", "[::1]:80"),), "http://[::1]:80"),
+        ((("host", "127.0.0.1:8000/evil"),), ""),  # passes the allowlist; not a plain authority
+        ((("host", "a"), ("host", "b")), ""),
+        ((), ""),
+    ],
+)
+def test_base_url_from_host(headers: Headers, base: str) -> None:
+    assert base_url(headers, DEFAULT) == base
+
+
+def test_base_url_configured() -> None:
+    config = McpHttpConfig(public_base_url="https://tts.example/")
+    assert base_url(LOCAL, config) == "https://tts.example"
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"max_sessions": 0},
+        {"max_sessions_per_peer": 0},
+        {"session_retry_after": 0},
+        {"max_inline_audio_bytes": -1},
+    ],
+)
+def test_session_and_result_bounds_are_checked(bad: dict[str, int]) -> None:
+    with pytest.raises(LocalProtocolError):
+        McpHttpConfig(**bad)  # type: ignore[arg-type]
 
 
 # --- 2026-07-28: the validation ladder -----------------------------------------------------
