@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 from diaproto.errors import LocalProtocolError
+from diaproto.mcp.features import Features
 from diaproto.mcp.jsonrpc import (
     INVALID_PARAMS,
     INVALID_REQUEST,
@@ -23,18 +24,24 @@ from diaproto.mcp.jsonrpc import (
     RequestId,
     parse_message,
 )
+from diaproto.mcp.prompts import Prompt, PromptArgument
 from diaproto.mcp.protocol import (
     LOG_LEVELS,
     META_SERVER_INFO,
     PARTIAL_RESULT_METHOD,
     Kind,
 )
+from diaproto.mcp.resources import Resource, ResourceTemplate
 from diaproto.mcp.session import (
     CACHE_TTL_MS,
     CallCancelled,
+    ClientReply,
+    CompletionRequest,
     McpEvent,
     McpSession,
     Outbound,
+    PromptGet,
+    ResourceRead,
     ServerInfo,
     SessionState,
     Tool,
@@ -253,7 +260,7 @@ def test_other_notifications_and_client_responses_need_nothing() -> None:
 
 def test_unknown_method() -> None:
     session = ready()
-    send(session, id=4, method="resources/list")
+    send(session, id=4, method="bogus/list")
     assert error_code(session, 4) == METHOD_NOT_FOUND
 
 
@@ -320,7 +327,9 @@ def test_progress_tokens(meta: dict[str, Any], token: str | int | None) -> None:
 def test_a_meta_that_is_not_an_object_is_ignored() -> None:
     session = ready()
     send(session, id=1, method="tools/call", params={"name": "speak", "_meta": "x"})
-    assert events(session) == [ToolCall(1, "speak", {}, None, None, {"name": "speak", "_meta": "x"})]
+    assert events(session) == [
+        ToolCall(1, "speak", {}, None, None, {"name": "speak", "_meta": "x"})
+    ]
 
 
 def test_a_request_id_in_use_is_refused() -> None:
@@ -682,6 +691,273 @@ def test_discover_is_a_modern_method() -> None:
     session = ready()
     send(session, id=1, method="server/discover")
     assert error_code(session, 1) == METHOD_NOT_FOUND
+
+
+# --- resources, prompts, completion ---------------------------------------------------------
+
+TEXT = Resource("test://text", "text", "Text", "Some text", "text/plain")
+TEMPLATE = ResourceTemplate("test://item/{id}/data", "item", mime_type="application/json")
+GREET = Prompt("greet", "Greet", "Says hello", (PromptArgument("name", required=True),))
+FEATURES = Features((TEXT,), (TEMPLATE,), (GREET,), completions=True)
+
+
+def featured(capabilities: dict[str, Any] | None = None) -> McpSession:
+    session = McpSession(INFO, (SPEAK,), features=FEATURES)
+    initialize(session, capabilities=capabilities)
+    send(session, method="notifications/initialized")
+    return session
+
+
+def test_features_are_declared_and_listed() -> None:
+    session = McpSession(INFO, (SPEAK,), features=FEATURES)
+    capabilities = initialize(session)["result"]["capabilities"]
+    assert capabilities == {
+        "tools": {"listChanged": False},
+        "logging": {},
+        "resources": {"listChanged": False, "subscribe": True},
+        "prompts": {"listChanged": False},
+        "completions": {},
+    }
+    send(session, method="notifications/initialized")
+    send(session, id=1, method="resources/list")
+    assert only(session)["result"] == {"resources": [TEXT.describe()]}
+    send(session, id=2, method="resources/templates/list")
+    assert only(session)["result"] == {
+        "resourceTemplates": [
+            {"uriTemplate": "test://item/{id}/data", "name": "item", "mimeType": "application/json"}
+        ]
+    }
+    send(session, id=3, method="prompts/list")
+    assert only(session)["result"] == {
+        "prompts": [
+            {
+                "name": "greet",
+                "title": "Greet",
+                "description": "Says hello",
+                "arguments": [{"name": "name", "required": True}],
+            }
+        ]
+    }
+
+
+@pytest.mark.parametrize(
+    "method",
+    [
+        "resources/list",
+        "resources/templates/list",
+        "resources/read",
+        "resources/subscribe",
+        "prompts/list",
+        "prompts/get",
+        "completion/complete",
+    ],
+)
+def test_features_not_offered_are_unknown_methods(method: str) -> None:
+    session = ready()
+    send(session, id=1, method=method, params={"uri": "test://text", "name": "greet"})
+    assert error_code(session, 1) == METHOD_NOT_FOUND
+
+
+def test_resource_reads_go_to_the_application() -> None:
+    session = featured()
+    send(session, id=1, method="resources/read", params={"uri": "test://item/7/data"})
+    [event] = events(session)
+    assert event == ResourceRead(1, "test://item/7/data", {"uri": "test://item/7/data"})
+    assert session.in_flight == (1,)
+    assert session.respond(1, {"contents": []})
+    assert only(session)["result"] == {"contents": []}
+
+
+@pytest.mark.parametrize(
+    ("params", "data"),
+    [
+        ({"uri": "test://nothing"}, {"uri": "test://nothing"}),
+        ({"uri": "test://item/a/b/data"}, {"uri": "test://item/a/b/data"}),
+        ({"uri": 5}, None),
+        (None, None),
+    ],
+)
+def test_unknown_or_malformed_resource_reads(params: dict[str, Any] | None, data: Any) -> None:
+    session = featured()
+    send(session, id=1, method="resources/read", params=params)
+    body = only(session)
+    assert body["error"]["code"] == INVALID_PARAMS  # SEP-2164, not -32002
+    assert body["error"].get("data") == data
+    assert events(session) == []
+
+
+def test_subscriptions_and_updates() -> None:
+    session = featured()
+    assert not session.resource_updated("test://text")
+    send(session, id=1, method="resources/subscribe", params={"uri": "test://text"})
+    assert only(session)["result"] == {}
+    assert session.subscriptions == {"test://text"}
+    assert session.resource_updated("test://text")
+    [update] = outbound(session)
+    assert json.loads(update.text)["params"] == {"uri": "test://text"}
+    assert update.kind is Kind.CONTROL
+    send(session, id=2, method="resources/unsubscribe", params={"uri": "test://text"})
+    assert only(session)["result"] == {}
+    assert not session.resource_updated("test://text")
+    send(session, id=3, method="resources/subscribe", params={})
+    assert error_code(session, 3) == INVALID_PARAMS
+    session.subscriptions.add("test://text")
+    session.close()
+    assert not session.resource_updated("test://text")
+
+
+@pytest.mark.parametrize(
+    ("params", "code"),
+    [
+        ({"name": "nope"}, INVALID_PARAMS),
+        ({"name": 3}, INVALID_PARAMS),
+        ({"name": "greet"}, INVALID_PARAMS),  # its required argument is missing
+        ({"name": "greet", "arguments": []}, INVALID_PARAMS),
+    ],
+)
+def test_bad_prompt_gets(params: dict[str, Any], code: int) -> None:
+    session = featured()
+    send(session, id=1, method="prompts/get", params=params)
+    assert error_code(session, 1) == code
+    assert events(session) == []
+
+
+def test_prompt_gets_go_to_the_application() -> None:
+    session = featured()
+    params = {"name": "greet", "arguments": {"name": "Ada"}}
+    send(session, id=1, method="prompts/get", params=params)
+    assert events(session) == [PromptGet(1, "greet", {"name": "Ada"}, params)]
+    assert session.fail(1, INVALID_PARAMS, "no")
+    assert error_code(session, 1) == INVALID_PARAMS
+
+
+def test_completion() -> None:
+    session = featured()
+    params = {"ref": {"type": "ref/prompt", "name": "greet"}, "argument": {"name": "name"}}
+    send(session, id=1, method="completion/complete", params=params)
+    assert events(session) == [CompletionRequest(1, params["ref"], params["argument"], params)]
+    send(session, id=2, method="completion/complete", params={"ref": "greet"})
+    assert error_code(session, 2) == INVALID_PARAMS
+
+
+def test_modern_features_are_cacheable_and_have_no_subscriptions() -> None:
+    session = McpSession.ready(INFO, (SPEAK,), MODERN, {}, FEATURES)
+    send(session, id=1, method="server/discover")
+    capabilities = only(session)["result"]["capabilities"]
+    assert capabilities["resources"] == {"listChanged": False}
+    for request_id, method in enumerate(("resources/list", "prompts/list"), 2):
+        send(session, id=request_id, method=method)
+        assert only(session)["result"]["cacheScope"] == "public"
+    send(session, id=5, method="resources/subscribe", params={"uri": "test://text"})
+    assert error_code(session, 5) == METHOD_NOT_FOUND  # 2026-07-28: subscriptions/listen
+    send(session, id=6, method="resources/read", params={"uri": "test://text"})
+    events(session)
+    session.respond(6, {"contents": []})
+    result = only(session)["result"]
+    assert (result["ttlMs"], result["cacheScope"]) == (0, "private")  # unless the app says
+    send(session, id=7, method="resources/read", params={"uri": "test://text"})
+    session.respond(7, {"contents": [], "ttlMs": 5, "cacheScope": "public"})
+    result = only(session)["result"]
+    assert (result["ttlMs"], result["cacheScope"]) == (5, "public")
+
+
+# --- asking the client: sampling, elicitation, roots -----------------------------------------
+
+
+def test_requests_to_the_client_and_their_replies() -> None:
+    session = ready({"sampling": {}, "elicitation": {}})
+    call(session, "c")
+    asked = session.request("sampling/createMessage", {"maxTokens": 5}, related="c")
+    assert asked is not None
+    [message] = outbound(session)
+    assert (message.kind, message.related, message.final) == (Kind.CONTROL, "c", False)
+    body = json.loads(message.text)
+    assert body == {
+        "jsonrpc": "2.0",
+        "id": asked,
+        "method": "sampling/createMessage",
+        "params": {"maxTokens": 5},
+    }
+    send(session, id=asked, result={"content": {"type": "text", "text": "hi"}})
+    assert events(session) == [
+        ClientReply(
+            asked, "sampling/createMessage", "c", {"content": {"type": "text", "text": "hi"}}
+        )
+    ]
+    send(session, id=asked, result={})  # answered already: nothing waits for it
+    assert events(session) == []
+    second = session.request("elicitation/create")
+    assert second is not None and second != asked
+    outbound(session)
+    send(session, id=second, error={"code": -1, "message": "declined"})
+    [reply] = events(session)
+    assert isinstance(reply, ClientReply)
+    assert reply.result is None and reply.error is not None and reply.error.message == "declined"
+    third = session.request("ping")
+    assert third is not None
+    outbound(session)
+    send(session, id=third, result=[1])  # not an object: an empty result
+    assert events(session) == [ClientReply(third, "ping", None, {})]
+
+
+def test_the_client_is_not_asked_what_it_cannot_answer() -> None:
+    session = ready({"sampling": {}})
+    assert session.request("elicitation/create") is None  # not declared
+    assert session.request("roots/list") is None
+    assert session.request("sampling/createMessage", related="gone") is None  # no such call
+    assert outbound(session) == []
+    fresh = new_session()
+    assert fresh.request("ping") is None  # not initialized
+    assert modern({"sampling": {}}).request("sampling/createMessage") is None  # 2026: MRTR
+    asked = session.request("sampling/createMessage")
+    session.close()
+    send(session, id=asked, result={})
+    assert events(session) == []
+
+
+# --- 2026-07-28: retries of input-required requests, logs per request -----------------------
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"inputResponses": None},
+        {"inputResponses": 5},
+        {"inputResponses": {"user_name": 12345}},
+        {"requestState": 7},
+    ],
+)
+def test_malformed_retries_are_invalid_params(params: dict[str, Any]) -> None:
+    session = modern()
+    send(session, id=1, method="tools/call", params={"name": "speak", **params})
+    assert error_code(session, 1) == INVALID_PARAMS
+    assert events(session) == []
+
+
+def test_a_retry_reaches_the_application_whole() -> None:
+    session = modern()
+    params = {
+        "name": "speak",
+        "arguments": {},
+        "inputResponses": {"confirm": {"action": "accept"}},
+        "requestState": "sealed",
+    }
+    send(session, id=1, method="tools/call", params=params)
+    [event] = events(session)
+    assert isinstance(event, ToolCall) and event.params == params
+
+
+def test_modern_logs_need_the_requests_level() -> None:
+    session = modern()
+    meta = {"io.modelcontextprotocol/logLevel": "warning"}
+    send(session, id=1, method="tools/call", params={"name": "speak", "_meta": meta})
+    events(session)
+    assert not session.log("info", "quiet")
+    assert session.log("error", "loud", related=1)
+    [line] = outbound(session)
+    assert (line.kind, line.related) == (Kind.LOG, 1)
+    send(session, id=2, method="tools/call", params={"name": "speak"})
+    assert not session.log("emergency", "none asked")
 
 
 # --- random sequences ----------------------------------------------------------------------

@@ -243,7 +243,7 @@ class McpSession:
                 self._request(message)
             case JsonRpcNotification():
                 self._notification(message)
-            case JsonRpcResponse() | JsonRpcErrorResponse():
+            case _:  # a response: the client answering a request of ours
                 self._reply(message)
 
     def refuse(self, error: JsonRpcErrorResponse) -> None:
