@@ -1,9 +1,10 @@
-"""One socket option every adapter sets on an accepted connection."""
+"""Socket options the adapters set: one on every accepted connection, one before an abort."""
 
 from __future__ import annotations
 
 import contextlib
 import socket
+import struct
 
 #: Unsent bytes the kernel may hold per connection. Without a bound Linux grows the send buffer
 #: to megabytes, and a control message queued behind them waits seconds for a slow reader
@@ -20,3 +21,12 @@ def bound_unsent(sock: socket.socket | None) -> None:
         return
     with contextlib.suppress(OSError):  # not TCP (a Unix socket), or refused: defaults apply
         sock.setsockopt(socket.IPPROTO_TCP, option, NOTSENT_LOWAT)
+
+
+def drop_on_close(sock: socket.socket | None) -> None:
+    """``SO_LINGER`` 0: closing the socket then resets the connection at once, discarding
+    unsent bytes, instead of leaving the kernel retrying them to a peer that does not read."""
+    if sock is None:
+        return
+    with contextlib.suppress(OSError, ValueError):  # already closed, or not a socket option
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))

@@ -23,7 +23,7 @@ import anyio.lowlevel
 import anyio.to_thread
 from anyio.abc import SocketAttribute
 
-from diaproto.adapters._tcp import bound_unsent
+from diaproto.adapters._tcp import bound_unsent, drop_on_close
 from diaproto.adapters._threaded import Listening, ThreadedServer, start_loop_thread
 from diaproto.app import Application, Cancellable
 from diaproto.config import ConnectionConfig
@@ -186,7 +186,7 @@ class Server:
         try:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(_reader, self.app, session, stream)
-                await _writer(self.app, session, stream)
+                await _writer(self.app, session, stream, tg)
                 tg.cancel_scope.cancel()
         finally:
             self.sessions.discard(session)
@@ -226,22 +226,23 @@ async def _reader(app: Application, session: AnyioSession, stream: anyio.abc.Byt
         session.wake()
 
 
-async def _writer(app: Application, session: AnyioSession, stream: anyio.abc.ByteStream) -> None:
+async def _writer(
+    app: Application,
+    session: AnyioSession,
+    stream: anyio.abc.SocketStream,
+    tg: anyio.abc.TaskGroup,
+) -> None:
     conn = session.conn
     while True:
         data = conn.data_to_send(now())
         _dispatch(app, session)  # taking a batch can resume paused producers
         if data:
-            conn.set_transport_buffered(len(data))
-            session._sending = True
-            try:
-                await stream.send(data)
-            except (anyio.BrokenResourceError, anyio.ClosedResourceError):
-                conn.receive_eof(now())
-                _dispatch(app, session)
-            finally:
-                session._sending = False
-            conn.set_transport_buffered(0)
+            conn.set_transport_buffered(len(data), now())
+            if not await _send(app, session, stream, data, tg):
+                # The core gave up on the peer: reset, so nothing waits on its window.
+                drop_on_close(stream.extra(SocketAttribute.raw_socket, None))
+                return
+            conn.set_transport_buffered(0, now())
             continue
         if conn.finished:
             return
@@ -250,6 +251,48 @@ async def _writer(app: Application, session: AnyioSession, stream: anyio.abc.Byt
         if deadline is not None and now() >= deadline:
             conn.handle_timer(now())
             _dispatch(app, session)
+
+
+async def _send(
+    app: Application,
+    session: AnyioSession,
+    stream: anyio.abc.ByteStream,
+    data: bytes,
+    tg: anyio.abc.TaskGroup,
+) -> bool:
+    """Send ``data`` in a task of its own while the core's timers run on (a peer that does
+    not read would otherwise stop them, the write timeout included). False when the
+    connection finished and its flush deadline passed with the send still blocked."""
+    conn = session.conn
+    sent = anyio.Event()
+    scope = anyio.CancelScope()
+
+    async def send() -> None:
+        with scope:
+            try:
+                await stream.send(data)
+            except (anyio.BrokenResourceError, anyio.ClosedResourceError):
+                conn.receive_eof(now())
+                _dispatch(app, session)
+        sent.set()
+
+    session._sending = True
+    tg.start_soon(send)
+    try:
+        while not sent.is_set():
+            deadline = conn.flush_deadline if conn.finished else conn.next_deadline()
+            with anyio.move_on_after(math.inf if deadline is None else max(deadline - now(), 0)):
+                await sent.wait()
+            if sent.is_set() or deadline is None or now() < deadline:
+                continue
+            if conn.finished:
+                scope.cancel()  # the send is abandoned: the stream is dropped next
+                return False
+            conn.handle_timer(now())
+            _dispatch(app, session)
+    finally:
+        session._sending = False
+    return True
 
 
 def run(

@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar, cast
 
-from diaproto.adapters._tcp import bound_unsent
+from diaproto.adapters._tcp import bound_unsent, drop_on_close
 from diaproto.adapters._threaded import (
     Listening,
     ThreadedServer,
@@ -37,6 +37,7 @@ T = TypeVar("T")
 WORKER_THREADS = 256
 BACKLOG = 65535  # as anyio's listener; the kernel caps it at net.core.somaxconn
 CLOSE_CODE_SHUTDOWN = 1001
+PAUSED_POLL = 0.05  # seconds between timer checks while a due deadline waits on the peer
 
 
 def now() -> float:
@@ -200,7 +201,7 @@ class AsyncioSession(asyncio.Protocol):
                 if data:
                     transport.write(data)
                     if self._write_paused:  # the write window and budget count what it holds
-                        conn.set_transport_buffered(transport.get_write_buffer_size())
+                        conn.set_transport_buffered(transport.get_write_buffer_size(), now())
                 elif not delivered:
                     break  # nothing written and no event that could have produced output
         finally:
@@ -209,7 +210,9 @@ class AsyncioSession(asyncio.Protocol):
             self._cancel_timer()
             if data := conn.data_to_send(now()):  # the last words, even past a full transport
                 transport.write(data)
-            transport.close()  # after what the transport still holds
+            transport.close()  # after what the transport still holds ...
+            if transport.get_write_buffer_size():
+                self._arm_flush_deadline(conn.flush_deadline)  # ... for a bounded time
             return
         self._arm_timer(conn.next_deadline())
         if conn.wants_data:
@@ -243,9 +246,9 @@ class AsyncioSession(asyncio.Protocol):
             return
         delay = deadline - now()
         if delay <= 0.0 and self._write_paused:
-            # Due but waiting on the peer (a batch the core cannot send yet): resume_writing
-            # runs the next step; re-arming at once would spin.
-            return
+            # Due but waiting on the peer: poll rather than spin, and never go without a
+            # timer (the write timeout must fire while the peer does not read).
+            delay = PAUSED_POLL
         self._deadline = deadline
         # Relative: the core's clock is time.monotonic(), uvloop's loop.time() is not.
         self._timer = self.runtime.loop.call_later(max(delay, 0.0), self._on_timer)
@@ -259,12 +262,31 @@ class AsyncioSession(asyncio.Protocol):
     def _on_timer(self) -> None:
         self._timer = None
         self._deadline = None
+        transport = self._transport
+        if self._write_paused and transport is not None:
+            # How much the peer took meanwhile: progress restarts the core's write timeout.
+            self.conn.set_transport_buffered(transport.get_write_buffer_size(), now())
         self.conn.handle_timer(now())
         self.pump()
 
+    def _arm_flush_deadline(self, deadline: float | None) -> None:
+        """The connection is finished but the transport still holds bytes: abort it if they
+        have not left by the core's flush deadline."""
+        if deadline is None:
+            return
+        delay = deadline - now()
+        if delay <= 0.0:
+            self.abort()
+        else:
+            self._deadline = deadline
+            self._timer = self.runtime.loop.call_later(delay, self.abort)
+
     def abort(self) -> None:
-        """Drop the transport without waiting for the peer (end of shutdown)."""
+        """Drop the transport without waiting for the peer (a peer that stopped reading, a
+        flush past its deadline, the end of shutdown)."""
+        self._cancel_timer()  # the flush timer, if this is not its callback
         if self._transport is not None:
+            drop_on_close(self._transport.get_extra_info("socket"))
             self._transport.abort()  # connection_lost follows on the loop
 
 

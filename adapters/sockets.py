@@ -23,7 +23,7 @@ from collections.abc import Callable
 from types import FrameType
 from typing import TypeVar
 
-from diaproto.adapters._tcp import bound_unsent
+from diaproto.adapters._tcp import bound_unsent, drop_on_close
 from diaproto.adapters._threaded import ThreadedServer
 from diaproto.app import Application
 from diaproto.config import ConnectionConfig
@@ -311,7 +311,7 @@ class Server:
                     conn.receive_eof(now())
             if session.gone:
                 session.pending.clear()  # nobody to write to: the core still drains itself
-            conn.set_transport_buffered(len(session.pending))
+            conn.set_transport_buffered(len(session.pending), now())
             if session.pending:
                 break  # the rest stays in the core, where priorities still apply
             data = conn.data_to_send(now())
@@ -319,14 +319,20 @@ class Server:
                 session.pending += data
             elif not self._dispatch(session):
                 break  # else the events (a producer resumed, a pipelined request) may write
-        if conn.finished and not session.pending:
-            self._close(session)
-            return
+        deadline = conn.next_deadline()
+        if conn.finished:
+            if not session.pending:
+                self._close(session)
+                return
+            # The last bytes get until the core's flush deadline; then the socket is reset.
+            deadline = conn.flush_deadline
+            if deadline is not None and now() >= deadline:
+                self._close(session, drop=True)
+                return
         interest = selectors.EVENT_WRITE if session.pending else 0
         if conn.wants_data and not session.eof and not session.gone:
             interest |= selectors.EVENT_READ
         self._register(session, interest)
-        deadline = conn.next_deadline()
         if deadline != session.armed:  # the old heap entry, if any, is stale from now on
             session.armed = deadline
             if deadline is not None:
@@ -358,12 +364,15 @@ class Server:
             self.selector.modify(session.sock, interest, session)
         session.interest = interest
 
-    def _close(self, session: SocketsSession) -> None:
+    def _close(self, session: SocketsSession, *, drop: bool = False) -> None:
+        """Close the socket; ``drop``: reset it, discarding what the peer did not take."""
         self._register(session, 0)
         self.sessions.discard(session)
         self.dirty.pop(session, None)
         session.closed = True
         session.armed = None  # its heap entries are stale now
+        if drop:
+            drop_on_close(session.sock)
         session.sock.close()
 
     # --- shutting down ---------------------------------------------------------------------
@@ -385,7 +394,7 @@ class Server:
             session.gone = True
             session.conn.receive_eof(now())
             self._dispatch(session)
-            self._close(session)
+            self._close(session, drop=True)
         with self.inbox_lock:
             self.closed = True  # from now on call_soon_threadsafe raises
             calls, self.inbox = self.inbox, deque()

@@ -24,7 +24,7 @@ from tornado.locks import Event as LoopEvent
 from tornado.netutil import bind_sockets
 from tornado.tcpserver import TCPServer
 
-from diaproto.adapters._tcp import bound_unsent
+from diaproto.adapters._tcp import bound_unsent, drop_on_close
 from diaproto.adapters._threaded import (
     Listening,
     ThreadedServer,
@@ -149,6 +149,10 @@ class TornadoSession:
         conn = self.conn
         if self._writing:
             self.dispatch()  # no more output until the kernel took the last write
+            if conn.finished:
+                self._finish_writing()
+            else:  # the core's timers run on while the peer is slow: the write timeout too
+                self._arm_timer(conn.next_deadline())
             return
         while True:
             data = conn.data_to_send(now())
@@ -182,7 +186,7 @@ class TornadoSession:
         if self._stream.closed():
             self._lost()
             return True
-        self.conn.set_transport_buffered(len(data))
+        self.conn.set_transport_buffered(len(data), now())
         try:
             written = self._stream.write(data)
         except (StreamClosedError, StreamBufferFullError):
@@ -193,8 +197,8 @@ class TornadoSession:
             self.conn.set_transport_buffered(0)
             return True
         self._writing = True
-        self._arm_timer(None)  # timers wait for the write, as the anyio writer does
         written.add_done_callback(self._written)
+        self._arm_timer(self.conn.next_deadline())  # timers run on while the write waits
         return False
 
     def _written(self, written: asyncio.Future[None]) -> None:
@@ -221,8 +225,18 @@ class TornadoSession:
 
     def _on_timer(self) -> None:
         self._timer = None
+        self._deadline = None
         self.conn.handle_timer(now())
         self.pump()
+
+    def _finish_writing(self) -> None:
+        """Finished with a write still in flight: it gets until the core's flush deadline
+        (its completion closes the stream), then the stream is aborted."""
+        deadline = self.conn.flush_deadline
+        if deadline is not None and now() >= deadline:
+            self.abort()
+        else:
+            self._arm_timer(deadline)
 
     def close(self) -> None:
         self._arm_timer(None)
@@ -231,7 +245,9 @@ class TornadoSession:
         self.done.set()
 
     def abort(self) -> None:
-        """Drop the transport without waiting for the peer (end of shutdown)."""
+        """Drop the transport without waiting for the peer (a peer that stopped reading, a
+        flush past its deadline, the end of shutdown)."""
+        drop_on_close(self._stream.socket)
         self._stream.close()
         self._lost()
         self.close()

@@ -23,8 +23,14 @@ class Timeouts:
     idle: float | None = 300.0  # no bytes either way for this long: close
     ping_interval: float | None = 20.0  # WebSocket ping after this much quiet from the peer
     ping_timeout: float | None = 20.0  # no pong (or any byte) within this: the peer is dead
-    close_timeout: float | None = 5.0  # our close frame unanswered: drop the transport
+    # Our close frame unanswered: drop the transport. Also how long a closed connection may
+    # take to flush its last bytes before the transport is aborted.
+    close_timeout: float | None = 5.0
     sse_heartbeat: float | None = 15.0  # comment line on a quiet SSE stream
+    # Bytes of ours wait for the peer and it has taken none of them for this long: it stopped
+    # reading (WebSocket, SSE or a streamed body): the connection is dropped, the transport
+    # aborted. Only while bytes wait: a quiet connection is the other timers' business.
+    write_timeout: float | None = 30.0
 
 
 @dataclass(frozen=True, slots=True)

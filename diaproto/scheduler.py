@@ -515,11 +515,15 @@ class Scheduler(Generic[T]):
 
     # --- timers ----------------------------------------------------------------------------
 
-    def next_deadline(self) -> float | None:
-        """When :meth:`take` or :meth:`handle_timer` next has something to do by the clock."""
+    def next_deadline(self, *, linger: bool = True) -> float | None:
+        """When :meth:`take` or :meth:`handle_timer` next has something to do by the clock.
+
+        ``linger=False`` leaves out the linger deadline (for a caller that will not call
+        :meth:`take` for now, so that deadline could only stay due)."""
         deadlines: list[float] = []
         if (
-            self._last_take is not None
+            linger
+            and self._last_take is not None
             and self._in_flight < self.config.write_window
             and any(s.eligible() for p in LINGERING_CLASSES for s in self._rings[p] or ())
         ):

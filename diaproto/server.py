@@ -9,8 +9,11 @@ The pump contract (every adapter is this loop)::
     conn.next_deadline() -> float | None
     conn.handle_timer(now)
 
-plus ``set_transport_buffered(n)`` to report bytes the transport still holds, and
-``finished`` to know when to close the transport (after writing ``data_to_send``).
+plus ``set_transport_buffered(n, now)`` to report bytes the transport still holds (the
+write timeout runs while it holds some and the peer takes none of them), ``finished`` to know
+when to close the transport (after writing ``data_to_send``), and ``flush_deadline``: once
+finished, a transport still holding bytes at that time is aborted, never left waiting for a
+peer that does not read.
 
 :class:`ServerConnection` is the pump over three parts, each a mixin in a module of its own:
 :mod:`diaproto.http_front` (h11), :mod:`diaproto.websocket_session` (wsproto) and
@@ -20,13 +23,23 @@ plus ``set_transport_buffered(n)`` to report bytes the transport still holds, an
 
 from __future__ import annotations
 
+import h11
+
 from diaproto.config import ConnectionConfig
+from diaproto.errors import LocalProtocolError
 from diaproto.events import ConnectionClosed, Event, SlowConsumer
 from diaproto.http_front import HttpFront
-from diaproto.server_base import CLOSE_NORMAL, CLOSE_POLICY, CONTROL_STREAM, State
-from diaproto.sse import encode_comment
+from diaproto.server_base import (
+    CLOSE_GOING_AWAY,
+    CLOSE_NORMAL,
+    CLOSE_POLICY,
+    CONTROL_STREAM,
+    State,
+)
+from diaproto.sse import SseEvent, encode_comment
 from diaproto.streaming import OutboundStreams
 from diaproto.websocket_session import WebSocketSession
+from diaproto.wire import ErrorCode, StreamError, encode_message
 
 __all__ = ["ServerConnection", "State"]
 
@@ -47,6 +60,7 @@ class ServerConnection(HttpFront, WebSocketSession, OutboundStreams):
         """Buffer bytes from the peer. Never raises for anything the peer sent."""
         if not data or self.state is State.CLOSED or self._eof:
             return
+        self._clock = now
         self._keepalive.on_receive(now)
         if self._ws is not None:
             self._ws.receive_data(data)
@@ -88,6 +102,7 @@ class ServerConnection(HttpFront, WebSocketSession, OutboundStreams):
                 return None
 
     def data_to_send(self, now: float) -> bytes:
+        self._clock = now
         if self._framer is not None and self.state in (State.STREAMING, State.WEBSOCKET):
             self._scheduler.set_in_flight(len(self._out) + self._transport_buffered)
             batch = self._scheduler.take(now)
@@ -104,12 +119,23 @@ class ServerConnection(HttpFront, WebSocketSession, OutboundStreams):
             self._last_sse_write = now
         return data
 
-    def set_transport_buffered(self, nbytes: int) -> None:
+    def set_transport_buffered(self, nbytes: int, now: float | None = None) -> None:
         """Bytes the transport still holds unwritten; the write window and budget count them.
 
         Counted at once, so a write blocked on a slow peer holds back the next batch and its
-        bytes are inside ``buffered_bytes`` while it waits."""
-        self._transport_buffered = max(nbytes, 0)
+        bytes are inside ``buffered_bytes`` while it waits. It also drives the write timeout:
+        it runs from the first report of held bytes and restarts at each smaller report (the
+        peer took some), so report again whenever the count may have dropped. ``now``
+        defaults to the latest time this connection was given (a ``data_to_send`` just before
+        the write, in every adapter)."""
+        if now is not None:
+            self._clock = now
+        nbytes = max(nbytes, 0)
+        if nbytes == 0:
+            self._blocked_since = None
+        elif self._blocked_since is None or nbytes < self._transport_buffered:
+            self._blocked_since = self._clock  # a write began, or the peer took some of it
+        self._transport_buffered = nbytes
         if self.state in (State.STREAMING, State.WEBSOCKET):
             self._scheduler.set_in_flight(len(self._out) + self._transport_buffered)
 
@@ -129,13 +155,51 @@ class ServerConnection(HttpFront, WebSocketSession, OutboundStreams):
         if self._sse and self.state is State.STREAMING and timeouts.sse_heartbeat is not None:
             deadlines.append(self._last_sse_write + timeouts.sse_heartbeat)
         if self.state in (State.STREAMING, State.WEBSOCKET):
-            deadline = self._scheduler.next_deadline()
+            # While the transport holds bytes nothing is taken from the scheduler, so its
+            # linger deadline would only be a due deadline that nothing can clear.
+            deadline = self._scheduler.next_deadline(linger=self._transport_buffered == 0)
             if deadline is not None:
                 deadlines.append(deadline)
+        if (
+            self._blocked_since is not None
+            and timeouts.write_timeout is not None
+            and self.state is not State.CLOSED
+        ):
+            deadlines.append(self._blocked_since + timeouts.write_timeout)
         return min(deadlines) if deadlines else None
 
-    def handle_timer(self, now: float) -> None:
+    @property
+    def flush_deadline(self) -> float | None:
+        """Once ``finished``: when a transport still holding bytes must be aborted.
+
+        The close timeout after the close (the last words get that long to leave), or the
+        close itself when the peer had stopped reading; None before the close, or when
+        both timeouts are disabled."""
+        if self._closed_at is None or self.state is not State.CLOSED:
+            return None
+        if self._drop:
+            return self._closed_at
         timeouts = self.config.timeouts
+        grace = timeouts.close_timeout
+        if grace is None:
+            grace = timeouts.write_timeout
+        return None if grace is None else self._closed_at + grace
+
+    def handle_timer(self, now: float) -> None:
+        self._clock = now
+        timeouts = self.config.timeouts
+        if (
+            self._blocked_since is not None
+            and timeouts.write_timeout is not None
+            and self.state is not State.CLOSED
+            and now >= self._blocked_since + timeouts.write_timeout
+        ):
+            # The peer took none of our bytes for the write timeout: it stopped reading. A
+            # close frame or a final event could not reach it either, so drop it now.
+            self._drop = True
+            code = 1006 if self._ws is not None else None
+            self._set_closed(code, "the peer stopped reading")
+            return
         if self.state is State.AWAITING_REQUEST:
             self._request_timer(now)
         elif self.state in (State.WEBSOCKET, State.CLOSING):
@@ -171,10 +235,26 @@ class ServerConnection(HttpFront, WebSocketSession, OutboundStreams):
         transport is closed after ``data_to_send``."""
         if self.state is State.CLOSED:
             return
+        self._clock = now
         if self.state is State.WEBSOCKET:
             self._start_close(code, reason, now)
+        elif self.state is State.STREAMING and self._sse and code == CLOSE_GOING_AWAY:
+            self._end_sse_going_away(reason or "the server is going away")
         elif self.state is not State.CLOSING:
             self._set_closed(None, reason or "closed by the application")
+
+    def _end_sse_going_away(self, reason: str) -> None:
+        """Shutdown of an SSE response: an ``error`` event (``going_away``, no stream) after
+        whatever already left, then the body's last chunk, so the client can tell a shutdown
+        from a broken connection and reconnect later (WebSocket's 1001). What is still queued
+        is dropped (reported in ``unsent``)."""
+        error = encode_message(StreamError(None, ErrorCode.GOING_AWAY, reason))
+        try:
+            self._write_body(SseEvent(data=error, event="error").encode())
+            self._h11_send(h11.EndOfMessage())
+        except LocalProtocolError:
+            pass  # h11 is past the body (cannot happen in STREAMING): a plain close then
+        self._set_closed(None, reason)
 
     # --- inbound ---------------------------------------------------------------------------
 

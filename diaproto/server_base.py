@@ -45,11 +45,15 @@ class ServerConnectionBase:
     # for a shared-key instance dict, and a dict of its own cost ~1.6 KiB.
     __slots__ = (
         "_assembler",
+        "_blocked_since",
         "_body",
         "_body_size",
+        "_clock",
+        "_closed_at",
         "_closed_reported",
         "_cycle_bytes",
         "_cycle_started",
+        "_drop",
         "_ending",
         "_eof",
         "_events",
@@ -102,6 +106,12 @@ class ServerConnectionBase:
         self._last_sse_write = now
         self._ending = False
         self._transport_buffered = 0
+        # Since when the transport has held bytes without the peer taking any (None: it holds
+        # none). The write timeout runs from here.
+        self._blocked_since: float | None = None
+        self._clock = now  # the latest time the caller gave us
+        self._closed_at: float | None = None
+        self._drop = False  # closed because the peer stopped reading: abort, do not flush
         self._closed_reported = False
         #: What was queued and never sent when the connection closed (set on close).
         self.unsent: list[Payload] = []
@@ -161,6 +171,8 @@ class ServerConnectionBase:
 
     def _set_closed(self, code: int | None, reason: str) -> None:
         self._enter(State.CLOSED)
+        if self._closed_at is None:
+            self._closed_at = self._clock
         self._framer = None
         # Kept for the application: a resumable stream records what never left.
         self.unsent = [item.payload for item in self._scheduler.queued_items()]

@@ -212,6 +212,7 @@ class WebSocketSession(ServerConnectionBase):
         elif due is Due.IDLE_TIMEOUT:
             self._start_close(CLOSE_NORMAL, "idle timeout", now)
         elif due is Due.CLOSE_TIMEOUT:
+            self._drop = True  # the peer did not answer: what we still hold is for no one
             self._set_closed(1006, "close handshake timed out")
 
     def _start_close(self, code: int, reason: str, now: float) -> None:

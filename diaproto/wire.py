@@ -38,6 +38,7 @@ class ErrorCode:
     SLOW_CONSUMER = "slow_consumer"
     INVALID_REQUEST = "invalid_request"  # well-formed, but the application refuses it
     BUSY = "busy"  # the server has no capacity for this stream now; try again later
+    GOING_AWAY = "going_away"  # the server is shutting down (SSE's 1001); reconnect later
     LIMIT_EXCEEDED = "limit_exceeded"  # this client holds as many streams as it may
     INTERNAL = "internal"
 

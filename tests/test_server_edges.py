@@ -12,7 +12,8 @@ from diaproto import (
     State,
     StreamFinished,
 )
-from diaproto.config import ConnectionConfig
+from diaproto.config import ConnectionConfig, Timeouts
+from diaproto.events import Event
 from diaproto.testing import sse_pair, websocket_pair
 
 
@@ -103,3 +104,99 @@ def test_a_big_header_while_closing_is_left_to_the_close_handshake() -> None:
     while server.next_event() is not None:
         pass
     assert server.state is State.CLOSING  # no second close; the close timeout ends it
+
+
+# --- the write timeout: a peer that stops reading (issue 12) ---------------------------------
+
+QUIET = Timeouts(
+    handshake=None, idle=None, ping_interval=None, ping_timeout=None, sse_heartbeat=None
+)
+
+
+def _drain_events(server: ServerConnection) -> list[Event]:
+    events = []
+    while (event := server.next_event()) is not None:
+        events.append(event)
+    return events
+
+
+def test_write_timeout_runs_only_while_the_transport_holds_bytes_the_peer_does_not_take() -> None:
+    loop = sse_pair(server_config=ConnectionConfig(timeouts=QUIET))
+    server = loop.server
+    loop.take_server_events()
+    server.open_stream(1, 1.0)
+    server.send(1, b"x" * 100, 1.0)
+    assert server.data_to_send(1.0)
+    assert server.next_deadline() is None  # nothing held: a quiet connection has no timer
+    server.set_transport_buffered(100, now=1.0)  # the write did not all go
+    assert server.next_deadline() == 31.0  # the default write timeout, 30 s
+    server.set_transport_buffered(100, now=20.0)  # the same count again: no progress
+    assert server.next_deadline() == 31.0
+    server.set_transport_buffered(40, now=20.0)  # the peer took some: the timer restarts
+    assert server.next_deadline() == 50.0
+    server.handle_timer(49.9)
+    assert not server.finished
+    server.handle_timer(50.0)
+    assert server.finished
+    assert server.flush_deadline == 50.0  # abort at once: nothing would reach the peer
+    closed = [e for e in _drain_events(server) if isinstance(e, ConnectionClosed)]
+    assert closed == [ConnectionClosed(None, "the peer stopped reading")]
+
+
+def test_write_timeout_clears_when_the_transport_drains() -> None:
+    loop = sse_pair(server_config=ConnectionConfig(timeouts=QUIET))
+    server = loop.server
+    server.set_transport_buffered(100, now=1.0)
+    server.set_transport_buffered(0, now=2.0)
+    assert server.next_deadline() is None
+    server.handle_timer(100.0)
+    assert not server.finished
+
+
+def test_write_timeout_drops_a_websocket_with_1006() -> None:
+    timeouts = Timeouts(ping_interval=None, ping_timeout=None, idle=None, write_timeout=2.0)
+    loop = websocket_pair(server_config=ConnectionConfig(timeouts=timeouts))
+    server = loop.server
+    loop.take_server_events()
+    server.set_transport_buffered(5000, now=1.0)
+    assert server.next_deadline() == 3.0
+    server.handle_timer(3.0)
+    assert server.finished
+    assert server.data_to_send(3.0) == b""  # no close frame: it could not reach the peer
+    closed = [e for e in _drain_events(server) if isinstance(e, ConnectionClosed)]
+    assert closed == [ConnectionClosed(1006, "the peer stopped reading")]
+
+
+def test_no_linger_deadline_while_the_transport_holds_bytes() -> None:
+    """A linger deadline cannot be cleared while the adapter takes nothing; reported, it
+    would stay due (an adapter would spin, or arm no timer and miss the write timeout)."""
+    loop = sse_pair(server_config=ConnectionConfig(timeouts=QUIET))
+    server = loop.server
+    loop.take_server_events()
+    server.open_stream(1, 1.0)
+    server.send(1, b"a", 1.0)
+    assert server.data_to_send(1.0)
+    server.send(1, b"b", 1.0)  # a recent write: this one lingers for company
+    assert server.next_deadline() == 1.0 + server.config.scheduler.linger
+    server.set_transport_buffered(10, now=1.0)
+    assert server.next_deadline() == 31.0
+
+
+def test_flush_deadline_after_a_close_is_the_close_timeout() -> None:
+    loop = sse_pair(server_config=ConnectionConfig(timeouts=QUIET))
+    server = loop.server
+    assert server.flush_deadline is None
+    server.close(7.0)
+    assert server.finished
+    assert server.flush_deadline == 7.0 + 5.0
+
+
+def test_close_handshake_timeout_aborts_instead_of_flushing() -> None:
+    timeouts = Timeouts(ping_interval=None, ping_timeout=None, idle=None, close_timeout=1.0)
+    loop = websocket_pair(server_config=ConnectionConfig(timeouts=timeouts))
+    server = loop.server
+    server.close(2.0, 1001, "going away")
+    server.data_to_send(2.0)
+    server.handle_timer(3.0)
+    assert server.finished
+    assert server.flush_deadline == 3.0

@@ -509,3 +509,49 @@ def test_data_and_text_frame_as_their_sse_events(payloads: list[bytes | str], se
         for i, p in enumerate(payloads)
     ]
     assert sse_frame(batch) == b"".join(event.encode() for event in expected)
+
+
+# --- shutdown ----------------------------------------------------------------------------
+
+
+def test_shutdown_ends_the_response_with_going_away_and_the_last_chunk() -> None:
+    server = sse_server()
+    server.open_stream(1, 0.0)
+    server.send(1, b"\x01\x02", 0.0)
+    sent = server.data_to_send(1.0)
+    assert b"event: data" in sent
+    server.send(1, b"never sent", 1.0)
+    server.close(1.0, 1001, "server shutting down")
+    assert server.finished
+    raw = server.data_to_send(1.0)
+    assert raw.endswith(b"\r\n0\r\n\r\n")  # the chunked body's terminating chunk
+    body = raw.split(b"\r\n")[1].decode()
+    assert body.startswith("event: error\ndata: ")
+    error = json.loads(body.removeprefix("event: error\ndata: ").strip())
+    assert error == {
+        "type": "error",
+        "stream": None,
+        "code": ErrorCode.GOING_AWAY,
+        "message": "server shutting down",
+    }
+    assert server.unsent == [b"never sent"]  # queued data is dropped, and reported
+
+
+def test_shutdown_error_reaches_the_sse_client_as_its_last_event() -> None:
+    loop = sse_pair()
+    loop.take_client_events()
+    loop.server.open_stream(1, loop.clock.now)
+    loop.server.send(1, b"audio", loop.clock.now)
+    loop.pump()
+    loop.server.close(loop.clock.now, 1001, "bye")
+    loop.pump()
+    received = messages(loop.take_client_events())
+    assert received[-1].event == "error"
+    assert wire_body(received[-1])["code"] == "going_away"
+
+
+def test_a_close_other_than_shutdown_still_just_closes() -> None:
+    server = sse_server()
+    server.close(1.0)
+    assert server.finished
+    assert server.data_to_send(1.0) == b""  # the transport closes: the body is cut short

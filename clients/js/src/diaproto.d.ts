@@ -12,6 +12,7 @@ export declare const ErrorCode: Readonly<{
   INVALID_REQUEST: "invalid_request";
   BUSY: "busy";
   LIMIT_EXCEEDED: "limit_exceeded";
+  GOING_AWAY: "going_away";
   INTERNAL: "internal";
 }>;
 
