@@ -22,6 +22,8 @@ from diaproto.scheduler import Scheduler
 from diaproto.server_base import ServerConnectionBase, State
 from diaproto.sse import SSE_RESPONSE_HEADERS, SseEvent, encode_retry
 
+CHUNK_SIZE_LIMIT = 2**64  # a chunk size at or past this is malformed (400), not large (413)
+
 
 class HttpFront(ServerConnectionBase):
     """Requests in, answers out; hands a WebSocket upgrade or an SSE stream to the others."""
@@ -133,7 +135,8 @@ class HttpFront(ServerConnectionBase):
             self._refuse(RemoteProtocolError(message, http_status=status))
             return True
         if event is h11.NEED_DATA or event is h11.PAUSED:
-            return False
+            # A chunk's size is known once its line is read: refuse now, not at the timeout.
+            return event is h11.NEED_DATA and self._refuse_chunk_size(0)
         if isinstance(event, h11.Request):
             self._request = event
             self._body = []
@@ -141,8 +144,11 @@ class HttpFront(ServerConnectionBase):
             length = _content_length(event)
             # h11 bounds only a head that arrives in pieces; this bounds one that came whole.
             head_end = self._h11_fed - _h11_buffered(self._http)
+            framing_error = _framing_error(event)
             if head_end - self._head_start > self.config.limits.max_header_bytes:
                 self._refuse(RemoteProtocolError(self._head_too_large(), http_status=431))
+            elif framing_error is not None:
+                self._refuse(framing_error)
             elif length is not None and length > self.config.limits.max_body_bytes:
                 self._refuse(RemoteProtocolError("request body too large", http_status=413))
             elif self._http.they_are_waiting_for_100_continue:
@@ -153,6 +159,7 @@ class HttpFront(ServerConnectionBase):
                 self._refuse(RemoteProtocolError("request body too large", http_status=413))
             else:
                 self._body.append(bytes(event.data))
+                self._refuse_chunk_size(len(event.data))
         elif isinstance(event, h11.EndOfMessage):
             self._route_request()
         else:  # h11.ConnectionClosed, the only other event h11 gives a server
@@ -217,6 +224,20 @@ class HttpFront(ServerConnectionBase):
         self._pending = None
         self._set_closed(None, error.message)
 
+    def _refuse_chunk_size(self, just_read: int) -> bool:
+        """Refuse a body whose current chunk declares more than may arrive; True if so.
+        ``just_read``: bytes of the chunk in the event just taken (0 on NEED_DATA)."""
+        remaining = _chunk_remaining(self._http)
+        if just_read + remaining >= CHUNK_SIZE_LIMIT:
+            # RFC 9112 7.1: a size no 64-bit integer holds is malformed, not merely large.
+            self._refuse(RemoteProtocolError("chunk size overflows 64 bits", http_status=400))
+        elif self._body_size + remaining > self.config.limits.max_body_bytes:
+            # _body_size already counts just_read.
+            self._refuse(RemoteProtocolError("request body too large", http_status=413))
+        else:
+            return False
+        return True
+
     def _head_too_large(self) -> str:
         return f"request head larger than {self.config.limits.max_header_bytes} bytes"
 
@@ -239,6 +260,36 @@ def _h11_buffered(conn: h11.Connection) -> int:
     run of pipelined requests cost quadratic time. Only the length is needed here.
     """
     return len(conn._receive_buffer)
+
+
+def _chunk_remaining(conn: h11.Connection) -> int:
+    """Bytes still due in the chunk being read (0 outside a chunked body).
+
+    h11 parses the chunk size but keeps it in its reader; without it a chunk that declares
+    more than the body limit, and then sends little, would wait for the handshake timeout.
+    """
+    remaining = getattr(getattr(conn, "_reader", None), "_bytes_in_chunk", 0)
+    return remaining if isinstance(remaining, int) else 0
+
+
+def _framing_error(request: h11.Request) -> RemoteProtocolError | None:
+    """A request whose version or body framing we will not guess at (RFC 9112 2.3, 6.1)."""
+    if not request.http_version.startswith(b"1."):
+        version = request.http_version.decode("ascii")
+        return RemoteProtocolError(f"HTTP/{version} is not supported", http_status=505)
+    names = {name for name, _ in request.headers}
+    if b"transfer-encoding" in names:
+        # h11 reads such a body as chunked and keeps the connection alive: a proxy in front
+        # that went by Content-Length (or by HTTP/1.0) would see a different next request.
+        if b"content-length" in names:
+            return RemoteProtocolError(
+                "both Content-Length and Transfer-Encoding: ambiguous framing", http_status=400
+            )
+        if request.http_version == b"1.0":
+            return RemoteProtocolError(
+                "Transfer-Encoding in an HTTP/1.0 request: ambiguous framing", http_status=400
+            )
+    return None
 
 
 def _content_length(request: h11.Request) -> int | None:

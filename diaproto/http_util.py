@@ -13,6 +13,8 @@ _REASONS = {
     413: "Content Too Large",
     426: "Upgrade Required",
     431: "Request Header Fields Too Large",
+    501: "Not Implemented",
+    505: "HTTP Version Not Supported",
 }
 
 

@@ -373,6 +373,70 @@ def test_a_broken_chunked_body_after_the_head_closes_with_an_error() -> None:
     assert parse_response(conn.data_to_send(0.0))[0] == 400
 
 
+# --- framing that could hide a request (RFC 9112 6.1, 2.3, 7.1) -------------------------
+
+SMUGGLED = b"GET /hidden HTTP/1.1\r\nHost: x\r\n\r\n"
+
+
+@pytest.mark.parametrize(
+    "head",
+    [
+        b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n",
+        b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nContent-Length: 0\r\n\r\n",
+        b"POST / HTTP/1.0\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n",
+    ],
+)
+def test_ambiguous_body_framing_is_400_and_hides_no_request(head: bytes) -> None:
+    """Content-Length with Transfer-Encoding (or chunked HTTP/1.0): refused and closed, so
+    a request inside the body is never read as the next one."""
+    conn = ServerConnection(0.0)
+    error = only_remote_error(feed(conn, head + b"0\r\n\r\n" + SMUGGLED))
+    assert error.http_status == 400
+    status, headers, rest = parse_response(conn.data_to_send(0.0))
+    assert (status, headers["connection"]) == (400, "close")
+    assert b"HTTP/1.1" not in rest
+    assert conn.finished
+    assert drain(conn) == []
+
+
+@pytest.mark.parametrize("version", [b"9.9", b"2.0", b"0.9"])
+def test_unsupported_http_version_is_505(version: bytes) -> None:
+    status, _ = refused(b"GET / HTTP/" + version + b"\r\nHost: x\r\n\r\n")
+    assert status == 505
+
+
+def test_http_1_0_is_still_served() -> None:
+    conn = ServerConnection(0.0)
+    [event] = feed(conn, b"GET /page HTTP/1.0\r\n\r\n")
+    assert isinstance(event, Request)
+
+
+@pytest.mark.parametrize(
+    ("size", "status"),
+    [(b"ffffffffffffffffffff", 400), (b"10000000000000000", 400), (b"b", 413)],
+)
+@pytest.mark.parametrize("data", [b"", b"abc"])
+def test_a_chunk_larger_than_allowed_is_refused_at_its_header(
+    size: bytes, status: int, data: bytes
+) -> None:
+    """A chunk size past 64 bits (or past the body limit) is answered as soon as its header
+    is read, not after the handshake timeout."""
+    config = ConnectionConfig(limits=Limits(max_body_bytes=10))
+    head = b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+    assert refused(head + size + b"\r\n" + data, config)[0] == status
+
+
+def test_chunks_within_the_limit_still_wait_for_the_rest() -> None:
+    config = ConnectionConfig(limits=Limits(max_body_bytes=10))
+    conn = ServerConnection(0.0, config)
+    head = b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+    assert feed(conn, head + b"4\r\nab") == []
+    assert feed(conn, b"cd\r\n6\r\n") == []
+    [event] = feed(conn, b"efghij\r\n0\r\n\r\n")
+    assert isinstance(event, Request)
+    assert event.body == b"abcdefghij"
+
+
 # --- WebSocket handshakes ------------------------------------------------------------------
 
 

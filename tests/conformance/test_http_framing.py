@@ -1,0 +1,86 @@
+"""HTTP/1.1 framing that could smuggle a request or stall a connection, on every runtime
+(the ``runtime`` fixture), against the Dia service over raw sockets.
+
+RFC 9112 6.1: a request with both Content-Length and Transfer-Encoding is refused with 400 and
+the connection closed, so a request hidden in its body is never answered. A version other
+than HTTP/1.x gets 505; a chunk size past 64 bits gets 400 as soon as its line is read.
+"""
+
+from __future__ import annotations
+
+import socket
+
+import httpx
+import pytest
+from conformance_support import POLL_LIMIT, RecordingService, serving
+
+from diaproto.config import ConnectionConfig, Timeouts
+
+# The handshake timeout is far beyond the client's wait, so only an immediate answer passes
+# (a request left hanging would be cut off by the client, never answered with 408 in time).
+PATIENT = ConnectionConfig(timeouts=Timeouts(handshake=600.0))
+HIDDEN = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
+
+
+def exchange(port: int, request: bytes) -> bytes:
+    """Send raw bytes; everything the server sends until it closes (bounded by POLL_LIMIT)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=POLL_LIMIT) as sock:
+        sock.sendall(request)
+        out = bytearray()
+        while True:
+            try:
+                data = sock.recv(65536)
+            except ConnectionResetError:
+                break
+            except TimeoutError:
+                pytest.fail(f"the server neither answered in full nor closed: {bytes(out)!r}")
+            if not data:
+                break
+            out += data
+        return bytes(out)
+
+
+def statuses(answer: bytes) -> list[int]:
+    """The status of every response in the bytes (a body of ours never holds 'HTTP/1.1 ')."""
+    return [int(part[:3]) for part in answer.split(b"HTTP/1.1 ")[1:]]
+
+
+def healthz(port: int) -> int:
+    response = httpx.get(f"http://127.0.0.1:{port}/healthz", trust_env=False, timeout=POLL_LIMIT)
+    return response.status_code
+
+
+@pytest.mark.parametrize(
+    "framing",
+    [
+        b"Content-Length: 5\r\nTransfer-Encoding: chunked\r\n",
+        b"Transfer-Encoding: chunked\r\nContent-Length: 40\r\n",
+    ],
+)
+def test_content_length_with_transfer_encoding_is_400_and_closed(
+    runtime: str, framing: bytes
+) -> None:
+    request = b"POST /v1/stream HTTP/1.1\r\nHost: x\r\n" + framing + b"\r\n0\r\n\r\n" + HIDDEN
+    with serving(runtime, RecordingService(), PATIENT) as handle:
+        answer = exchange(handle.port, request)
+        assert statuses(answer) == [400], answer
+        assert b"connection: close" in answer.lower()
+        assert healthz(handle.port) == 200  # other connections are unaffected
+
+
+@pytest.mark.parametrize("version", [b"9.9", b"2.0"])
+def test_unsupported_http_version_is_505_and_closed(runtime: str, version: bytes) -> None:
+    request = b"GET /healthz HTTP/" + version + b"\r\nHost: x\r\n\r\n" + HIDDEN
+    with serving(runtime, RecordingService(), PATIENT) as handle:
+        answer = exchange(handle.port, request)
+        assert statuses(answer) == [505], answer
+        assert healthz(handle.port) == 200
+
+
+@pytest.mark.parametrize("size", [b"ffffffffffffffffffff", b"10000000000000000"])
+def test_overflowing_chunk_size_is_400_at_once(runtime: str, size: bytes) -> None:
+    request = b"POST /v1/stream HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+    with serving(runtime, RecordingService(), PATIENT) as handle:
+        answer = exchange(handle.port, request + size + b"\r\nabc")
+        assert statuses(answer) == [400], answer
+        assert healthz(handle.port) == 200
