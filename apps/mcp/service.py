@@ -197,6 +197,9 @@ class McpService:
         elif path == "/mcp":
             if is_modern(headers):
                 self._modern(conn, method, headers, body, now)
+            elif len(header_values(headers, "mcp-protocol-version")) > 1:
+                # Which revision would be a guess (2026-07-28's checks refuse it so too).
+                self._refuse(conn, HttpRefusal(400, "MCP-Protocol-Version is sent twice"), now)
             elif method == "POST":
                 self._post(conn, headers, body, now)
             elif method == "GET":
@@ -290,8 +293,9 @@ class McpService:
 
     def _make_room(self, conn: Session, owner: str, now: float) -> bool:
         """Room for one more session of ``owner``: idle sessions are evicted (never-used
-        first, oldest first); False (and the request refused) when every candidate is in use."""
-        room = self.sessions.make_room(owner, lambda peer: peer.busy)
+        first, then the least recently active); False (and the request refused) when every
+        candidate is in use."""
+        room = self.sessions.make_room(owner, _in_use)
         for evicted in room.evicted:
             log.info("MCP session %s evicted (idle) to make room for %s", evicted.session_id, owner)
             evicted.close(now)
@@ -710,6 +714,12 @@ def _stamp(store: EventStore, stream: str, event: SseEvent) -> SseEvent:
     if event.id is not None:
         return event
     return replace(event, id=store.store(stream, event.data))
+
+
+def _in_use(peer: McpPeer) -> bool:
+    """Not to be evicted: a stream or request open, or a call in flight (one held for its
+    client's resume included)."""
+    return peer.busy or bool(peer.session.in_flight)
 
 
 def _id_in_use(peer: McpPeer, request_id: RequestId) -> bool:

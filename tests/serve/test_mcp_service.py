@@ -618,49 +618,80 @@ def test_removed_methods_are_not_found_at_2026_07_28(server: RunningServer) -> N
 
 def test_one_peer_cannot_fill_the_session_table(caplog: pytest.LogCaptureFixture) -> None:
     """A flood of initialize from one peer evicts that peer's own idle sessions (never-used
-    first, oldest first) instead of refusing newcomers; a session in use is never evicted;
-    when nothing can be evicted the newcomer gets 429 with Retry-After, a log line and a
-    count."""
+    first, then the least recently active) instead of refusing newcomers; a session in use
+    (an open stream, or a call held for its client's resume) is never evicted; when nothing
+    can be evicted the newcomer gets 429 with Retry-After, a log line and a count."""
     caplog.set_level(logging.INFO, logger="diaproto.mcp")
-    config = McpHttpConfig(max_sessions=6, max_sessions_per_peer=3)
+    config = McpHttpConfig(max_sessions=100, max_sessions_per_peer=3)
     service = DiaService(fast_source(), mcp_config=config)
     refused: list[str] = []
     service.mcp.on_session_refused = refused.append
+
+    def sessions() -> list[str]:
+        ids: list[str] = app.call(lambda: list(service.mcp.sessions))
+        return ids
+
     with running_app(service) as app, mcp_client(app) as (client, url):
         kept = initialize(client, url)
         # In use: its GET stream is open (what both SDK clients do after initialize).
         with client.stream("GET", url, headers=session(kept)) as standing:
             assert standing.status_code == 200
-            used = initialize(client, url)
-            assert (
-                client.post(url, json=rpc("ping", rid=2), headers=session(used)).status_code == 200
-            )
+            # A call whose stream dropped: held (no stream, no request) for the client's resume.
+            held = initialize(client, url)
+            with client.stream("POST", url, json=speak(2, LONG_TEXT), headers=session(held)) as r:
+                next(events(r))
+
+            def streamless() -> bool:
+                peer = service.mcp.sessions.get(held, 0.0)
+                return peer is not None and not peer.busy
+
+            wait_until(lambda: app.call(streamless), "the held call has no stream")
+            used = initialize(client, url)  # used more recently than held: LRU would spare it
+            pinged = client.post(url, json=rpc("ping", rid=2), headers=session(used))
+            assert pinged.status_code == 200
             flood = [
                 client.post(url, json=rpc("initialize", _init_params()), headers=JSON_AND_SSE)
                 for _ in range(20)
             ]
             assert {answer.status_code for answer in flood} == {200}
-            sessions = app.call(lambda: list(service.mcp.sessions))
-            # The flood evicted its own never-used sessions; the used one (idle, but used)
-            # and the one in use stay.
-            assert len(sessions) == 3 and kept in sessions and used in sessions
-            assert flood[-1].headers["mcp-session-id"] in sessions
+            # The first newcomer evicted the one idle session (used); the rest of the flood
+            # evicted its own never-used sessions. The stream's and the held call's stay.
+            assert sessions() == [kept, held, flood[-1].headers["mcp-session-id"]]
             listed = client.post(url, json=rpc("tools/list", rid=3), headers=session(kept))
             assert listed.status_code == 200
-            assert "evicted" in caplog.text
-        # Every session busy: nothing to evict, so the newcomer is refused, and told when.
+            assert f"MCP session {used} evicted" in caplog.text
+        # Every session in use: nothing to evict, so the newcomer is refused, and told when.
         with httpx.Client(timeout=POLL_LIMIT) as other, ExitStack() as streams:
-            for session_id in app.call(lambda: list(service.mcp.sessions)):
-                opened = streams.enter_context(
-                    other.stream("GET", url, headers=session(session_id))
-                )
-                assert opened.status_code == 200
+            for session_id in sessions():
+                get = other.stream("GET", url, headers=session(session_id))
+                assert streams.enter_context(get).status_code == 200
             answer = client.post(url, json=rpc("initialize", _init_params()), headers=JSON_AND_SSE)
         assert answer.status_code == 429, answer.text
         assert int(answer.headers["retry-after"]) > 0
-        assert answer.json()["error"]["message"]
+        assert "all in use" in answer.json()["error"]["message"]
         assert refused == ["peer"]
-        assert "429" in caplog.text
+        assert "MCP 429 from" in caplog.text
+        assert len(sessions()) == 3
+
+
+def test_a_full_session_table_refuses_only_when_all_are_in_use() -> None:
+    config = McpHttpConfig(max_sessions=2, max_sessions_per_peer=10)
+    service = DiaService(fast_source(), mcp_config=config)
+    refused: list[str] = []
+    service.mcp.on_session_refused = refused.append
+    with running_app(service) as app, mcp_client(app) as (client, url):
+        first, second = initialize(client, url), initialize(client, url)
+        third = initialize(client, url)  # evicts first, the least recently active
+        ids = app.call(lambda: list(service.mcp.sessions))
+        assert first not in ids and {second, third} <= set(ids)
+        with httpx.Client(timeout=POLL_LIMIT) as other, ExitStack() as streams:
+            for session_id in (second, third):
+                get = other.stream("GET", url, headers=session(session_id))
+                assert streams.enter_context(get).status_code == 200
+            answer = client.post(url, json=rpc("initialize", _init_params()), headers=JSON_AND_SSE)
+        assert answer.status_code == 503, answer.text
+        assert int(answer.headers["retry-after"]) > 0
+        assert refused == ["full"]
 
 
 def test_a_session_header_sent_twice_is_refused(server: RunningServer) -> None:
@@ -673,6 +704,10 @@ def test_a_session_header_sent_twice_is_refused(server: RunningServer) -> None:
             assert "Mcp-Session-Id" in answer.json()["error"]["message"]
         answer = client.request("DELETE", url, headers=headers)
         assert answer.status_code == 400
+        versions = [*session(first).items(), ("mcp-protocol-version", "2025-06-18")]
+        answer = client.post(url, json=rpc("tools/list"), headers=versions)
+        assert answer.status_code == 400
+        assert "MCP-Protocol-Version" in answer.json()["error"]["message"]
         # Neither session was touched.
         for session_id in (first, second):
             listed = client.post(url, json=rpc("tools/list"), headers=session(session_id))
