@@ -1,9 +1,11 @@
 """What an MCP server offers besides tools, as values: resources and URI templates, prompts,
-the capabilities they declare; and SEP-2322's input-required helpers and sealed state."""
+the capabilities they declare; SEP-2322's input-required helpers and sealed state; and
+SEP-2663's task store."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 
 import pytest
 
@@ -18,6 +20,7 @@ from diaproto.mcp.mrtr import (
 )
 from diaproto.mcp.prompts import Prompt, PromptArgument
 from diaproto.mcp.resources import Resource, ResourceTemplate
+from diaproto.mcp.tasks import TASKS_EXTENSION, TaskStore, negotiated
 
 TEMPLATE = ResourceTemplate("test://template/{id}/data/{part}", "t", "T", "d", "text/plain")
 
@@ -150,3 +153,86 @@ def test_a_sealed_non_object_is_refused() -> None:
     data = "[1]"
     mac = signer._mac(data)
     assert signer.verify(json.dumps({"data": data, "mac": mac})) is None
+
+
+# --- tasks (SEP-2663) -------------------------------------------------------------------------
+
+
+def counter() -> Callable[[], str]:
+    ids = iter(["t1", "t1", "t2", "t3", "t4"])
+    return lambda: next(ids)
+
+
+def test_task_lifecycle_and_shapes() -> None:
+    store = TaskStore(ttl_ms=60_000, poll_ms=100, new_id=counter())
+    task = store.create(1_700_000_000.0)
+    assert len(store) == 1
+    assert task.envelope() == {
+        "taskId": "t1",
+        "status": "working",
+        "createdAt": "2023-11-14T22:13:20.000Z",
+        "lastUpdatedAt": "2023-11-14T22:13:20.000Z",
+        "ttlMs": 60_000,
+        "pollIntervalMs": 100,
+    }
+    assert task.detailed() == task.envelope()  # working: nothing inlined
+    assert store.create(1_700_000_000.0).task_id == "t2"  # a repeated id is drawn again
+    assert store.complete("t1", {"content": []}, 1_700_000_001.5)
+    got = store.get("t1", 1_700_000_002.0)
+    assert got is not None and got.terminal
+    assert got.detailed()["result"] == {"content": []}
+    assert got.detailed()["lastUpdatedAt"] == "2023-11-14T22:13:21.500Z"
+    assert not store.complete("t1", {"content": ["again"]}, 1_700_000_003.0)
+    assert not store.cancel("t1", 1_700_000_003.0)  # terminal: nothing to stop
+    assert not store.fail("nope", -1, "x", 0.0)
+
+
+def test_failed_tasks_inline_the_error() -> None:
+    store = TaskStore(new_id=counter())
+    store.create(0.0)
+    assert store.fail("t1", -32603, "broke", 1.0, {"why": "x"})
+    assert store.get("t1", 1.0).detailed()["error"] == {  # type: ignore[union-attr]
+        "code": -32603,
+        "message": "broke",
+        "data": {"why": "x"},
+    }
+    store.create(1.0)
+    store.fail("t2", -32603, "broke", 1.0)
+    assert "data" not in store.get("t2", 1.0).detailed()["error"]  # type: ignore[union-attr]
+
+
+def test_input_is_taken_key_by_key() -> None:
+    store = TaskStore(new_id=counter())
+    store.create(0.0)
+    asks = {"a": input_request("elicitation/create"), "b": input_request("roots/list")}
+    assert not store.need_input("t1", {}, 1.0)
+    assert not store.need_input("nope", asks, 1.0)
+    assert store.answer("t1", {"a": {}}, 1.0) == {}  # not waiting for anything yet
+    assert store.need_input("t1", asks, 1.0)
+    task = store.get("t1", 1.0)
+    assert task is not None and task.detailed()["inputRequests"] == asks
+    assert store.answer("t1", {"zzz": {}, "a": 5}, 2.0) == {}  # unknown keys, non-objects
+    assert store.answer("t1", {"a": {"action": "accept"}}, 2.0) == {"a": {"action": "accept"}}
+    assert task.status == "input_required"
+    assert list(task.detailed()["inputRequests"]) == ["b"]
+    assert store.answer("t1", {"b": {"roots": []}}, 3.0) == {"b": {"roots": []}}
+    assert task.status == "working"
+    store.need_input("t1", asks, 4.0)
+    assert store.cancel("t1", 5.0)
+    assert task.status == "cancelled" and "inputRequests" not in task.detailed()
+
+
+def test_tasks_expire_after_their_ttl_since_the_last_change() -> None:
+    store = TaskStore(ttl_ms=1_000, new_id=counter())
+    store.create(0.0)
+    store.complete("t1", {}, 0.5)
+    assert store.get("t1", 1.5) is not None  # 1 s after its last change: still there
+    assert store.get("t1", 1.6) is None
+    assert len(store) == 0
+
+
+def test_negotiation() -> None:
+    assert negotiated({"extensions": {TASKS_EXTENSION: {}}})
+    assert not negotiated({"extensions": {}})
+    assert not negotiated({"extensions": [TASKS_EXTENSION]})
+    assert not negotiated({})

@@ -19,6 +19,7 @@ from diaproto.mcp.jsonrpc import (
     INVALID_PARAMS,
     INVALID_REQUEST,
     METHOD_NOT_FOUND,
+    MISSING_CLIENT_CAPABILITY,
     JsonRpcErrorResponse,
     JsonRpcResponse,
     RequestId,
@@ -44,6 +45,7 @@ from diaproto.mcp.session import (
     ResourceRead,
     ServerInfo,
     SessionState,
+    TaskRequest,
     Tool,
     ToolCall,
 )
@@ -958,6 +960,77 @@ def test_modern_logs_need_the_requests_level() -> None:
     assert (line.kind, line.related) == (Kind.LOG, 1)
     send(session, id=2, method="tools/call", params={"name": "speak"})
     assert not session.log("emergency", "none asked")
+
+
+# --- 2026-07-28: tasks (SEP-2663) ------------------------------------------------------------
+
+SLOW = Tool("slow", "Takes long", {"type": "object"}, task_support="optional")
+ONLY_TASK = Tool("only_task", "Only as a task", {"type": "object"}, task_support="required")
+WITH_TASKS = Features(tasks=True)
+TASK_CAPABILITIES: dict[str, Any] = {"extensions": {"io.modelcontextprotocol/tasks": {}}}
+
+
+def tasking(capabilities: dict[str, Any] | None = None, version: str = MODERN) -> McpSession:
+    return McpSession.ready(INFO, (SPEAK, SLOW, ONLY_TASK), version, capabilities or {}, WITH_TASKS)
+
+
+def test_tasks_are_declared_as_an_extension_at_2026_only() -> None:
+    session = tasking()
+    send(session, id=1, method="server/discover")
+    capabilities = only(session)["result"]["capabilities"]
+    assert capabilities["extensions"] == {"io.modelcontextprotocol/tasks": {}}
+    assert "tasks" not in capabilities
+    handshake = McpSession(INFO, (SPEAK,), features=WITH_TASKS)
+    assert "extensions" not in initialize(handshake)["result"]["capabilities"]
+
+
+@pytest.mark.parametrize(
+    ("name", "capabilities", "task"),
+    [
+        ("slow", TASK_CAPABILITIES, True),
+        ("slow", {}, False),  # optional: a plain call for a client without the extension
+        ("speak", TASK_CAPABILITIES, False),  # never a task
+        ("only_task", TASK_CAPABILITIES, True),
+    ],
+)
+def test_which_calls_may_become_tasks(name: str, capabilities: dict[str, Any], task: bool) -> None:
+    session = tasking(capabilities)
+    send(session, id=1, method="tools/call", params={"name": name})
+    [event] = events(session)
+    assert isinstance(event, ToolCall) and event.task is task
+
+
+def test_a_task_only_tool_needs_the_extension() -> None:
+    for session in (tasking(), McpSession.ready(INFO, (ONLY_TASK,), MODERN, TASK_CAPABILITIES)):
+        send(session, id=1, method="tools/call", params={"name": "only_task"})
+        body = only(session)
+        assert body["error"]["code"] == MISSING_CLIENT_CAPABILITY
+        assert body["error"]["data"] == {"requiredCapabilities": TASK_CAPABILITIES}
+        assert events(session) == []
+
+
+@pytest.mark.parametrize("method", ["tasks/get", "tasks/update", "tasks/cancel"])
+def test_task_methods(method: str) -> None:
+    session = tasking()
+    send(session, id=1, method=method, params={"taskId": "t"})
+    assert error_code(session, 1) == MISSING_CLIENT_CAPABILITY
+    session = tasking(TASK_CAPABILITIES)
+    send(session, id=2, method=method, params={"taskId": 5})
+    assert error_code(session, 2) == INVALID_PARAMS
+    send(session, id=3, method=method, params={"taskId": "t"})
+    assert events(session) == [TaskRequest(3, method, "t", {"taskId": "t"})]
+    assert session.respond(3, {})
+    assert only(session)["result"]["resultType"] == "complete"
+
+
+@pytest.mark.parametrize("method", ["tasks/result", "tasks/list"])
+def test_removed_and_unoffered_task_methods_are_unknown(method: str) -> None:
+    session = tasking(TASK_CAPABILITIES)
+    send(session, id=1, method=method, params={"taskId": "t"})
+    assert error_code(session, 1) == METHOD_NOT_FOUND
+    session = modern(TASK_CAPABILITIES)  # no tasks offered
+    send(session, id=2, method="tasks/get", params={"taskId": "t"})
+    assert error_code(session, 2) == METHOD_NOT_FOUND
 
 
 # --- random sequences ----------------------------------------------------------------------

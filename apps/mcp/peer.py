@@ -27,7 +27,13 @@ from diaproto.mcp import (
     RequestId,
     ToolCall,
 )
-from diaproto.mcp.session import ClientReply, CompletionRequest, PromptGet, ResourceRead
+from diaproto.mcp.session import (
+    ClientReply,
+    CompletionRequest,
+    PromptGet,
+    ResourceRead,
+    TaskRequest,
+)
 
 if TYPE_CHECKING:
     from diaproto.apps.mcp.service import McpService
@@ -106,7 +112,7 @@ class McpPeer:
                 self.service.start_call(self, event, now)
             elif isinstance(event, CallCancelled):
                 self._cancelled(event.request_id, now)
-            elif isinstance(event, ResourceRead | PromptGet | CompletionRequest):
+            elif isinstance(event, ResourceRead | PromptGet | CompletionRequest | TaskRequest):
                 self.service.catalog.handle(self, event, now)
             elif isinstance(event, ClientReply):
                 handler = self.replies.pop(event.request_id, None)

@@ -21,6 +21,8 @@ class Features:
     prompts: tuple[Prompt, ...] = ()
     #: ``completion/complete`` answered (the application decides the values).
     completions: bool = False
+    #: SEP-2663 tasks offered at 2026-07-28 (``tasks/get``, ``update``, ``cancel``).
+    tasks: bool = False
 
     @property
     def has_resources(self) -> bool:

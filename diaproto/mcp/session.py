@@ -31,6 +31,7 @@ from diaproto.mcp.jsonrpc import (
     INVALID_PARAMS,
     INVALID_REQUEST,
     METHOD_NOT_FOUND,
+    MISSING_CLIENT_CAPABILITY,
     JsonRpcErrorResponse,
     JsonRpcNotification,
     JsonRpcRequest,
@@ -53,6 +54,7 @@ from diaproto.mcp.protocol import (
     Kind,
     negotiate_version,
 )
+from diaproto.mcp.tasks import TASK_METHODS, TASKS_EXTENSION, negotiated
 
 CACHE_TTL_MS = 60_000  # how long a 2026-07-28 client may reuse discover and the lists
 #: 2026-07-28 results that carry caching hints (SEP-2549). The lists and discover are fixed
@@ -77,6 +79,9 @@ class Tool:
     input_schema: dict[str, Any]
     title: str | None = None
     annotations: dict[str, Any] | None = None  # hints: readOnlyHint, streamingHint (SEP-2998)
+    #: SEP-2663 tasks: None (never a task), "optional" (a task for a client that declared
+    #: the extension, else run as a plain call) or "required" (others get -32021).
+    task_support: str | None = None
 
     def describe(self) -> dict[str, Any]:
         body: dict[str, Any] = {
@@ -102,6 +107,20 @@ class ToolCall:
     partial_token: str | int | None  # set: the client takes partial results (SEP-2998)
     #: The request's whole ``params``: ``_meta``, and at 2026-07-28 a retried call's
     #: ``inputResponses`` and ``requestState`` (see ``mrtr``).
+    params: dict[str, Any] = field(default_factory=dict)
+    #: The call may become a task (SEP-2663): the tool supports tasks and the request's
+    #: client declared the extension. The application decides (see ``apps/mcp/catalog``).
+    task: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class TaskRequest:
+    """``tasks/get``, ``tasks/update`` or ``tasks/cancel`` from a client that declared the
+    tasks extension, for a string ``task_id`` (the application's store decides the rest)."""
+
+    request_id: RequestId
+    method: str
+    task_id: str
     params: dict[str, Any] = field(default_factory=dict)
 
 
@@ -168,7 +187,15 @@ class Outbound:
     error_code: int | None = None  # set on an error response (an HTTP status may follow it)
 
 
-McpEvent = ToolCall | ResourceRead | PromptGet | CompletionRequest | CallCancelled | ClientReply
+McpEvent = (
+    ToolCall
+    | ResourceRead
+    | PromptGet
+    | CompletionRequest
+    | TaskRequest
+    | CallCancelled
+    | ClientReply
+)
 
 
 @dataclass(slots=True)
@@ -301,6 +328,8 @@ class McpSession:
             self._call_tool(request.id, params)
         elif method.startswith(("resources/", "prompts/", "completion/")):
             self._feature_request(request.id, method, params)
+        elif method in TASK_METHODS and self.features.tasks and self.modern:
+            self._task_request(request.id, method, params)
         elif method == "logging/setLevel":
             level = params.get("level")
             if level not in LOG_LEVELS:
@@ -390,20 +419,43 @@ class McpSession:
         else:
             self._error(request_id, METHOD_NOT_FOUND, f"method not found: {method}")
 
+    def _task_request(self, request_id: RequestId, method: str, params: dict[str, Any]) -> None:
+        if not negotiated(self.client_capabilities):
+            self._missing_tasks_capability(request_id, f"{method} needs the tasks extension")
+            return
+        task_id = params.get("taskId")
+        if not isinstance(task_id, str):
+            self._error(request_id, INVALID_PARAMS, f"{method} needs a string taskId")
+            return
+        self._in_flight[request_id] = _InFlight(method)
+        self._events.append(TaskRequest(request_id, method, task_id, params))
+
+    def _missing_tasks_capability(self, request_id: RequestId, message: str) -> None:
+        required: dict[str, Any] = {"extensions": {TASKS_EXTENSION: {}}}
+        self._error(
+            request_id, MISSING_CLIENT_CAPABILITY, message, {"requiredCapabilities": required}
+        )
+
     def _call_tool(self, request_id: RequestId, params: dict[str, Any]) -> None:
         name, arguments = params.get("name"), params.get("arguments", {})
         if not isinstance(name, str) or not isinstance(arguments, dict):
             self._error(request_id, INVALID_PARAMS, "tools/call needs a name and object arguments")
             return
-        if not any(tool.name == name for tool in self.tools):
+        tool = next((tool for tool in self.tools if tool.name == name), None)
+        if tool is None:
             self._error(request_id, INVALID_PARAMS, f"unknown tool: {name}")
+            return
+        tasks = self.features.tasks and self.modern and negotiated(self.client_capabilities)
+        if tool.task_support == "required" and not tasks:
+            self._missing_tasks_capability(request_id, f"{name} runs only as a task")
             return
         meta = params.get("_meta")
         meta = meta if isinstance(meta, dict) else {}
         token = _token(meta.get("progressToken"))
         partial = _token(meta.get(PARTIAL_RESULT_TOKEN)) if self.partial_results else None
         self._in_flight[request_id] = _InFlight("tools/call", token, partial_token=partial)
-        self._events.append(ToolCall(request_id, name, arguments, token, partial, params))
+        task = tasks and tool.task_support is not None
+        self._events.append(ToolCall(request_id, name, arguments, token, partial, params, task))
 
     def _notification(self, note: JsonRpcNotification) -> None:
         params = note.params or {}
@@ -565,7 +617,10 @@ class McpSession:
 
     def _capabilities(self) -> dict[str, Any]:
         declared: dict[str, Any] = {"tools": {"listChanged": False}, "logging": {}}
-        return {**declared, **self.features.capabilities(subscribe=not self.modern)}
+        declared.update(self.features.capabilities(subscribe=not self.modern))
+        if self.features.tasks and self.modern:
+            declared["extensions"] = {TASKS_EXTENSION: {}}
+        return declared
 
     def _cacheable(self) -> dict[str, Any]:
         """2026-07-28 caching directives: the tool list is fixed for the server's life and

@@ -20,6 +20,8 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
+from diaproto.app import Cancellable
+from diaproto.apps.mcp.catalog import TaskWork
 from diaproto.apps.mcp.peer import McpPeer
 from diaproto.apps.serve.app import DiaService
 from diaproto.apps.serve.sources import SyntheticSource
@@ -426,6 +428,120 @@ def logging_tool(peer: McpPeer, call: ToolCall, now: float) -> None:
     answer(peer, call, result(text("Logging evaluated")), now)
 
 
+# --- 2026-07-28: tasks (SEP-2663) ------------------------------------------------------------
+
+FAILING_JOB_DELAY = 0.5  # seconds before failing_job reports its tool error
+
+
+class Tasks:
+    """The tasks extension's fixtures: ``greet`` (never a task), ``slow_compute``,
+    ``failing_job``, ``protocol_error_job``, ``confirm_delete``, ``multi_input`` and
+    ``test_tool_with_task`` (input-required first, then a task)."""
+
+    def tools(self) -> list[tuple[Tool, ToolHandler]]:
+        def tasked(name: str, description: str, support: str, schema: dict[str, Any]) -> Tool:
+            return Tool(name, description, schema, task_support=support)
+
+        seconds = {
+            "type": "object",
+            "properties": {"seconds": {"type": "number"}, "label": {"type": "string"}},
+        }
+        filename = {"type": "object", "properties": {"filename": {"type": "string"}}}
+        return [
+            (tool("greet", "Says hello", string_argument("name", "Who")), self.greet),
+            (tasked("slow_compute", "Sleeps, then answers", "optional", seconds), self.slow),
+            (tasked("failing_job", "A tool error", "required", NO_ARGUMENTS), self.failing),
+            (
+                tasked("protocol_error_job", "A protocol error", "optional", NO_ARGUMENTS),
+                self.protocol_error,
+            ),
+            (tasked("confirm_delete", "Asks first", "optional", filename), self.confirm),
+            (tasked("multi_input", "Asks twice", "optional", NO_ARGUMENTS), self.multi_input),
+            (
+                tasked("test_tool_with_task", "Input, then a task", "required", NO_ARGUMENTS),
+                self.input_then_task,
+            ),
+        ]
+
+    def greet(self, peer: McpPeer, call: ToolCall, now: float) -> None:
+        answer(peer, call, result(text(f"Hello, {call.arguments.get('name')}!")), now)
+
+    def slow(self, peer: McpPeer, call: ToolCall, now: float) -> None:
+        delay = call.arguments.get("seconds", 0)
+        delay = float(delay) if isinstance(delay, int | float) else 0.0
+        done = result(text(f"computed {call.arguments.get('label')} in {delay} s"))
+        catalog = peer.service.catalog
+        if not call.task:
+            peer.runtime.call_later(delay, lambda: answer(peer, call, done, peer.runtime.now()))
+            return
+        timers: list[Cancellable] = []
+
+        def cancelled() -> None:
+            timers[0].cancel()
+
+        def finish() -> None:
+            catalog.finish_task(task.task_id, done)
+
+        task = catalog.start_task(peer, call, now, TaskWork(on_cancel=cancelled))
+        timers.append(peer.runtime.call_later(delay, finish))
+
+    def failing(self, peer: McpPeer, call: ToolCall, now: float) -> None:
+        catalog = peer.service.catalog
+        task = catalog.start_task(peer, call, now)
+        failed = result(text("failing_job failed, as it always does"), is_error=True)
+
+        def finish() -> None:
+            catalog.finish_task(task.task_id, failed)
+
+        peer.runtime.call_later(FAILING_JOB_DELAY, finish)
+
+    def protocol_error(self, peer: McpPeer, call: ToolCall, now: float) -> None:
+        if not call.task:
+            peer.session.fail(call.request_id, -32603, "protocol_error_job broke")
+            peer.pump(now)
+            return
+        catalog = peer.service.catalog
+        task = catalog.start_task(peer, call, now)
+        catalog.fail_task(task.task_id, -32603, "protocol_error_job broke")
+
+    def asks(
+        self, peer: McpPeer, call: ToolCall, now: float, requests: dict[str, dict[str, Any]]
+    ) -> None:
+        """A task that waits for ``requests``, then completes with what it was told."""
+        if not call.task:
+            answer(peer, call, result(text("this tool runs as a task"), is_error=True), now)
+            return
+        catalog = peer.service.catalog
+        answers: dict[str, Any] = {}
+
+        def answered(taken: dict[str, dict[str, Any]], now: float) -> None:
+            answers.update(taken)
+            if set(answers) == set(requests):
+                summary = ", ".join(f"{k}={content_field(v, 'value')}" for k, v in answers.items())
+                catalog.finish_task(task.task_id, result(text(f"answered: {summary}")))
+
+        task = catalog.start_task(peer, call, now, TaskWork(on_input=answered))
+        catalog.task_needs_input(task.task_id, requests)
+
+    def confirm(self, peer: McpPeer, call: ToolCall, now: float) -> None:
+        message = f"Delete {call.arguments.get('filename')}?"
+        self.asks(peer, call, now, {"confirm": elicit(message, "value")})
+
+    def multi_input(self, peer: McpPeer, call: ToolCall, now: float) -> None:
+        ask = {"first": elicit("First value?", "value"), "second": elicit("Second?", "value")}
+        self.asks(peer, call, now, ask)
+
+    def input_then_task(self, peer: McpPeer, call: ToolCall, now: float) -> None:
+        given = responses(call.params).get("user_name")
+        if given is None:
+            ask = {"user_name": elicit("What is your name?", "name")}
+            answer(peer, call, input_required(ask), now)
+            return
+        catalog = peer.service.catalog
+        task = catalog.start_task(peer, call, now)
+        catalog.finish_task(task.task_id, result(text(f"Hello, {content_field(given, 'name')}!")))
+
+
 # --- the whole fixture -------------------------------------------------------------------
 
 
@@ -530,7 +646,7 @@ def tools() -> list[tuple[Tool, ToolHandler]]:
     mrtr = Mrtr()
     for name, handler in mrtr.tools().items():
         fixed_tools.append((tool(name, f"SEP-2322: {name.removeprefix('test_')}"), handler))
-    return fixed_tools
+    return [*fixed_tools, *Tasks().tools()]
 
 
 def contents(uri: str, mime_type: str, **body: str) -> dict[str, Any]:
@@ -705,6 +821,7 @@ def conformance_service() -> DiaService:
     for prompt, renderer in PROMPTS:
         mcp.catalog.add_prompt(prompt, renderer)
     mcp.catalog.set_completer(complete)
+    mcp.catalog.enable_tasks()
     return service
 
 
