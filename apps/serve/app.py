@@ -100,6 +100,9 @@ class DiaService:
         self.generations = GenerationRegistry()
         self.mcp = McpService(self._start_mcp_generation, config=mcp_config)
         self.mcp.on_call = lambda tool: self.metrics.mcp_calls.labels(tool).inc()
+        self.mcp.on_session_refused = lambda reason: self.metrics.mcp_sessions_refused.labels(
+            reason
+        ).inc()
         self._sessions: dict[Session, _SessionState] = {}
         self._static = (
             {

@@ -60,6 +60,12 @@ class ServiceMetrics:
             registry=r,
         )
 
+        self.mcp_sessions_refused = Counter(
+            "diaproto_mcp_sessions_refused",
+            "MCP initialize requests refused because every session was in use, by reason.",
+            ["reason"],
+            registry=r,
+        )
         self.mcp_sessions = Gauge(
             "diaproto_mcp_sessions", "Open MCP sessions, by transport.", ["transport"], registry=r
         )

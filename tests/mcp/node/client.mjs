@@ -37,12 +37,22 @@ async function settledGenerations() {
   return value;
 }
 
-function describe(result) {
-  const audio = result.content.find((c) => c.type === 'audio');
+// The WAV of a speak result: inline (AudioContent) or, past the inline limit, behind its link.
+async function audioOf(result) {
+  const block = result.content.find((c) => c.type === 'audio' || c.type === 'resource_link');
+  if (block?.type === 'audio') return { mimeType: block.mimeType, wav: Buffer.from(block.data, 'base64') };
+  if (block?.type === 'resource_link') {
+    return { mimeType: block.mimeType, wav: Buffer.from(await (await fetch(block.uri)).arrayBuffer()) };
+  }
+  return { mimeType: null, wav: null };
+}
+
+async function describe(result) {
+  const { mimeType, wav } = await audioOf(result);
   return {
     contentTypes: result.content.map((c) => c.type),
-    audioMimeType: audio?.mimeType ?? null,
-    audioRiff: audio ? Buffer.from(audio.data, 'base64').subarray(0, 4).toString('latin1') : null,
+    audioMimeType: mimeType,
+    audioRiff: wav ? wav.subarray(0, 4).toString('latin1') : null,
     isError: result.isError ?? false,
   };
 }
@@ -54,7 +64,7 @@ async function speakWithProgress(client) {
     CallToolResultSchema,
     { onprogress: (p) => progress.push(p.progress) },
   );
-  return { progress, ...describe(result) };
+  return { progress, ...(await describe(result)) };
 }
 
 // Aborts a long speak once it is generating: the SDK sends notifications/cancelled.
@@ -120,7 +130,7 @@ async function resume(url, client, transport) {
   );
   await transport2.terminateSession();
   await client2.close();
-  return { tokens: tokens.length, resumedTokens: moreTokens.length, resumed: true, ...describe(result) };
+  return { tokens: tokens.length, resumedTokens: moreTokens.length, resumed: true, ...(await describe(result)) };
 }
 
 async function runHttp() {

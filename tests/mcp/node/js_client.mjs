@@ -48,7 +48,10 @@ async function collect(call, onPartial = async () => {}) {
     partials.flatMap((p) => p.content.map((c) => Buffer.from(c.data, 'base64'))),
   );
   const first = result.content[0];
-  const wav = first?.type === 'audio' ? Buffer.from(first.data, 'base64') : Buffer.alloc(0);
+  // Inline up to the server's limit (a message well under 1 MiB), else behind a link.
+  let wav = Buffer.alloc(0);
+  if (first?.type === 'audio') wav = Buffer.from(first.data, 'base64');
+  else if (first?.type === 'resource_link') wav = Buffer.from(await (await fetch(first.uri)).arrayBuffer());
   return {
     progress,
     seqs: partials.map((p) => p.seq ?? null),
