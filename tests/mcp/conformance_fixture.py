@@ -636,6 +636,20 @@ def tools() -> list[tuple[Tool, ToolHandler]]:
                 peer, call, result(text(f"called with: {json.dumps(call.arguments)}")), now
             ),
         ),
+        (
+            tool(
+                "test_custom_header",
+                "SEP-2243: its region argument is mirrored in the Mcp-Param-Region header",
+                {
+                    "type": "object",
+                    "properties": {"region": {"type": "string", "x-mcp-header": "Region"}},
+                    "required": ["region"],
+                },
+            ),
+            lambda peer, call, now: answer(
+                peer, call, result(text(f"region {call.arguments.get('region')}")), now
+            ),
+        ),
         (tool("test_missing_capability", "Needs the sampling capability"), missing_capability),
         (tool("test_logging_tool", "Logs when the request asks for logs"), logging_tool),
         (

@@ -75,10 +75,19 @@ RUNS = [
 
 #: (scenario, check id or None for the whole scenario) -> why it fails today. Keep small.
 EXPECTED_FAILURES: dict[tuple[str, str | None], str] = {
-    ("http-custom-header-server-validation", None): (
-        "SEP-2243 (pending in the suite): no tool declares x-mcp-header parameters and "
-        "diaproto/mcp/modern.py does not check Mcp-Param-* headers against the arguments"
-    ),
+    **{
+        ("http-custom-header-server-validation", check): (
+            "SEP-2243 (pending in the suite): diaproto/mcp/modern.py does not check "
+            "Mcp-Param-<Name> headers against the x-mcp-header arguments of the tool "
+            "(test_custom_header): a header with bad Base64 padding or characters, or none "
+            "while the body has the value, is served (200) instead of 400 with -32020"
+        )
+        for check in (
+            "sep-2243-server-reject-invalid-param-chars",
+            "sep-2243-server-reject-param-mismatch",
+            "sep-2243-server-validate-param-match",
+        )
+    },
     ("server-stateless", "sep-2575-missing-capability-http-400"): (
         "-32021 (missing client capability) is answered with HTTP 200: "
         "diaproto/mcp/http.py STATUS_OF_CODE has no entry for -32021 (it must be 400)"
@@ -272,7 +281,12 @@ def test_verdicts_catch_failures_warnings_silence_and_stale_entries() -> None:
             "bad": [_check("a", "SUCCESS"), _check("b", "FAILURE")],
             "should": [_check("a", "WARNING")],
             "silent": [_check("a", "INFO"), _check("b", "SKIPPED")],
-            "http-custom-header-server-validation": [_check("a", "FAILURE")],
+            "http-custom-header-server-validation": [
+                _check("sep-2243-server-reject-param-mismatch", "FAILURE"),
+                _check("sep-2243-server-reject-invalid-param-chars", "FAILURE"),
+                _check("sep-2243-server-validate-param-match", "FAILURE"),
+                _check("sep-2243-server-decode-base64", "SUCCESS"),
+            ],
             "tasks-status-notifications": [_check("a", "SKIPPED")],
             "server-stateless": [_check("sep-2575-missing-capability-http-400", "SUCCESS")],
         }
