@@ -3,23 +3,32 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib.util
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
+from diaproto import __version__
 from diaproto.apps.serve.limits import ServiceLimits
 
 RUNTIMES = ("asyncio", "anyio", "trio", "tornado", "sockets")  # see diaproto.adapters.RUNTIMES
 MODELS = ("synthetic", "dia")
+#: What ``pip install diaproto`` lacks for ``serve``: module -> the extra that brings it.
+#: The runtime's own modules are named with ``--runtime`` in the message.
+EXTRAS = {"prometheus_client": "serve", "anyio": "serve", "trio": "serve", "tornado": "tornado"}
+RUNTIME_MODULES = frozenset({"anyio", "trio", "tornado"})
+USAGE_ERROR = 2  # argparse's status for a bad command line
+CANNOT_LISTEN = 1
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="diaproto", description="diaproto: stream model output")
+    parser.add_argument("--version", action="version", version=f"diaproto {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
     serve = commands.add_parser("serve", help="run the Dia streaming service")
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
-    serve.add_argument("--port", type=int, default=8000, help="port (default 8000; 0 = any)")
+    serve.add_argument("--port", type=_port, default=8000, help="port (default 8000; 0 = any)")
     serve.add_argument("--runtime", choices=RUNTIMES, default="asyncio")
     serve.add_argument("--uvloop", action="store_true", help="use uvloop (asyncio, anyio only)")
     serve.add_argument("--model", choices=MODELS, default="synthetic")
@@ -104,10 +113,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    from diaproto import adapters  # noqa: PLC0415 (keeps `--help` fast)
-    from diaproto.apps.serve.app import DiaService  # noqa: PLC0415
-    from diaproto.apps.serve.sources import SourceUnavailable, load_source  # noqa: PLC0415
-    from diaproto.mcp.http import LOOPBACK_HOSTS, McpHttpConfig  # noqa: PLC0415
+    try:
+        from diaproto import adapters  # noqa: PLC0415 (keeps `--help` fast)
+        from diaproto.apps.serve.app import DiaService  # noqa: PLC0415
+        from diaproto.apps.serve.sources import SourceUnavailable, load_source  # noqa: PLC0415
+        from diaproto.mcp.http import LOOPBACK_HOSTS, McpHttpConfig  # noqa: PLC0415
+    except ModuleNotFoundError as exc:
+        # `pip install diaproto` is the core alone (h11, wsproto): say what serve needs.
+        message = _missing_extra(exc, args.runtime)
+        if message is None:
+            raise
+        print(message, file=sys.stderr)
+        return USAGE_ERROR
 
     if args.uvloop and args.runtime not in ("asyncio", "anyio"):
         print("diaproto: --uvloop needs --runtime asyncio (or anyio)", file=sys.stderr)
@@ -131,9 +148,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"diaproto: {exc}", file=sys.stderr)
         return 2
     service = DiaService(source, mcp_config=mcp_config, limits=limits)
+    listening = False
 
     def ready(host: str, port: int) -> None:
-        shown = f"[{host}]" if ":" in host else host
+        nonlocal listening
+        listening = True
+        shown = _shown(host)
         print(
             f"diaproto serving on http://{shown}:{port}/ "
             f"(runtime {args.runtime}{'+uvloop' if args.uvloop else ''}, model {args.model}); "
@@ -141,9 +161,80 @@ def main(argv: Sequence[str] | None = None) -> int:
             flush=True,
         )
 
-    adapters.run(args.runtime, service, args.host, args.port, ready=ready, use_uvloop=args.uvloop)
+    try:
+        adapters.run(
+            args.runtime, service, args.host, args.port, ready=ready, use_uvloop=args.uvloop
+        )
+    except Exception as exc:
+        # Before it listens, a failure is the user's to fix (a busy port, an unknown host, a
+        # runtime not installed): one line, not a traceback (trio's in an ExceptionGroup box).
+        failure = None if listening else _startup_failure(exc, args)
+        if failure is None:
+            raise
+        message, status = failure
+        print(message, file=sys.stderr)
+        return status
     print("diaproto: stopped", flush=True)
     return 0
+
+
+def _port(text: str) -> int:
+    """``--port``: 0-65535 (argparse's usage error otherwise, not an OverflowError at bind)."""
+    port = int(text) if text.strip().isdigit() else -1
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port (0-65535)")
+    return port
+
+
+def _shown(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
+
+
+def _leaves(exc: BaseException) -> Iterator[BaseException]:
+    """The exceptions inside any ExceptionGroups (anyio and trio raise bind errors in one)."""
+    if isinstance(exc, BaseExceptionGroup):
+        for inner in exc.exceptions:
+            yield from _leaves(inner)
+    else:
+        yield exc
+
+
+def _missing_extra(exc: BaseException, runtime: str) -> str | None:
+    """The install command for a module of an extra that is not installed, else None."""
+    if not isinstance(exc, ModuleNotFoundError) or exc.name is None:
+        return None
+    module = exc.name.partition(".")[0]
+    if module not in EXTRAS:
+        return None
+    who = f"diaproto serve --runtime {runtime}" if module in RUNTIME_MODULES else "diaproto serve"
+    return (
+        f"diaproto: {who} needs {module}, which is not installed: "
+        f"pip install 'diaproto[{EXTRAS[module]}]'"
+    )
+
+
+def _startup_failure(exc: BaseException, args: argparse.Namespace) -> tuple[str, int] | None:
+    """(one line, exit status) for a failure to start serving that is not a bug, else None."""
+    leaves = list(_leaves(exc))
+    for leaf in leaves:
+        cause: BaseException | None = leaf
+        while cause is not None:  # anyio reports a missing trio as a LookupError from it
+            message = _missing_extra(cause, args.runtime)
+            if message is not None:
+                return message, USAGE_ERROR
+            cause = cause.__cause__
+    if not leaves or not all(isinstance(leaf, OSError) for leaf in leaves):
+        return None
+    first = leaves[0]
+    assert isinstance(first, OSError)
+    if first.errno == errno.EADDRINUSE:
+        reason = (
+            "address already in use "
+            "(another program has it; choose another --port, or --port 0 for any free one)"
+        )
+    else:
+        reason = first.strerror or str(first)
+    return f"diaproto: cannot listen on {_shown(args.host)}:{args.port}: {reason}", CANNOT_LISTEN
 
 
 def _model_options(args: argparse.Namespace) -> dict[str, object]:
