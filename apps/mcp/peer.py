@@ -71,6 +71,7 @@ class McpPeer:
     transport: Transport
     store: EventStore | None = None
     session_id: str | None = None
+    owner: str = ""  # the client's host: per-peer limits count in it
     calls: dict[RequestId, SpeakCall] = field(default_factory=dict)
     standing: Route | None = None
     routes: dict[RequestId, Route] = field(default_factory=dict)

@@ -30,6 +30,7 @@ from diaproto.apps.mcp.catalog import Catalog
 from diaproto.apps.mcp.peer import McpPeer, Route, Transport
 from diaproto.apps.mcp.speak import SpeakCall
 from diaproto.apps.mcp.tools import TOOLS, error_result, list_voices_result, parse_speak
+from diaproto.apps.serve.limits import GenerationRefused
 from diaproto.apps.serve.requests import BadRequest, StreamRequest
 from diaproto.events import (
     ConnectionClosed,
@@ -90,7 +91,8 @@ CLOSE_UNSUPPORTED_DATA = 1003
 KEEP_AUDIO_BYTES = 64 << 20  # finished long clips kept for their links (oldest go first)
 MCP_PATHS = ("/mcp", "/sse", "/messages")
 
-StartGeneration = Callable[[Runtime, StreamRequest], "Generation"]
+# (runtime, request, owner) -> the generation; GenerationRefused when the owner may not start one.
+StartGeneration = Callable[[Runtime, StreamRequest, str], "Generation"]
 #: An application's own tool: runs on the loop; answers (now or later) with
 #: ``peer.session.respond(call.request_id, result)`` and ``peer.pump(now)``, and may report
 #: ``peer.session.progress(...)`` / ``partial_result(...)`` meanwhile.
@@ -286,7 +288,9 @@ class McpService:
         owner = peer_host(conn.peer)
         if not self._make_room(conn, owner, now):
             return
-        peer = McpPeer(self, session, conn.runtime, Transport.STREAMABLE, MemoryEventStore())
+        peer = McpPeer(
+            self, session, conn.runtime, Transport.STREAMABLE, MemoryEventStore(), owner=owner
+        )
         peer.session_id = self.sessions.add(peer, now, owner=owner)
         self._schedule_expiry(now)
         self._respond_json(conn, reply.text, now, headers=(("mcp-session-id", peer.session_id),))
@@ -413,7 +417,7 @@ class McpService:
             meta[META_CLIENT_CAPABILITIES],
             self.catalog.features,
         )
-        peer = McpPeer(self, session, conn.runtime, Transport.MODERN)
+        peer = McpPeer(self, session, conn.runtime, Transport.MODERN, owner=peer_host(conn.peer))
         peer.json_waiting[message.id] = conn
         self._waiting[conn] = peer
         session.receive(message)
@@ -428,7 +432,9 @@ class McpService:
             return
         session_id = secrets.token_hex(16)
         session = McpSession(self.info, self.tools, features=self.catalog.features)
-        peer = McpPeer(self, session, conn.runtime, Transport.LEGACY_SSE)
+        peer = McpPeer(
+            self, session, conn.runtime, Transport.LEGACY_SSE, owner=peer_host(conn.peer)
+        )
         peer.session_id = session_id
         self._legacy[session_id] = peer
         conn.conn.accept_sse(now=now)
@@ -472,7 +478,7 @@ class McpService:
         conn.conn.accept_websocket(SUBPROTOCOL, now=now)
         self._websocket_bases[conn] = base_url(request.headers, self.config)
         session = McpSession(self.info, self.tools, features=self.catalog.features)
-        peer = McpPeer(self, session, conn.runtime, Transport.WEBSOCKET)
+        peer = McpPeer(self, session, conn.runtime, Transport.WEBSOCKET, owner=peer_host(conn.peer))
         route = Route(conn, McpChannel(conn.conn, now, sse=False))
         peer.standing = route
         self._websockets[conn] = peer
@@ -541,8 +547,12 @@ class McpService:
             inline_limit=self.config.max_inline_audio_bytes,
             link_base=self._base_url,
         )
+        try:
+            generation = self._start_generation(peer.runtime, request, peer.owner)
+        except GenerationRefused as exc:
+            peer.session.respond(call.request_id, error_result(str(exc)))
+            return
         peer.calls[call.request_id] = speak
-        generation = self._start_generation(peer.runtime, request)
         speak.generation = generation
         generation.attach(speak)
 

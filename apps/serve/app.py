@@ -19,7 +19,12 @@ from urllib.parse import parse_qs, urlsplit
 from diaproto.app import Runtime, Session
 from diaproto.apps.mcp.service import McpService
 from diaproto.apps.serve.audio import wav_header
-from diaproto.apps.serve.limits import ServiceLimits, peer_host, refused_origin
+from diaproto.apps.serve.limits import (
+    GenerationRefused,
+    ServiceLimits,
+    peer_host,
+    refused_origin,
+)
 from diaproto.apps.serve.listeners import (
     SpeechBodyListener,
     SpeechSseListener,
@@ -266,18 +271,18 @@ class DiaService:
 
     def _peer_at_limit(self, session: Session, endpoint: str) -> bool:
         """Refuse (429) a new generation when the peer already has as many as it may."""
-        message = self._peer_limit_message(session)
+        message = self._peer_limit_message(peer_host(session.peer))
         if message is None:
             return False
         self._error(session, endpoint, 429, message, retry_after=1, code=ErrorCode.LIMIT_EXCEEDED)
         return True
 
-    def _peer_limit_message(self, session: Session) -> str | None:
-        host = peer_host(session.peer)
+    def _peer_limit_message(self, host: str) -> str | None:
+        """Why ``host`` may not start another generation, or None (and the refusal counted)."""
         limit = self.limits.max_generations_per_peer
         if self.generations.owned_by(host) < limit:
             return None
-        log.warning("peer %s refused: %d generations already (the limit)", session.peer, limit)
+        log.warning("peer %s refused: %d generations already (the limit)", host, limit)
         self.metrics.refused.labels("generations_per_peer").inc()
         return f"{host} already has {limit} generations in progress (the limit); retry later"
 
@@ -442,7 +447,9 @@ class DiaService:
         except BadRequest as exc:
             conn.fail_stream(event.stream_id, ErrorCode.INVALID_REQUEST, str(exc), now)
             return
-        limited = self._stream_limit_message(session, state) or self._peer_limit_message(session)
+        limited = self._stream_limit_message(session, state) or self._peer_limit_message(
+            peer_host(session.peer)
+        )
         if limited is not None:
             conn.fail_stream(event.stream_id, ErrorCode.LIMIT_EXCEEDED, limited, now)
             return
@@ -549,9 +556,14 @@ class DiaService:
         generation.start()
         return generation
 
-    def _start_mcp_generation(self, runtime: Runtime, request: StreamRequest) -> Generation:
+    def _start_mcp_generation(
+        self, runtime: Runtime, request: StreamRequest, owner: str
+    ) -> Generation:
+        refused = self._peer_limit_message(owner) if owner else None
+        if refused is not None:
+            raise GenerationRefused(refused)
         generation = Generation(
-            secrets.token_urlsafe(12), request, self.source, runtime, self._idle
+            secrets.token_urlsafe(12), request, self.source, runtime, self._idle, owner=owner
         )
         self.generations.add(generation)
         generation.start()

@@ -18,7 +18,9 @@ from dataclasses import dataclass
 
 from diaproto.events import Headers
 from diaproto.http_util import header_values
-from diaproto.mcp.http import McpHttpConfig, origin_allowed
+from diaproto.mcp.http import McpHttpConfig, origin_allowed, peer_host
+
+__all__ = ["GenerationRefused", "ServiceLimits", "peer_host", "refused_origin"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,10 +37,8 @@ class ServiceLimits:
             raise ValueError(msg)
 
 
-def peer_host(peer: str) -> str:
-    """The host part of an adapter's ``host:port`` peer string (IPv6 hosts have colons)."""
-    host, sep, port = peer.rpartition(":")
-    return host if sep and port.isdigit() else peer
+class GenerationRefused(Exception):
+    """A generation not started: its client already has as many as it may."""
 
 
 def refused_origin(headers: Headers, config: McpHttpConfig) -> str | None:

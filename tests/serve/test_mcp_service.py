@@ -26,6 +26,7 @@ from websockets.sync.client import connect
 from websockets.typing import Subprotocol
 
 from diaproto.apps.serve.app import DiaService
+from diaproto.apps.serve.limits import ServiceLimits
 from diaproto.apps.serve.sources import SyntheticSource
 from diaproto.config import ConnectionConfig
 from diaproto.mcp import McpHttpConfig
@@ -735,3 +736,29 @@ def test_a_stream_carries_one_retry_field(server: RunningServer) -> None:
         ) as r:
             raw = b"".join(r.iter_raw())
     assert raw.count(b"retry:") == 1, raw[:300]
+
+
+def test_speak_calls_count_against_the_peer_generation_limit() -> None:
+    """MCP ``speak`` starts generations like /ws and /v1/* do: past the peer's limit a call
+    gets a tool error (isError) and nothing runs; the calls in progress are untouched."""
+    service = DiaService(fast_source(), limits=ServiceLimits(max_generations_per_peer=2))
+    with running_app(service) as app, mcp_client(app) as (client, url):
+        session_id = initialize(client, url)
+        with ExitStack() as calls:
+            streams = []
+            for rid in (1, 2):
+                response = calls.enter_context(
+                    client.stream(
+                        "POST", url, json=speak(rid, LONG_TEXT), headers=session(session_id)
+                    )
+                )
+                streams.append(events(response))
+                seen = new_seen()
+                while not seen["progress"]:
+                    assert not _record(next(streams[-1]), seen)
+            assert app.call(lambda: service.generations.owned_by("127.0.0.1")) == 2
+            refused = client.post(url, json=speak(3, "Hello."), headers=session(session_id))
+            (message,) = [json.loads(e.data) for e in events(refused) if e.data]
+            assert message["id"] == 3 and message["result"]["isError"] is True
+            assert "the limit" in message["result"]["content"][0]["text"]
+            assert app.call(lambda: service.generations.owned_by("127.0.0.1")) == 2
