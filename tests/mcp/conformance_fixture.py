@@ -412,6 +412,19 @@ class Mrtr:
             answer(peer, call, input_required(ask, sealed), now)
 
 
+def modern_only(handler: ToolHandler) -> ToolHandler:
+    """Input-required results exist at 2026-07-28 only; earlier a tool asks the client."""
+
+    def guarded(peer: McpPeer, call: ToolCall, now: float) -> None:
+        if peer.session.modern:
+            handler(peer, call, now)
+        else:
+            refusal = result(text("this tool needs MCP 2026-07-28"), is_error=True)
+            answer(peer, call, refusal, now)
+
+    return guarded
+
+
 def missing_capability(peer: McpPeer, call: ToolCall, now: float) -> None:
     """Needs sampling: a client that did not declare it gets -32021 naming it."""
     if "sampling" not in client_capabilities(peer):
@@ -659,7 +672,9 @@ def tools() -> list[tuple[Tool, ToolHandler]]:
     ]
     mrtr = Mrtr()
     for name, handler in mrtr.tools().items():
-        fixed_tools.append((tool(name, f"SEP-2322: {name.removeprefix('test_')}"), handler))
+        fixed_tools.append(
+            (tool(name, f"SEP-2322: {name.removeprefix('test_')}"), modern_only(handler))
+        )
     return [*fixed_tools, *Tasks().tools()]
 
 
