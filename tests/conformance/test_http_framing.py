@@ -8,11 +8,12 @@ than HTTP/1.x gets 505; a chunk size past 64 bits gets 400 as soon as its line i
 
 from __future__ import annotations
 
+import logging
 import socket
 
 import httpx
 import pytest
-from conformance_support import POLL_LIMIT, RecordingService, serving
+from conformance_support import POLL_LIMIT, RecordingService, serving, wait_until
 
 from diaproto.config import ConnectionConfig, Timeouts
 
@@ -45,6 +46,14 @@ def statuses(answer: bytes) -> list[int]:
     return [int(part[:3]) for part in answer.split(b"HTTP/1.1 ")[1:]]
 
 
+def logged(caplog: pytest.LogCaptureFixture, message: str) -> None:
+    """The service logs the refusal (on its loop thread, so possibly just after the answer)."""
+    wait_until(
+        lambda: any(message in record.getMessage() for record in caplog.records),
+        f"the service logged {message!r}",
+    )
+
+
 def healthz(port: int) -> int:
     response = httpx.get(f"http://127.0.0.1:{port}/healthz", trust_env=False, timeout=POLL_LIMIT)
     return response.status_code
@@ -58,29 +67,39 @@ def healthz(port: int) -> int:
     ],
 )
 def test_content_length_with_transfer_encoding_is_400_and_closed(
-    runtime: str, framing: bytes
+    runtime: str, framing: bytes, caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.INFO, logger="diaproto.serve")
     request = b"POST /v1/stream HTTP/1.1\r\nHost: x\r\n" + framing + b"\r\n0\r\n\r\n" + HIDDEN
     with serving(runtime, RecordingService(), PATIENT) as handle:
         answer = exchange(handle.port, request)
         assert statuses(answer) == [400], answer
         assert b"connection: close" in answer.lower()
+        logged(caplog, "both Content-Length and Transfer-Encoding")
         assert healthz(handle.port) == 200  # other connections are unaffected
 
 
 @pytest.mark.parametrize("version", [b"9.9", b"2.0"])
-def test_unsupported_http_version_is_505_and_closed(runtime: str, version: bytes) -> None:
+def test_unsupported_http_version_is_505_and_closed(
+    runtime: str, version: bytes, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="diaproto.serve")
     request = b"GET /healthz HTTP/" + version + b"\r\nHost: x\r\n\r\n" + HIDDEN
     with serving(runtime, RecordingService(), PATIENT) as handle:
         answer = exchange(handle.port, request)
         assert statuses(answer) == [505], answer
+        logged(caplog, f"HTTP/{version.decode()} is not supported")
         assert healthz(handle.port) == 200
 
 
 @pytest.mark.parametrize("size", [b"ffffffffffffffffffff", b"10000000000000000"])
-def test_overflowing_chunk_size_is_400_at_once(runtime: str, size: bytes) -> None:
+def test_overflowing_chunk_size_is_400_at_once(
+    runtime: str, size: bytes, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="diaproto.serve")
     request = b"POST /v1/stream HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
     with serving(runtime, RecordingService(), PATIENT) as handle:
         answer = exchange(handle.port, request + size + b"\r\nabc")
         assert statuses(answer) == [400], answer
+        logged(caplog, "chunk size overflows 64 bits")
         assert healthz(handle.port) == 200
