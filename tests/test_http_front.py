@@ -405,9 +405,11 @@ def test_unsupported_http_version_is_505(version: bytes) -> None:
     assert status == 505
 
 
-def test_http_1_0_is_still_served() -> None:
+@pytest.mark.parametrize("request_line", [b"GET /page HTTP/1.0\r\n", b"GET /page HTTP/1.2\r\n"])
+def test_other_http_1_minor_versions_are_served(request_line: bytes) -> None:
+    """RFC 9110 6.2: a later 1.x is read as 1.1, an earlier one as itself."""
     conn = ServerConnection(0.0)
-    [event] = feed(conn, b"GET /page HTTP/1.0\r\n\r\n")
+    [event] = feed(conn, request_line + b"Host: x\r\n\r\n")
     assert isinstance(event, Request)
 
 
