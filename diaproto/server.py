@@ -26,7 +26,6 @@ from __future__ import annotations
 import h11
 
 from diaproto.config import ConnectionConfig
-from diaproto.errors import LocalProtocolError
 from diaproto.events import ConnectionClosed, Event, SlowConsumer
 from diaproto.http_front import HttpFront
 from diaproto.server_base import (
@@ -78,6 +77,7 @@ class ServerConnection(HttpFront, WebSocketSession, OutboundStreams):
         """The peer half-closed (or the transport is gone)."""
         if self._eof or self.state is State.CLOSED:
             return
+        self._clock = now
         self._eof = True
         if self._ws is not None:
             self._ws.receive_data(None)
@@ -249,11 +249,8 @@ class ServerConnection(HttpFront, WebSocketSession, OutboundStreams):
         from a broken connection and reconnect later (WebSocket's 1001). What is still queued
         is dropped (reported in ``unsent``)."""
         error = encode_message(StreamError(None, ErrorCode.GOING_AWAY, reason))
-        try:
-            self._write_body(SseEvent(data=error, event="error").encode())
-            self._h11_send(h11.EndOfMessage())
-        except LocalProtocolError:
-            pass  # h11 is past the body (cannot happen in STREAMING): a plain close then
+        self._write_body(SseEvent(data=error, event="error").encode())
+        self._h11_send(h11.EndOfMessage())  # STREAMING: h11 is always in the body here
         self._set_closed(None, reason)
 
     # --- inbound ---------------------------------------------------------------------------

@@ -200,3 +200,14 @@ def test_close_handshake_timeout_aborts_instead_of_flushing() -> None:
     server.handle_timer(3.0)
     assert server.finished
     assert server.flush_deadline == 3.0
+
+
+def test_flush_deadline_falls_back_to_the_write_timeout_and_may_be_disabled() -> None:
+    fallback = Timeouts(close_timeout=None, write_timeout=9.0)
+    loop = sse_pair(server_config=ConnectionConfig(timeouts=fallback))
+    loop.server.close(1.0)
+    assert loop.server.flush_deadline == 10.0
+    never = Timeouts(close_timeout=None, write_timeout=None)
+    loop = sse_pair(server_config=ConnectionConfig(timeouts=never))
+    loop.server.close(1.0)
+    assert loop.server.flush_deadline is None  # the embedder chose to wait for ever
