@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 SERVER_CORE, CLIENT_CORE = 0, 1
+UNBOUNDED = 1_000_000  # per-client limits lifted for load tests
 START_TIMEOUT = 20.0
 
 
@@ -71,8 +72,12 @@ class Server:
 
 def command(system: str, port: int) -> list[str]:
     if system == "diaproto-serve":
+        # Every benchmark client shares one address: lift the per-client bounds, which
+        # exist for fairness between addresses, not to cap a load test.
         return [sys.executable, "-m", "diaproto.apps.cli", "serve", "--model", "synthetic",
-                "--port", str(port), "--log-level", "warning"]  # fmt: skip
+                "--port", str(port), "--log-level", "warning",
+                "--max-generations-per-peer", str(UNBOUNDED),
+                "--max-streams-per-connection", str(UNBOUNDED)]  # fmt: skip
     return [sys.executable, "-m", "benchmarks.serve", system, str(port)]
 
 

@@ -34,6 +34,7 @@ from diaproto.adapters._threaded import ThreadedServer
 from diaproto.adapters.sockets import Server, start_in_thread
 from diaproto.app import Application, Session
 from diaproto.apps.serve.app import DiaService
+from diaproto.apps.serve.limits import ServiceLimits
 from diaproto.apps.serve.sources import Source, SyntheticSource
 from diaproto.config import ConnectionConfig, Timeouts
 from diaproto.events import Event, Request, WebSocketMessage, WebSocketRequest
@@ -92,7 +93,9 @@ def sse_stream(port: int, text: str) -> list[str]:
 
 
 def test_fifty_sse_streams_at_once() -> None:
-    with serving(DiaService(fast_source())) as server, ThreadPoolExecutor(50) as pool:
+    # Fifty streams from one address: past the default per-peer bound of 16.
+    service = DiaService(fast_source(), limits=ServiceLimits(max_generations_per_peer=50))
+    with serving(service) as server, ThreadPoolExecutor(50) as pool:
         texts = [f"Hi {n}." for n in range(50)]
         results = list(pool.map(lambda text: sse_stream(server.port, text), texts))
         assert all(events and events[-1] == "end" for events in results)

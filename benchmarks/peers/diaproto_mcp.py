@@ -13,6 +13,7 @@ from __future__ import annotations
 from diaproto import adapters
 from diaproto.apps.mcp.peer import McpPeer
 from diaproto.apps.serve.app import DiaService
+from diaproto.apps.serve.limits import ServiceLimits
 from diaproto.apps.serve.sources import SyntheticSource
 from diaproto.mcp import Tool, ToolCall
 
@@ -45,6 +46,9 @@ def report_progress(peer: McpPeer, call: ToolCall, now: float) -> None:
 
 
 def serve(port: int) -> None:
-    service = DiaService(SyntheticSource())
+    # All load comes from one address: lift the per-client generation bound.
+    service = DiaService(
+        SyntheticSource(), limits=ServiceLimits(max_generations_per_peer=1_000_000)
+    )
     service.mcp.add_tool(PROGRESS, report_progress)
     adapters.run("asyncio", service, "127.0.0.1", port)
