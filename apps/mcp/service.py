@@ -22,7 +22,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import replace
 from functools import partial
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, urlsplit
 
 from diaproto.app import Cancellable, Runtime, Session
@@ -404,7 +404,7 @@ class McpService:
             else:
                 self._refuse(conn, HttpRefusal(400, "a response has no request to answer"), now)
             return
-        error = check_request(message, headers)
+        error = check_request(message, headers, self._input_schema)
         if error is not None:
             status = STATUS_OF_CODE.get(error.code, 400)
             self._respond_json(conn, encode_message(error.as_response()), now, status=status)
@@ -510,6 +510,10 @@ class McpService:
             Transport.WEBSOCKET.value: len(self._websockets),
         }
 
+    def _input_schema(self, name: str) -> dict[str, Any] | None:
+        """The input schema of the tool of this name (for its ``Mcp-Param-*`` headers)."""
+        return next((tool.input_schema for tool in self.tools if tool.name == name), None)
+
     def add_tool(self, tool: Tool, handler: ToolHandler) -> None:
         """Offer another tool besides speak and list_voices (sessions opened from now on)."""
         if any(known.name == tool.name for known in self.tools):
@@ -522,9 +526,12 @@ class McpService:
             self.on_call(call.name)
         handler = self._handlers.get(call.name)
         if handler is not None:
-            waiting = peer.json_waiting.pop(call.request_id, None)
-            if waiting is not None:
-                self.open_post_stream(peer, waiting, call.request_id, now)
+            # 2026-07-28: the stream opens with the call's first message (McpPeer._send),
+            # so an error that is its only answer is JSON with its code's HTTP status.
+            if peer.transport is not Transport.MODERN:
+                waiting = peer.json_waiting.pop(call.request_id, None)
+                if waiting is not None:
+                    self.open_post_stream(peer, waiting, call.request_id, now)
             handler(peer, call, now)
             return
         if call.name == "list_voices":

@@ -6,7 +6,9 @@ checks in the order the revision gives, first failure wins:
 
 1. ``params._meta`` carries the envelope (protocol version and client capabilities): -32602.
 2. ``MCP-Protocol-Version`` equals the envelope's version, ``Mcp-Method`` the body's method,
-   and ``Mcp-Name`` the tool name (or resource URI): -32020. A header sent twice: -32020.
+   ``Mcp-Name`` the tool name (prompt name, resource URI, or task id), and on ``tools/call``
+   each ``Mcp-Param-<Name>`` the argument its tool's input schema marks with
+   ``"x-mcp-header": "<Name>"`` (SEP-2243): -32020. A header sent twice: -32020.
 3. The version is one we serve: -32022 with the versions we do serve.
 
 Then the method: those the revision removed (the handshake, ``ping``, logging, the subscribe
@@ -20,6 +22,8 @@ from __future__ import annotations
 
 import base64
 import re
+from collections.abc import Callable, Iterator, Mapping
+from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from diaproto.events import Headers
@@ -40,13 +44,31 @@ from diaproto.mcp.protocol import (
 )
 
 #: Methods whose target is mirrored in ``Mcp-Name``, and the param that holds it.
-NAME_PARAM = {"tools/call": "name", "prompts/get": "name", "resources/read": "uri"}
+NAME_PARAM = {
+    "tools/call": "name",
+    "prompts/get": "name",
+    "resources/read": "uri",
+    "tasks/get": "taskId",
+    "tasks/update": "taskId",
+    "tasks/cancel": "taskId",
+}
 ROUTING_HEADERS = ("mcp-protocol-version", "mcp-method", "mcp-name")
 #: Methods of the handshake revisions that 2026-07-28 removed (SDK: ``mcp_types.methods``).
 REMOVED_METHODS = frozenset(
     {"initialize", "ping", "logging/setLevel", "resources/subscribe", "resources/unsubscribe"}
 )
 _BASE64_VALUE = re.compile(r"^=\?base64\?(.*)\?=$")
+#: The ``x-mcp-header`` schema keyword, and the prefix of the header it names.
+X_MCP_HEADER = "x-mcp-header"
+PARAM_HEADER_PREFIX = "mcp-param-"
+#: JSON Schema types an ``x-mcp-header`` property may have (``number`` too, as the SDKs
+#: and the conformance suite accept it).
+_PARAM_TYPES = frozenset({"string", "integer", "number", "boolean"})
+_TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")  # RFC 9110 token: a header name
+_NUMBER = re.compile(r"^-?[0-9]+(\.[0-9]+)?([eE][+-]?[0-9]+)?$")
+
+#: A tool's ``inputSchema`` by the tool's name; None for a tool the server does not offer.
+InputSchemaOf = Callable[[str], Mapping[str, Any] | None]
 
 
 def is_modern(headers: Headers) -> bool:
@@ -68,8 +90,13 @@ def decode_header_value(value: str | None) -> str | None:
         return None
 
 
-def check_request(request: JsonRpcRequest, headers: Headers) -> JsonRpcError | None:
-    """The 2026-07-28 checks of one request; None when it may be served."""
+def check_request(
+    request: JsonRpcRequest, headers: Headers, input_schema: InputSchemaOf | None = None
+) -> JsonRpcError | None:
+    """The 2026-07-28 checks of one request; None when it may be served.
+
+    ``input_schema`` finds a tool's input schema, for the ``Mcp-Param-<Name>`` headers of
+    a ``tools/call``; without it those headers are not checked."""
     for name in ROUTING_HEADERS:
         if len(header_values(headers, name)) > 1:
             return JsonRpcError(HEADER_MISMATCH, f"{name} is sent more than once", request.id)
@@ -108,6 +135,10 @@ def check_request(request: JsonRpcRequest, headers: Headers) -> JsonRpcError | N
             return JsonRpcError(
                 HEADER_MISMATCH, f"Mcp-Name does not match params.{name_param}", request.id
             )
+    if request.method == "tools/call" and input_schema is not None:
+        mismatch = check_param_headers(params, headers, input_schema)
+        if mismatch is not None:
+            return JsonRpcError(HEADER_MISMATCH, mismatch, request.id)
     if version not in MODERN_VERSIONS:
         return JsonRpcError(
             UNSUPPORTED_PROTOCOL_VERSION,
@@ -125,6 +156,90 @@ def check_request(request: JsonRpcRequest, headers: Headers) -> JsonRpcError | N
             request.method,
         )
     return None
+
+
+def param_headers(schema: Mapping[str, Any]) -> list[tuple[tuple[str, ...], str]]:
+    """The ``x-mcp-header`` declarations of an input schema: (argument path, header name).
+
+    Only properties reached through ``properties`` keys count, of a primitive type, with a
+    header name that is an HTTP token used once (case-insensitively); any other declaration
+    makes no header expected."""
+    found = list(_declarations(schema, ()))
+    counts: dict[str, int] = {}
+    for _path, name in found:
+        counts[name.lower()] = counts.get(name.lower(), 0) + 1
+    return [(path, name) for path, name in found if counts[name.lower()] == 1]
+
+
+def _declarations(
+    schema: Mapping[str, Any], path: tuple[str, ...]
+) -> Iterator[tuple[tuple[str, ...], str]]:
+    properties = schema.get("properties")
+    if not isinstance(properties, Mapping):
+        return
+    for key, prop in properties.items():
+        if not isinstance(key, str) or not isinstance(prop, Mapping):
+            continue
+        name = prop.get(X_MCP_HEADER)
+        if isinstance(name, str) and _TOKEN.match(name) and prop.get("type") in _PARAM_TYPES:
+            yield (*path, key), name
+        yield from _declarations(prop, (*path, key))
+
+
+def check_param_headers(
+    params: Mapping[str, Any], headers: Headers, input_schema: InputSchemaOf
+) -> str | None:
+    """SEP-2243 on a ``tools/call``: each argument its tool marks with ``x-mcp-header`` is
+    mirrored in ``Mcp-Param-<Name>`` (plain, or ``=?base64?...?=``). What is wrong, or None.
+
+    A null or absent argument expects no header; one in the body wants its header, which
+    must decode (valid Base64 inside the wrapper) to the argument: a string as it is, a
+    boolean as ``true``/``false``, a number by value (``42`` is ``42.0``)."""
+    name, arguments = params.get("name"), params.get("arguments")
+    if not isinstance(name, str) or not isinstance(arguments, Mapping):
+        return None
+    schema = input_schema(name)
+    if schema is None:
+        return None
+    for path, header in param_headers(schema):
+        value = _argument(arguments, path)
+        if not isinstance(value, str | int | float):
+            continue  # null or absent (or no value a header can carry): no header expected
+        label, where = f"Mcp-Param-{header}", f"arguments.{'.'.join(path)}"
+        sent = header_values(headers, PARAM_HEADER_PREFIX + header)
+        if not sent:
+            return f"{label} is missing; {where} is in the body"
+        if len(sent) > 1:
+            return f"{label} is sent more than once"
+        given = decode_header_value(sent[0].strip())
+        if given is None:
+            return f"{label} is not valid =?base64?...?= (Base64 of UTF-8)"
+        if not _same(given, value):
+            return f"{label} does not match {where}"
+    return None
+
+
+def _argument(arguments: Mapping[str, Any], path: tuple[str, ...]) -> Any:
+    value: Any = arguments
+    for key in path:
+        if not isinstance(value, Mapping):
+            return None
+        value = value.get(key)
+    return value
+
+
+def _same(given: str, value: str | float) -> bool:
+    """Does a header's (decoded) text stand for this argument value?"""
+    if isinstance(value, bool):
+        return given == ("true" if value else "false")
+    if isinstance(value, str):
+        return given == value
+    if not _NUMBER.match(given):
+        return False
+    try:
+        return Decimal(given) == Decimal(repr(value))
+    except InvalidOperation:
+        return False
 
 
 def unsupported_version(version: str) -> JsonRpcError:
