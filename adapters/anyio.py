@@ -264,26 +264,29 @@ async def _send(
     not read would otherwise stop them, the write timeout included). False when the
     connection finished and its flush deadline passed with the send still blocked."""
     conn = session.conn
-    sent = anyio.Event()
+    sent = False
     scope = anyio.CancelScope()
 
     async def send() -> None:
+        nonlocal sent
         with scope:
             try:
                 await stream.send(data)
             except (anyio.BrokenResourceError, anyio.ClosedResourceError):
                 conn.receive_eof(now())
                 _dispatch(app, session)
-        sent.set()
+        sent = True
+        session._wakeup.set()
 
     session._sending = True
     tg.start_soon(send)
     try:
-        while not sent.is_set():
+        while not sent:
             deadline = conn.flush_deadline if conn.finished else conn.next_deadline()
-            with anyio.move_on_after(math.inf if deadline is None else max(deadline - now(), 0)):
-                await sent.wait()
-            if sent.is_set() or deadline is None or now() < deadline:
+            # A wake-up too: the application may have closed the connection meanwhile, and
+            # the flush deadline then replaces the deadline this wait began with.
+            await session.wait(math.inf if deadline is None else max(deadline - now(), 0))
+            if sent or deadline is None or now() < deadline:
                 continue
             if conn.finished:
                 scope.cancel()  # the send is abandoned: the stream is dropped next

@@ -136,3 +136,38 @@ def test_stalled_websocket_is_dropped_by_the_ping_timeout(runtime: str) -> None:
             limit=DISCONNECT_LIMIT,
         )
         wait_until(lambda: server_hung_up(ws.sock), "the socket is closed")
+
+
+def test_closing_a_stalled_connection_aborts_it_after_the_flush_deadline(runtime: str) -> None:
+    """The application closes a connection whose peer does not read: the last bytes get the
+    close timeout to leave, then the socket is reset instead of waiting on the peer."""
+    timeouts = Timeouts(
+        ping_interval=None,
+        ping_timeout=None,
+        idle=None,
+        sse_heartbeat=None,
+        close_timeout=0.5,
+        write_timeout=None,  # only the flush deadline can end it
+    )
+    probe = StallProbe()
+    config = ConnectionConfig(timeouts=timeouts, scheduler=SCHEDULER)
+    with serving(runtime, probe, config) as handle:
+        sock = stalled_sse(handle.port)
+        try:
+            wait_until(lambda: handle.call(lambda: len(probe.enqueued)) == 1, "the stream opened")
+            wait_until(
+                lambda: handle.call(lambda: top_up_all(probe, [(0, 1)])),
+                "the connection is write-blocked",
+                limit=DISCONNECT_LIMIT,
+            )
+
+            def close() -> None:
+                session = probe.sessions[0]
+                session.conn.close(session.runtime.now())
+                session.wake()
+
+            handle.call(close)
+            wait_until(lambda: handle.call(lambda: bool(probe.closed)), "the application heard")
+            wait_until(lambda: server_hung_up(sock), "the socket is closed", limit=DISCONNECT_LIMIT)
+        finally:
+            sock.close()
