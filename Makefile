@@ -36,6 +36,7 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 
 typecheck: $(STAMP)
+	$(BIN)/python tools/typecheck_tree.py
 	$(BIN)/mypy
 
 pytest: $(STAMP)

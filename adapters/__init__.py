@@ -12,8 +12,8 @@ import importlib
 from collections.abc import Callable
 from typing import Any
 
-from diaproto.app import Application, ServerHandle
 from diaproto.config import ConnectionConfig
+from diaproto.runtime import Application, ServerHandle
 
 #: runtime name -> (adapter module, keyword options it needs). ``asyncio`` is the native
 #: Protocol adapter; ``anyio`` is the anyio adapter on asyncio (the one ``trio`` runs on).

@@ -1,5 +1,5 @@
 """A server on a thread of its own, the same for every adapter: the
-:class:`diaproto.app.ServerHandle` that ``start_in_thread`` returns, and the wait for a
+:class:`diaproto.runtime.ServerHandle` that ``start_in_thread`` returns, and the wait for a
 callback posted to a loop from another thread.
 
 Each adapter supplies only what is specific to its runtime: how to run a function on its loop
@@ -31,7 +31,7 @@ class LoopCall(Protocol):
 
 
 class ThreadedServer(Generic[S]):
-    """A :class:`diaproto.app.ServerHandle` for a server on its own thread and loop."""
+    """A :class:`diaproto.runtime.ServerHandle` for a server on its own thread and loop."""
 
     def __init__(
         self,

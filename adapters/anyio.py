@@ -22,12 +22,12 @@ import anyio.from_thread
 import anyio.lowlevel
 import anyio.to_thread
 from anyio.abc import SocketAttribute
-
 from diaproto.adapters._tcp import bound_unsent, drop_on_close
 from diaproto.adapters._threaded import Listening, ThreadedServer, start_loop_thread
-from diaproto.app import Application, Cancellable
+
 from diaproto.config import ConnectionConfig
 from diaproto.events import Event
+from diaproto.runtime import Application, Cancellable
 from diaproto.server import ServerConnection
 
 log = logging.getLogger("diaproto.adapters.anyio")
@@ -51,7 +51,7 @@ class _Timer:
 
 
 class AnyioRuntime:
-    """The :class:`diaproto.app.Runtime` of one running server."""
+    """The :class:`diaproto.runtime.Runtime` of one running server."""
 
     def __init__(self, task_group: anyio.abc.TaskGroup) -> None:
         self._tg = task_group
@@ -98,7 +98,7 @@ async def _call(callback: Callable[[], None]) -> None:
 
 @dataclass(eq=False)
 class AnyioSession:
-    """The :class:`diaproto.app.Session` of one connection."""
+    """The :class:`diaproto.runtime.Session` of one connection."""
 
     conn: ServerConnection
     runtime: AnyioRuntime

@@ -27,8 +27,9 @@ from diaproto.adapters._threaded import (
     start_loop_thread,
     wait_on_loop,
 )
-from diaproto.app import Application, Cancellable
+
 from diaproto.config import ConnectionConfig
+from diaproto.runtime import Application, Cancellable
 from diaproto.server import ServerConnection
 
 log = logging.getLogger("diaproto.adapters.asyncio")
@@ -45,7 +46,7 @@ def now() -> float:
 
 
 class AsyncioRuntime:
-    """The :class:`diaproto.app.Runtime` of one running server."""
+    """The :class:`diaproto.runtime.Runtime` of one running server."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
@@ -98,7 +99,7 @@ class AsyncioRuntime:
 
 
 class AsyncioSession(asyncio.Protocol):
-    """One connection: the :class:`diaproto.app.Session` and its pump."""
+    """One connection: the :class:`diaproto.runtime.Session` and its pump."""
 
     __slots__ = (
         "_deadline",

@@ -25,8 +25,9 @@ from typing import TypeVar
 
 from diaproto.adapters._tcp import bound_unsent, drop_on_close
 from diaproto.adapters._threaded import ThreadedServer
-from diaproto.app import Application
+
 from diaproto.config import ConnectionConfig
+from diaproto.runtime import Application
 from diaproto.server import ServerConnection
 
 log = logging.getLogger("diaproto.adapters.sockets")
@@ -62,7 +63,7 @@ class _Call:
 
 
 class SocketsRuntime:
-    """The :class:`diaproto.app.Runtime` of one running server."""
+    """The :class:`diaproto.runtime.Runtime` of one running server."""
 
     def __init__(self, server: Server) -> None:
         self._server = server
@@ -107,7 +108,7 @@ class SocketsRuntime:
 
 
 class SocketsSession:
-    """The :class:`diaproto.app.Session` of one connection, and its socket's state."""
+    """The :class:`diaproto.runtime.Session` of one connection, and its socket's state."""
 
     def __init__(self, server: Server, sock: socket.socket, peer: str) -> None:
         self.conn = ServerConnection(now(), server.config)

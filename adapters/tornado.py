@@ -18,12 +18,6 @@ import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from tornado.ioloop import IOLoop
-from tornado.iostream import IOStream, StreamBufferFullError, StreamClosedError
-from tornado.locks import Event as LoopEvent
-from tornado.netutil import bind_sockets
-from tornado.tcpserver import TCPServer
-
 from diaproto.adapters._tcp import bound_unsent, drop_on_close
 from diaproto.adapters._threaded import (
     Listening,
@@ -31,8 +25,14 @@ from diaproto.adapters._threaded import (
     start_loop_thread,
     wait_on_loop,
 )
-from diaproto.app import Application, Cancellable
+from tornado.ioloop import IOLoop
+from tornado.iostream import IOStream, StreamBufferFullError, StreamClosedError
+from tornado.locks import Event as LoopEvent
+from tornado.netutil import bind_sockets
+from tornado.tcpserver import TCPServer
+
 from diaproto.config import ConnectionConfig
+from diaproto.runtime import Application, Cancellable
 from diaproto.server import ServerConnection
 
 log = logging.getLogger("diaproto.adapters.tornado")
@@ -60,7 +60,7 @@ class _Timer:
 
 
 class TornadoRuntime:
-    """The :class:`diaproto.app.Runtime` of one running server."""
+    """The :class:`diaproto.runtime.Runtime` of one running server."""
 
     def __init__(self, loop: IOLoop) -> None:
         self.loop = loop
@@ -98,7 +98,7 @@ def run_on_loop(runtime: TornadoRuntime, function: Callable[[], T]) -> T:
 
 
 class TornadoSession:
-    """The :class:`diaproto.app.Session` of one connection, and its pump."""
+    """The :class:`diaproto.runtime.Session` of one connection, and its pump."""
 
     def __init__(self, server: Server, stream: IOStream, peer: str) -> None:
         self.conn = ServerConnection(now(), server.config)

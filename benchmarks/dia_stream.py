@@ -28,7 +28,6 @@ class _Tiny:
 
     def __init__(self, steps: int) -> None:
         import torch  # noqa: PLC0415 (an optional install: the scenario skips without it)
-
         from diaproto.apps.serve.dia import TransformersDiaSource, pcm16  # noqa: PLC0415
         from diaproto.apps.serve.dia_random import tiny_dia  # noqa: PLC0415
 

@@ -28,7 +28,7 @@ shape, so no timing) and prints one table, in this order:
 * peak memory: ``torch.cuda.max_memory_allocated`` on CUDA, the process's peak RSS on the CPU.
 
 ``--tiny --device cpu`` runs the same code on the tiny random model (:func:`tiny_dia`) as a
-dry run in seconds (tests/test_gpu_dia_dry_run.py). ``--json PATH`` writes every figure (after
+dry run in seconds (tests/smoke/test_gpu_dia_dry_run.py). ``--json PATH`` writes every figure (after
 each section, so a run cut short still leaves what it measured). A section that fails is
 reported and the run goes on; the exit status is 1 if any failed.
 """
@@ -51,12 +51,11 @@ from typing import Any
 
 import torch
 import transformers
-from transformers import StoppingCriteria, StoppingCriteriaList
-from transformers.generation.streamers import BaseStreamer
-
 from diaproto.apps.serve.dia import DTYPES, ChunkReady, TransformersDiaSource
 from diaproto.apps.serve.dia_frames import Window, WindowPlan
 from diaproto.apps.serve.dia_random import full_size_dia, tiny_dia
+from transformers import StoppingCriteria, StoppingCriteriaList
+from transformers.generation.streamers import BaseStreamer
 
 TEXT = "[S1] Streaming speech from Dia, one frame at a time, so the first audio leaves early."
 PLANS = ("4:10,16:10,12", "4:4,16:10,8")

@@ -39,7 +39,7 @@ from diaproto.events import (
     WebSocketAccepted,
     WebSocketMessage,
 )
-from diaproto.http_util import decode_headers, encode_headers, header_values
+from diaproto.headers import decode_headers, encode_headers, header_values
 from diaproto.keepalive import Due, Keepalive
 from diaproto.sse import SseParser
 from diaproto.wire import (
@@ -262,7 +262,7 @@ class WebSocketClientConnection:
 
     def _closed(self, code: int | None, reason: str) -> None:
         # Every caller runs only before CLOSED (receive_data, next_event and the timers stop
-        # there), so ConnectionClosed is reported once; tests/test_state_machines.py checks it.
+        # there), so ConnectionClosed is reported once; tests/core/test_state_machines.py checks it.
         self.state = ClientState.CLOSED
         self._events.append(ConnectionClosed(code, reason))
 

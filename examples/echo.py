@@ -5,10 +5,10 @@
 It accepts any WebSocket upgrade (the first subprotocol offered, or none; permessage-deflate
 when the client offers it) and sends every message back as it came: text as text, binary as
 binary. Any plain HTTP request gets 404. The limits are sized for the Autobahn test suite
-(``tests/test_autobahn.py`` runs it against this application on each adapter): messages up to
-16 MiB, and an outbound budget that never pauses the echo.
+(``tests/interop/test_autobahn.py`` runs it against this application on each adapter):
+messages up to 16 MiB, and an outbound budget that never pauses the echo.
 
-One application, written once against :mod:`diaproto.app`, runs unchanged on each adapter.
+One application, written once against :mod:`diaproto.runtime`, runs unchanged on each adapter.
 """
 
 from __future__ import annotations
@@ -20,9 +20,9 @@ import sys
 from collections.abc import Callable
 from types import ModuleType
 
-from diaproto.app import Application, Session
 from diaproto.config import ConnectionConfig, Limits, SchedulerConfig, Timeouts
 from diaproto.events import Event, Request, SseRequest, WebSocketMessage, WebSocketRequest
+from diaproto.runtime import Application, Session
 from diaproto.scheduler import Priority
 from diaproto.wire import SUBPROTOCOL
 
@@ -46,7 +46,7 @@ ECHO_CONFIG = ConnectionConfig(
 
 
 class EchoApp:
-    """The :class:`diaproto.app.Application` that echoes every WebSocket message."""
+    """The :class:`diaproto.runtime.Application` that echoes every WebSocket message."""
 
     def __init__(self, *, compress: bool = True) -> None:
         self.compress = compress

@@ -23,9 +23,9 @@ from diaproto.mcp.jsonrpc import (
     encode_message,
     parse_message,
 )
-from diaproto.mcp.modern import check_request, is_modern
 from diaproto.mcp.protocol import Kind
 from diaproto.mcp.session import CallCancelled, McpSession, ServerInfo, Tool, ToolCall
+from diaproto.mcp.stateless import check_request, is_modern
 from fuzz.harness import target
 
 PARSE_CODES = (PARSE_ERROR, INVALID_REQUEST, INVALID_PARAMS)

@@ -16,7 +16,6 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import TYPE_CHECKING, Any
 
-from diaproto.app import Runtime, Session
 from diaproto.mcp import (
     BULK,
     CallCancelled,
@@ -34,6 +33,7 @@ from diaproto.mcp.session import (
     ResourceRead,
     TaskRequest,
 )
+from diaproto.runtime import Runtime, Session
 
 if TYPE_CHECKING:
     from diaproto.apps.mcp.service import McpService

@@ -25,13 +25,13 @@ from functools import partial
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, urlsplit
 
-from diaproto.app import Cancellable, Runtime, Session
 from diaproto.apps.mcp.catalog import Catalog
 from diaproto.apps.mcp.peer import McpPeer, Route, Transport
 from diaproto.apps.mcp.speak import SpeakCall
 from diaproto.apps.mcp.tools import TOOLS, error_result, list_voices_result, parse_speak
 from diaproto.apps.serve.limits import GenerationRefused
 from diaproto.apps.serve.requests import BadRequest, StreamRequest
+
 from diaproto.events import (
     ConnectionClosed,
     Event,
@@ -43,7 +43,7 @@ from diaproto.events import (
     WebSocketMessage,
     WebSocketRequest,
 )
-from diaproto.http_util import header_values
+from diaproto.headers import header_values
 from diaproto.mcp import (
     BULK,
     EventStore,
@@ -72,13 +72,14 @@ from diaproto.mcp import (
 from diaproto.mcp.channel import CONTROL
 from diaproto.mcp.http import STATUS_OF_CODE, base_url, peer_host, session_header
 from diaproto.mcp.jsonrpc import INVALID_REQUEST
-from diaproto.mcp.modern import check_request, is_modern, unsupported_version
 from diaproto.mcp.protocol import (
     DEFAULT_HTTP_VERSION,
     HANDSHAKE_VERSIONS,
     META_CLIENT_CAPABILITIES,
     META_PROTOCOL_VERSION,
 )
+from diaproto.mcp.stateless import check_request, is_modern, unsupported_version
+from diaproto.runtime import Cancellable, Runtime, Session
 from diaproto.sse import SseEvent
 
 if TYPE_CHECKING:

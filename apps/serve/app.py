@@ -1,4 +1,4 @@
-"""The Dia streaming service as a runtime-neutral application (see :mod:`diaproto.app`).
+"""The Dia streaming service as a runtime-neutral application (see :mod:`diaproto.runtime`).
 
 Endpoints on one port: ``/`` and ``/static/*`` (the page), ``/ws`` (diaproto.v1),
 ``/v1/stream`` (SSE: GET for EventSource, POST with JSON), ``/v1/audio/speech`` (OpenAI's
@@ -16,7 +16,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
-from diaproto.app import Runtime, Session
 from diaproto.apps.mcp.service import McpService
 from diaproto.apps.serve.audio import wav_header
 from diaproto.apps.serve.limits import (
@@ -42,6 +41,7 @@ from diaproto.apps.serve.requests import (
     parse_stream_query,
 )
 from diaproto.apps.serve.sources import Source
+
 from diaproto.events import (
     ConnectionClosed,
     Event,
@@ -56,12 +56,27 @@ from diaproto.events import (
 )
 from diaproto.mcp import McpHttpConfig
 from diaproto.mcp.http import accepts
+from diaproto.runtime import Runtime, Session
 from diaproto.scheduler import Policy, Priority
 from diaproto.wire import SUBPROTOCOL, CancelStream, ErrorCode, OpenStream, ResumeStream
 
 log = logging.getLogger("diaproto.serve")
 
-STATIC = Path(__file__).resolve().parent / "static"
+HERE = Path(__file__).resolve().parent
+STATIC = HERE / "static"
+# The page's client is the JavaScript client of clients/js: a wheel carries it in client/
+# (see pyproject.toml), a source checkout has it in place.
+CLIENT_JS = next(
+    (
+        path
+        for path in (
+            HERE / "client" / "diaproto.js",
+            HERE.parents[1] / "clients/js/src/diaproto.js",
+        )
+        if path.is_file()
+    ),
+    None,
+)
 STATIC_NAME = re.compile(r"^[A-Za-z0-9_-]+\.(?:html|js|css|svg|json)$")
 CONTENT_TYPES = {
     "html": "text/html; charset=utf-8",
@@ -118,6 +133,8 @@ class DiaService:
             if STATIC.is_dir()
             else {}
         )
+        if CLIENT_JS is not None:
+            self._static[CLIENT_JS.name] = CLIENT_JS.read_bytes()
 
     # --- the Application interface ---------------------------------------------------------
 

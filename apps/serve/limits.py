@@ -17,7 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from diaproto.events import Headers
-from diaproto.http_util import header_values
+from diaproto.headers import header_values
 from diaproto.mcp.http import McpHttpConfig, origin_allowed, peer_host
 
 __all__ = ["GenerationRefused", "ServiceLimits", "peer_host", "refused_origin"]

@@ -6,8 +6,8 @@ import base64
 import json
 from dataclasses import dataclass
 
-from diaproto.app import Session
 from diaproto.errors import LocalProtocolError
+from diaproto.runtime import Session
 from diaproto.sse import SseEvent
 from diaproto.wire import ErrorCode
 

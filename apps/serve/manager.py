@@ -24,13 +24,14 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Protocol
 
-from diaproto.app import Cancellable, Runtime
 from diaproto.apps.serve.model_queue import Admission, ModelBusy
 from diaproto.apps.serve.requests import StreamRequest
 from diaproto.apps.serve.sources import Source
 from diaproto.apps.serve.text import split_sentences
-from diaproto.outbound import Payload
+
 from diaproto.replay import ReplayBuffer
+from diaproto.runtime import Cancellable, Runtime
+from diaproto.server.framing import Payload
 from diaproto.wire import ErrorCode
 
 log = logging.getLogger("diaproto.serve")
@@ -52,7 +53,7 @@ class Listener(Protocol):
 
     @property
     def session(self) -> Waker:
-        """Where to signal that output was queued (a :class:`diaproto.app.Session`)."""
+        """Where to signal that output was queued (a :class:`diaproto.runtime.Session`)."""
         ...
 
     def chunk(self, data: bytes, now: float) -> None: ...

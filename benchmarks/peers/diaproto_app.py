@@ -1,4 +1,4 @@
-"""diaproto: the benchmark endpoints as one :class:`diaproto.app.Application`, on any runtime.
+"""diaproto: the benchmark endpoints as one :class:`diaproto.runtime.Application`, on any runtime.
 
 Producers write in chunks from ``call_later(0, ...)`` callbacks so the loop gets to write
 between them, and stop at ``StreamPaused`` until ``StreamResumed`` (the PAUSE policy): the
@@ -13,7 +13,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from diaproto import adapters
-from diaproto.app import Cancellable, Session
 from diaproto.config import ConnectionConfig, Timeouts
 from diaproto.events import (
     ConnectionClosed,
@@ -23,6 +22,7 @@ from diaproto.events import (
     StreamResumed,
     WebSocketRequest,
 )
+from diaproto.runtime import Cancellable, Session
 from diaproto.scheduler import Policy, Priority
 
 from . import BULK_SIZE, control_text, route, stamped

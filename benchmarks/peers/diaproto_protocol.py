@@ -11,14 +11,14 @@ import asyncio
 import contextlib
 from collections.abc import Callable
 
-from diaproto.app import Cancellable
+from diaproto.runtime import Cancellable
 from diaproto.server import ServerConnection
 
 from .diaproto_app import CONFIG, BenchApp
 
 
 class LoopRuntime:
-    """The :class:`diaproto.app.Runtime` on the running asyncio loop."""
+    """The :class:`diaproto.runtime.Runtime` on the running asyncio loop."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop

@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 
 from diaproto.errors import LocalProtocolError
 from diaproto.events import Headers
-from diaproto.http_util import header_values
+from diaproto.headers import header_values
 from diaproto.mcp.jsonrpc import (
     HEADER_MISMATCH,
     INTERNAL_ERROR,

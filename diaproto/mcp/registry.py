@@ -87,41 +87,32 @@ class SessionRegistry(Generic[T]):
         still leave no room."""
         room: Room[T] = Room()
         if self.max_per_owner is not None and self.owned(owner) >= self.max_per_owner:
-            mine = self._owned[owner]
-            need = len(mine) - self.max_per_owner + 1
-            victims = self._victims(mine, need, busy)
-            if victims is None:
+            # add() never lets a bound be passed, so one eviction always makes room.
+            victim = self._victim(self._owned[owner], busy)
+            if victim is None:
                 return Room(refused="owner")
-            room.evicted += [self._pop(session_id) for session_id in victims]
+            room.evicted.append(self._pop(victim))
         if len(self._entries) >= self.max_sessions:
-            need = len(self._entries) - self.max_sessions + 1
-            victims = self._victims(self._entries, need, busy)
-            if victims is None:
+            victim = self._victim(self._entries, busy)
+            if victim is None:
                 return Room(room.evicted, refused="full")
-            room.evicted += [self._pop(session_id) for session_id in victims]
+            room.evicted.append(self._pop(victim))
         return room
 
-    def _victims(
-        self, session_ids: Iterable[str], need: int, busy: Callable[[T], bool]
-    ) -> list[str] | None:
-        """``need`` idle sessions to evict: never used first, then least recently active,
-        oldest first among equals; None if there are not that many."""
-        never_used: list[str] = []
-        used: list[tuple[float, int, str]] = []
+    def _victim(self, session_ids: Iterable[str], busy: Callable[[T], bool]) -> str | None:
+        """The idle session to evict: the oldest never used, else the least recently active
+        (oldest first among equals); None if every session is busy."""
+        least_recent: tuple[float, int, str] | None = None
         for order, session_id in enumerate(session_ids):
             entry = self._entries[session_id]
             if busy(entry.value):
                 continue
             if not entry.used:
-                never_used.append(session_id)
-                if len(never_used) == need:  # ids are iterated oldest first
-                    return never_used
-            else:
-                used.append((entry.last_active, order, session_id))
-        if len(never_used) + len(used) < need:
-            return None
-        used.sort()
-        return never_used + [session_id for _, _, session_id in used[: need - len(never_used)]]
+                return session_id  # ids are iterated oldest first
+            candidate = (entry.last_active, order, session_id)
+            if least_recent is None or candidate < least_recent:
+                least_recent = candidate
+        return None if least_recent is None else least_recent[2]
 
     def add(self, value: T, now: float, *, owner: str = "") -> str:
         """Register a session; returns its new id. Call :meth:`make_room` first: a full

@@ -1,0 +1,11 @@
+"""The server connection: one HTTP/1.1 connection that becomes SSE streams or a WebSocket.
+
+:class:`ServerConnection` is the object an adapter pumps; :class:`State` is where it stands.
+"""
+
+from __future__ import annotations
+
+from diaproto.server._shared import State
+from diaproto.server.connection import ServerConnection
+
+__all__ = ["ServerConnection", "State"]

@@ -1,0 +1,183 @@
+"""What every part of a server connection shares: its states, its buffers, and the few
+operations each part uses (close, write a response byte, queue a control message).
+
+:class:`~diaproto.server.ServerConnection` is this base plus three parts, each in its own
+module: the HTTP/1.1 front (:mod:`diaproto.server.http`), the WebSocket session
+(:mod:`diaproto.server.websocket`) and the outbound streams (:mod:`diaproto.server.streams`).
+They are mixins over one object, so the pump's hot path reads plain attributes.
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+
+import h11
+from wsproto.connection import Connection as WsConnection
+
+from diaproto.config import ConnectionConfig
+from diaproto.errors import LocalProtocolError
+from diaproto.events import ConnectionClosed, Event
+from diaproto.keepalive import Keepalive
+from diaproto.scheduler import Policy, Priority, Scheduler
+from diaproto.server.framing import Framer, Payload
+
+CONTROL_STREAM = -1  # internal stream for control messages; never a wire stream id
+CLOSE_NORMAL = 1000
+CLOSE_GOING_AWAY = 1001
+CLOSE_POLICY = 1008
+CLOSE_INTERNAL = 1011
+
+
+class State(Enum):
+    AWAITING_REQUEST = "awaiting_request"  # reading a request, or idle between requests
+    REQUEST_RECEIVED = "request_received"  # the application owes an answer
+    STREAMING = "streaming"  # an SSE or chunked-body response is open
+    WEBSOCKET = "websocket"
+    CLOSING = "closing"  # our WebSocket close frame is out; waiting for the peer's
+    CLOSED = "closed"
+
+
+class ServerConnectionBase:
+    """The shared state of one server connection; the parts add their own."""
+
+    # One slotted layout for the whole connection, this base's attributes and the parts'
+    # (mixins over one object cannot each add slots): a connection has too many attributes
+    # for a shared-key instance dict, and a dict of its own cost ~1.6 KiB.
+    __slots__ = (
+        "_assembler",
+        "_blocked_since",
+        "_body",
+        "_body_size",
+        "_clock",
+        "_closed_at",
+        "_closed_reported",
+        "_cycle_bytes",
+        "_cycle_started",
+        "_drop",
+        "_ending",
+        "_eof",
+        "_events",
+        "_first_cycle",
+        "_framer",
+        "_h11",
+        "_h11_fed",
+        "_head_start",
+        "_held_inbound",
+        "_keepalive",
+        "_last_sse_write",
+        "_out",
+        "_output_open",
+        "_pending",
+        "_request",
+        "_scheduler",
+        "_sse",
+        "_transport_buffered",
+        "_wire",
+        "_ws",
+        "_ws_events",
+        "config",
+        "extensions",
+        "state",
+        "subprotocol",
+        "unsent",
+    )
+
+    def __init__(self, now: float, config: ConnectionConfig | None) -> None:
+        self.config = config or ConnectionConfig()
+        self.state = State.AWAITING_REQUEST
+        self._output_open = False  # state is STREAMING or WEBSOCKET: kept by _enter
+        # Dropped after a WebSocket upgrade: no HTTP path runs after it (see _http).
+        self._h11: h11.Connection | None = h11.Connection(
+            h11.SERVER, max_incomplete_event_size=self.config.limits.max_header_bytes
+        )
+        # A list, not a deque (~760 B even empty): one step of progress adds a few events
+        # at most, and next_event drains them before the next step.
+        self._events: list[Event] = []
+        self._out = bytearray()
+        self._scheduler: Scheduler[Payload] = Scheduler(self.config.scheduler)
+        self._keepalive = Keepalive(self.config.timeouts, now)
+        self._request: h11.Request | None = None
+        self._pending: Event | None = None  # the request event awaiting an answer
+        self._eof = False
+        self._ws: WsConnection | None = None
+        self._wire = False  # the WebSocket speaks diaproto.v1
+        self._framer: Framer | None = None
+        self._sse = False
+        self._last_sse_write = now
+        self._ending = False
+        self._transport_buffered = 0
+        # Since when the transport has held bytes without the peer taking any (None: it holds
+        # none). The write timeout runs from here.
+        self._blocked_since: float | None = None
+        self._clock = now  # the latest time the caller gave us
+        self._closed_at: float | None = None
+        self._drop = False  # closed because the peer stopped reading: abort, do not flush
+        self._closed_reported = False
+        #: What was queued and never sent when the connection closed (set on close).
+        self.unsent: list[Payload] = []
+
+    def _expect_pending(self) -> Event:
+        if self.state is not State.REQUEST_RECEIVED or self._pending is None:
+            raise LocalProtocolError(f"no request is waiting for an answer (state {self.state})")
+        return self._pending
+
+    def _enter(self, state: State) -> None:
+        # The one place the state changes, so the per-message check is a bool.
+        self.state = state
+        self._output_open = state is State.STREAMING or state is State.WEBSOCKET
+
+    def _expect_output(self) -> None:
+        if not self._output_open:
+            raise LocalProtocolError(f"no open stream to send on (state {self.state})")
+
+    @property
+    def _http(self) -> h11.Connection:
+        assert self._h11 is not None, "the HTTP connection is gone after a WebSocket upgrade"
+        return self._h11
+
+    def _h11_send(self, event: h11.Event) -> None:
+        try:
+            data = self._http.send(event)
+        except h11.LocalProtocolError as exc:
+            raise LocalProtocolError(str(exc)) from exc
+        if data:
+            self._out += data
+
+    def _write_body(self, data: bytes) -> None:
+        if self._ws is not None:
+            self._out += data
+        elif not self._answering_head():  # a HEAD response has no body to write
+            self._h11_send(h11.Data(data=data))
+
+    def _answering_head(self) -> bool:
+        return self._request is not None and self._request.method == b"HEAD"
+
+    def _open_control_stream(self, now: float) -> None:
+        self._scheduler.open_stream(
+            CONTROL_STREAM,
+            now,
+            priority=Priority.CONTROL,
+            policy=Policy.DISCONNECT,
+            limit=self.config.scheduler.max_buffered,
+            grace=0.0,
+        )
+
+    def _control(self, text: str, now: float) -> None:
+        """Queue a WebSocket control message; the control stream is opened on first use, so
+        an idle connection holds no stream."""
+        if not self._scheduler.has_stream(CONTROL_STREAM):
+            self._open_control_stream(now)
+        self._scheduler.enqueue(CONTROL_STREAM, text, len(text), now)
+
+    def _set_closed(self, code: int | None, reason: str) -> None:
+        self._enter(State.CLOSED)
+        if self._closed_at is None:
+            self._closed_at = self._clock
+        self._framer = None
+        # Kept for the application: a resumable stream records what never left.
+        self.unsent = [item.payload for item in self._scheduler.queued_items()]
+        for stream_id in self._scheduler.stream_ids:
+            self._scheduler.discard_stream(stream_id)  # each reports StreamFinished
+        if not self._closed_reported:
+            self._closed_reported = True
+            self._events.append(ConnectionClosed(code, reason))

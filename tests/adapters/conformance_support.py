@@ -1,0 +1,327 @@
+"""Helpers of the conformance suite: start a server on any runtime, a raw WebSocket client,
+and two small applications that let a test see what the server side holds.
+
+Everything here is runtime-neutral: a server is started only through the adapter module's
+``start_in_thread`` and inspected only through ``ServerHandle.call``.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import socket
+import struct
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+from diaproto.apps.serve.app import DiaService
+from diaproto.apps.serve.manager import Generation
+from diaproto.apps.serve.sources import Source, SyntheticSource
+
+from diaproto import adapters
+from diaproto.config import ConnectionConfig
+from diaproto.events import (
+    ConnectionClosed,
+    Event,
+    Request,
+    StreamPaused,
+    WebSocketRequest,
+)
+from diaproto.runtime import Application, ServerHandle, Session
+from diaproto.scheduler import Policy
+from diaproto.wire import SUBPROTOCOL, ErrorCode, OpenStream
+
+RUNTIMES = ("asyncio", "anyio", "trio", "tornado", "sockets")
+POLL_LIMIT = 10.0  # seconds any bounded wait may take before the test fails
+STOP_LIMIT = 15.0
+
+
+def start_server(
+    runtime: str, app: Application, config: ConnectionConfig | None = None
+) -> ServerHandle:
+    """The runtime's adapter serving ``app`` in a thread (an adapter that fails to import
+    is a failure: every runtime must pass this suite)."""
+    return adapters.start_in_thread(runtime, app, "127.0.0.1", 0, config)
+
+
+@contextmanager
+def serving(
+    runtime: str, app: Application, config: ConnectionConfig | None = None
+) -> Iterator[ServerHandle]:
+    """A server for the block; stopped (and its stop checked) on exit."""
+    handle = start_server(runtime, app, config)
+    try:
+        yield handle
+    finally:
+        stopped = handle.stop(STOP_LIMIT)
+    assert stopped, f"the {runtime} server did not stop within {STOP_LIMIT} s"
+
+
+def wait_until(predicate: Callable[[], bool], what: str, limit: float = POLL_LIMIT) -> None:
+    deadline = time.monotonic() + limit
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting until {what}")
+        time.sleep(0.02)
+
+
+def open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def rss_bytes() -> int:
+    with open("/proc/self/status", encoding="ascii") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    raise AssertionError("no VmRSS in /proc/self/status")
+
+
+def fast_source() -> Source:
+    """The synthetic voice, paced 50x faster than real time so tests stay short."""
+    return SyntheticSource(real_time_factor=0.02, first_chunk_latency=0.005)
+
+
+def records(message: bytes) -> list[tuple[int, int, bytes]]:
+    """Split one binary message into (stream, seq, payload) records (protocol §5)."""
+    out: list[tuple[int, int, bytes]] = []
+    offset = 0
+    while offset < len(message):
+        stream, seq, length = struct.unpack_from("!III", message, offset)
+        offset += 12
+        payload = message[offset : offset + length]
+        assert len(payload) == length, "truncated record"
+        out.append((stream, seq, payload))
+        offset += length
+    assert out, "an empty binary message"
+    return out
+
+
+# --- applications -------------------------------------------------------------------------
+
+
+class RecordingService(DiaService):
+    """The Dia service, recording how each connection ended and which streams paused."""
+
+    def __init__(self, source: Source | None = None, *, resume_grace: float = 10.0) -> None:
+        super().__init__(source or fast_source(), resume_grace=resume_grace)
+        self.closed: list[tuple[int | None, str]] = []
+        self.paused: list[int] = []
+
+    def handle_event(self, session: Session, event: Event) -> None:
+        if isinstance(event, ConnectionClosed):
+            self.closed.append((event.code, event.reason))
+        elif isinstance(event, StreamPaused):
+            self.paused.append(event.stream_id)
+        super().handle_event(session, event)
+
+    def sessions(self) -> list[Session]:
+        """Loop thread only."""
+        return list(self._sessions)
+
+    def only_generation(self) -> Generation:
+        """Loop thread only."""
+        (generation,) = self.generations.live.values()
+        return generation
+
+
+@dataclass(eq=False)
+class Probe:
+    """A tiny diaproto.v1 application whose queues a test fills on demand.
+
+    ``open`` with text ``bulk`` opens a stream the test tops up (``top_up``, on the loop
+    thread); ``burst:N:SIZE`` queues N records of SIZE bytes at once and ends the stream;
+    any other text is refused with ``invalid_request``. ``/healthz`` answers 200.
+    """
+
+    sessions: list[Session] = field(default_factory=list)
+    closed: list[tuple[int | None, str]] = field(default_factory=list)
+    enqueued: dict[tuple[int, int], int] = field(default_factory=dict)  # (session#, id) -> bytes
+    # At each refused open: bulk bytes already out of the scheduler, and still queued in it.
+    refusals: list[tuple[int, int]] = field(default_factory=list)
+
+    def handle_event(self, session: Session, event: Event) -> None:
+        conn, now = session.conn, session.runtime.now()
+        match event:
+            case Request():
+                conn.respond(200, (("content-type", "text/plain"),), b"ok\n", now=now)
+            case WebSocketRequest():
+                if SUBPROTOCOL in event.subprotocols:
+                    conn.accept_websocket(SUBPROTOCOL, now=now)
+                    self.sessions.append(session)
+                else:
+                    conn.respond(400, (("content-type", "text/plain"),), b"no\n", now=now)
+            case OpenStream(stream_id=stream, text="bulk"):
+                budget = conn.config.scheduler.max_buffered
+                conn.open_stream(stream, now, policy=Policy.PAUSE, limit=budget)
+                self.enqueued[(self.sessions.index(session), stream)] = 0
+            case OpenStream(stream_id=stream, text=text) if text.startswith("burst:"):
+                _, count, size = text.split(":")
+                conn.open_stream(stream, now)
+                for n in range(int(count)):
+                    conn.send(stream, bytes([n % 256]) * int(size), now)
+                conn.end_stream(stream, now)
+            case OpenStream(stream_id=stream):
+                index = self.sessions.index(session)
+                bulk = [key[1] for key in self.enqueued if key[0] == index]
+                queued = sum(conn.scheduler.queued_bytes(b) for b in bulk)
+                total = sum(self.enqueued[(index, b)] for b in bulk)
+                self.refusals.append((total - queued, queued))
+                conn.fail_stream(stream, ErrorCode.INVALID_REQUEST, "unknown text", now)
+            case ConnectionClosed(code=code, reason=reason):
+                self.closed.append((code, reason))
+            case _:
+                pass
+
+    def shutdown(self) -> None:
+        pass
+
+    def top_up(self, index: int, stream: int, target: int, chunk: int = 16 * 1024) -> int:
+        """Loop thread: queue data on a bulk stream until ``target`` bytes of it wait in the
+        scheduler (within the connection budget). Returns all bytes queued on it so far."""
+        session = self.sessions[index]
+        conn, now = session.conn, session.runtime.now()
+        scheduler = conn.scheduler
+        budget = conn.config.scheduler.max_buffered
+        while (
+            scheduler.queued_bytes(stream) < target and scheduler.buffered_bytes + chunk <= budget
+        ):
+            conn.send(stream, b"\x00" * chunk, now)
+            self.enqueued[(index, stream)] += chunk
+        session.wake()
+        return self.enqueued[(index, stream)]
+
+    def queued(self, index: int, stream: int) -> int:
+        """Loop thread: bytes of the stream waiting in the scheduler (not yet written)."""
+        return self.sessions[index].conn.scheduler.queued_bytes(stream)
+
+
+# --- a raw WebSocket client ---------------------------------------------------------------
+
+OP_CONT, OP_TEXT, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG = 0x0, 0x1, 0x2, 0x8, 0x9, 0xA
+
+
+class RawWebSocket:
+    """A WebSocket client by hand, for clients that misbehave on purpose."""
+
+    def __init__(
+        self,
+        port: int,
+        *,
+        path: str = "/ws",
+        subprotocol: str | None = SUBPROTOCOL,
+        rcvbuf: int | None = None,
+        timeout: float = POLL_LIMIT,
+        origin: str | None = None,
+    ) -> None:
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        if rcvbuf is not None:
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        self.sock.settimeout(timeout)
+        self.buffer = bytearray()
+        try:
+            self.sock.connect(("127.0.0.1", port))
+            key = base64.b64encode(os.urandom(16)).decode()
+            lines = [
+                f"GET {path} HTTP/1.1",
+                f"Host: 127.0.0.1:{port}",
+                "Upgrade: websocket",
+                "Connection: Upgrade",
+                f"Sec-WebSocket-Key: {key}",
+                "Sec-WebSocket-Version: 13",
+            ]
+            if subprotocol is not None:
+                lines.append(f"Sec-WebSocket-Protocol: {subprotocol}")
+            if origin is not None:
+                lines.append(f"Origin: {origin}")
+            self.sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode())
+            while b"\r\n\r\n" not in self.buffer:
+                data = self.sock.recv(65536)
+                if not data:
+                    raise AssertionError("the server closed during the handshake")
+                self.buffer += data
+            head, _, rest = bytes(self.buffer).partition(b"\r\n\r\n")
+            self.buffer = bytearray(rest)
+            self.status = int(head.split(b" ", 2)[1])
+            self.head = head.decode("latin-1")
+        except BaseException:
+            self.sock.close()
+            raise
+
+    def __enter__(self) -> RawWebSocket:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.sock.close()
+
+    def send_frame(self, opcode: int, payload: bytes, *, fin: bool = True) -> None:
+        mask = os.urandom(4)
+        length = len(payload)
+        first = (0x80 if fin else 0) | opcode
+        if length < 126:
+            header = struct.pack("!BB", first, 0x80 | length)
+        elif length < 65536:
+            header = struct.pack("!BBH", first, 0x80 | 126, length)
+        else:
+            header = struct.pack("!BBQ", first, 0x80 | 127, length)
+        masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+        self.sock.sendall(header + mask + masked)
+
+    def send_json(self, message: dict[str, Any]) -> None:
+        self.send_frame(OP_TEXT, json.dumps(message).encode())
+
+    def _read(self, n: int) -> bytes:
+        while len(self.buffer) < n:
+            data = self.sock.recv(65536)
+            if not data:
+                raise EOFError("the server closed the connection")
+            self.buffer += data
+        out = bytes(self.buffer[:n])
+        del self.buffer[:n]
+        return out
+
+    def recv_frame(self) -> tuple[int, bytes]:
+        """(opcode, payload) of the next frame; EOFError once the server closed."""
+        first, second = self._read(2)
+        length = second & 0x7F
+        if length == 126:
+            (length,) = struct.unpack("!H", self._read(2))
+        elif length == 127:
+            (length,) = struct.unpack("!Q", self._read(8))
+        assert not second & 0x80, "a server frame must not be masked"
+        return first & 0x0F, self._read(length)
+
+    def recv_until_close(self, *, answer_pings: bool = False) -> tuple[int | None, list[int]]:
+        """Read frames until a close frame: (its code, opcodes seen before it)."""
+        seen: list[int] = []
+        for _ in range(100_000):
+            opcode, payload = self.recv_frame()
+            if opcode == OP_CLOSE:
+                code = struct.unpack("!H", payload[:2])[0] if len(payload) >= 2 else None
+                return code, seen
+            if opcode == OP_PING and answer_pings:
+                self.send_frame(OP_PONG, payload)
+            seen.append(opcode)
+        raise AssertionError("no close frame")
+
+    def wait_eof(self) -> bytes:
+        """Read until the server closes the TCP connection; returns what came."""
+        rest = bytearray(self.buffer)
+        self.buffer.clear()
+        while True:
+            try:
+                data = self.sock.recv(65536)
+            except ConnectionResetError:
+                return bytes(rest)
+            if not data:
+                return bytes(rest)
+            rest += data
+
+    def reset(self) -> None:
+        """Close with SO_LINGER 0: the peer gets a TCP reset."""
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        self.sock.close()

@@ -1,0 +1,537 @@
+"""One behaviour suite for every runtime: each test runs on asyncio, trio, tornado and sockets
+(the ``runtime`` fixture), starts the server through the adapter's ``start_in_thread`` and
+checks what a peer sees over real sockets, with clients nobody here wrote (``websockets``,
+``httpx``, ``httpx-sse``) or raw sockets for peers that misbehave on purpose. The server side
+is inspected only through ``ServerHandle.call``. Waits are bounded polls, never timing
+assertions.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import socket
+import struct
+import time
+from typing import Any
+
+import httpx
+import pytest
+from conformance_support import (
+    OP_BINARY,
+    OP_CLOSE,
+    OP_PING,
+    OP_TEXT,
+    POLL_LIMIT,
+    Probe,
+    RawWebSocket,
+    RecordingService,
+    open_fds,
+    records,
+    rss_bytes,
+    serving,
+    start_server,
+    wait_until,
+)
+from diaproto.apps.serve.sources import SyntheticSource
+from diaproto.apps.serve.text import split_sentences
+from httpx_sse import connect_sse
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+from websockets.sync.client import ClientConnection, connect
+from websockets.typing import Subprotocol
+
+from diaproto.config import ConnectionConfig, Limits, SchedulerConfig, Timeouts
+from diaproto.events import Event, Request, WebSocketMessage, WebSocketRequest
+from diaproto.runtime import Session
+
+SUBPROTOCOL = Subprotocol("diaproto.v1")
+TEXT = "Hello there. This is a short test of streaming speech."
+MEDIUM_TEXT = " ".join(f"Sentence number {n} is here to make the stream last." for n in range(12))
+LONG_TEXT = " ".join(f"Sentence number {n} is here to make the stream last." for n in range(40))
+NO_PINGS = Timeouts(ping_interval=None, ping_timeout=None)
+
+
+def ws_connect(port: int, *subprotocols: str) -> ClientConnection:
+    offered = [Subprotocol(p) for p in subprotocols] if subprotocols else None
+    return connect(
+        f"ws://127.0.0.1:{port}/ws", subprotocols=offered, proxy=None, open_timeout=POLL_LIMIT
+    )
+
+
+def recv_json(ws: ClientConnection) -> dict[str, Any]:
+    message = ws.recv(timeout=POLL_LIMIT)
+    assert isinstance(message, str), f"expected a control message, got {len(message)} bytes"
+    value = json.loads(message)
+    assert isinstance(value, dict)
+    return value
+
+
+def receive_stream(ws: ClientConnection, stream: int) -> tuple[list[int], bytes, dict[str, Any]]:
+    """Read until the stream's end: its sequence numbers, payload and end message."""
+    seqs: list[int] = []
+    data = bytearray()
+    for _ in range(100_000):
+        message = ws.recv(timeout=POLL_LIMIT)
+        if isinstance(message, str):
+            control = json.loads(message)
+            assert control["type"] != "error", control
+            if control["type"] == "end" and control["stream"] == stream:
+                return seqs, bytes(data), control
+            continue
+        for record_stream, seq, payload in records(message):
+            assert record_stream == stream
+            seqs.append(seq)
+            data += payload
+    raise AssertionError("the stream did not end")
+
+
+def raw_receive_stream(ws: RawWebSocket, stream: int) -> tuple[list[int], bytes]:
+    """Like ``receive_stream`` on a raw client (skips the ack; fails on an error)."""
+    seqs: list[int] = []
+    data = bytearray()
+    for _ in range(100_000):
+        opcode, payload = ws.recv_frame()
+        if opcode == OP_TEXT:
+            control = json.loads(payload)
+            assert control["type"] != "error", control
+            if control["type"] == "end" and control["stream"] == stream:
+                assert control["seq"] == len(seqs)
+                return seqs, bytes(data)
+        elif opcode == OP_BINARY:
+            for record_stream, seq, chunk in records(payload):
+                assert record_stream == stream
+                seqs.append(seq)
+                data += chunk
+    raise AssertionError("the stream did not end")
+
+
+def synthetic_audio(text: str, voice: str = "S1", speed: float = 1.0) -> bytes:
+    """What an uninterrupted stream carries (the synthetic voice is deterministic)."""
+    source = SyntheticSource(real_time_factor=0, first_chunk_latency=0)
+    return b"".join(
+        chunk
+        for sentence in split_sentences(text)
+        for chunk in source.generate(sentence, voice, speed)
+    )
+
+
+def healthz(port: int) -> int:
+    response = httpx.get(f"http://127.0.0.1:{port}/healthz", trust_env=False, timeout=POLL_LIMIT)
+    return response.status_code
+
+
+def raw_http(port: int, request: bytes, *, timeout: float = POLL_LIMIT) -> bytes:
+    """Send raw bytes; return everything the server sends until it closes."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+        sock.sendall(request)
+        out = bytearray()
+        while True:
+            try:
+                data = sock.recv(65536)
+            except ConnectionResetError:
+                break
+            if not data:
+                break
+            out += data
+        return bytes(out)
+
+
+# --- handshake ----------------------------------------------------------------------------
+
+
+def test_handshake_selects_the_subprotocol(runtime: str) -> None:
+    with serving(runtime, RecordingService()) as handle:
+        with ws_connect(handle.port, "x-other", "diaproto.v1") as ws:
+            assert ws.subprotocol == SUBPROTOCOL
+        with pytest.raises(InvalidStatus) as refused:
+            ws_connect(handle.port)
+        assert refused.value.response.status_code == 400
+        with pytest.raises(InvalidStatus) as refused:
+            ws_connect(handle.port, "x-other")
+        assert refused.value.response.status_code == 400
+        assert healthz(handle.port) == 200
+
+
+# --- streaming, priorities, batching, backpressure ----------------------------------------
+
+
+def test_stream_runs_to_the_end(runtime: str) -> None:
+    with serving(runtime, RecordingService()) as handle, ws_connect(handle.port, SUBPROTOCOL) as ws:
+        ws.send(json.dumps({"type": "open", "stream": 3, "text": TEXT, "voice": "S1"}))
+        ack = recv_json(ws)
+        assert ack["type"] == "open" and ack["stream"] == 3 and ack["token"]
+        seqs, audio, end = receive_stream(ws, 3)
+    assert seqs == list(range(1, len(seqs) + 1)) and seqs
+    assert end["seq"] == len(seqs)
+    assert audio == synthetic_audio(TEXT)
+
+
+def test_control_overtakes_queued_data(runtime: str) -> None:
+    """An ``error`` for a second stream overtakes bulk data of the first stream that was
+    queued (not yet written) when the error was produced: the client sees at most the bulk
+    bytes that had already left the scheduler then. FIFO output would put every queued
+    byte first, so the test fails for a FIFO server."""
+    probe = Probe()
+    # Room for more than the kernel's socket buffers can take (tcp_wmem's max is 4 MiB).
+    big = SchedulerConfig(high_watermark=16 << 20, low_watermark=1 << 20, max_buffered=32 << 20)
+    config = ConnectionConfig(scheduler=big)
+    with serving(runtime, probe, config) as handle, RawWebSocket(handle.port, rcvbuf=4096) as ws:
+        assert ws.status == 101
+        ws.send_json({"type": "open", "stream": 1, "text": "bulk"})
+        opcode, payload = ws.recv_frame()
+        assert opcode == OP_TEXT and json.loads(payload)["type"] == "open"
+        # Fill until the transport is blocked (we do not read) and the scheduler itself
+        # holds a lot of stream 1.
+        target = 8 << 20
+        for _ in range(200):
+            handle.call(lambda: probe.top_up(0, 1, target))
+            time.sleep(0.02)
+            if handle.call(lambda: probe.queued(0, 1)) >= target // 2:
+                break
+        else:
+            raise AssertionError("the transport never blocked")
+        handle.call(lambda: probe.top_up(0, 1, target))
+        ws.send_json({"type": "open", "stream": 2, "text": "nope"})  # refused: invalid_request
+        data_before_error = 0
+        seqs: list[int] = []
+        for _ in range(100_000):
+            opcode, payload = ws.recv_frame()
+            if opcode == OP_BINARY:
+                for stream, seq, chunk in records(payload):
+                    assert stream == 1
+                    seqs.append(seq)
+                    data_before_error += len(chunk)
+                continue
+            assert opcode == OP_TEXT, opcode
+            error = json.loads(payload)
+            assert error["type"] == "error" and error["stream"] == 2, error
+            assert error["code"] == "invalid_request"
+            break
+        else:
+            raise AssertionError("no error answer")
+        ((released, queued),) = handle.call(lambda: list(probe.refusals))
+        assert queued > 0, "nothing was queued when the error was produced: no evidence"
+        assert data_before_error <= released, (data_before_error, released, queued)
+        assert seqs == list(range(1, len(seqs) + 1))
+
+
+def test_records_are_batched(runtime: str) -> None:
+    count = 64
+    probe = Probe()
+    with serving(runtime, probe) as handle, ws_connect(handle.port, SUBPROTOCOL) as ws:
+        ws.send(json.dumps({"type": "open", "stream": 5, "text": f"burst:{count}:200"}))
+        assert recv_json(ws)["type"] == "open"
+        per_message: list[int] = []
+        seqs: list[int] = []
+        for _ in range(count + 1):
+            message = ws.recv(timeout=POLL_LIMIT)
+            if isinstance(message, str):
+                end = json.loads(message)
+                assert end == {"type": "end", "stream": 5, "seq": count}
+                break
+            batch = records(message)
+            per_message.append(len(batch))
+            seqs += [seq for _, seq, _ in batch]
+        else:
+            raise AssertionError("no end")
+    assert seqs == list(range(1, count + 1))
+    assert max(per_message) > 1, per_message  # several records in one binary message
+    assert len(per_message) < count
+
+
+def test_backpressure_pauses_a_stalled_reader(runtime: str) -> None:
+    scheduler = SchedulerConfig(
+        high_watermark=128 * 1024, low_watermark=32 * 1024, max_buffered=512 * 1024
+    )
+    config = ConnectionConfig(scheduler=scheduler)
+    service = RecordingService()
+    with (
+        serving(runtime, service, config) as handle,
+        RawWebSocket(handle.port, rcvbuf=4096) as ws,
+    ):
+        # ~10 MB of audio: more than the kernel's send buffer can ever absorb (it
+        # autotunes up to 4 MB), so the core must hold the rest and pause the producer.
+        ws.send_json({"type": "open", "stream": 1, "text": LONG_TEXT})
+        # Generating the megabytes the kernel absorbs first takes seconds of CPU: on a loaded
+        # machine, many (bounded all the same).
+        wait_until(
+            lambda: handle.call(lambda: 1 in service.paused), "the stream paused", limit=90.0
+        )
+        generation = handle.call(service.only_generation)
+        wait_until(
+            lambda: handle.call(lambda: bool(generation.listeners[0].paused)),
+            "the producer is held",
+        )
+        for _ in range(10):  # bounded: the budget holds while the reader stalls
+            buffered = handle.call(
+                lambda: max(s.conn.scheduler.buffered_bytes for s in service.sessions())
+            )
+            assert buffered <= scheduler.max_buffered, buffered
+            time.sleep(0.02)
+        assert not generation.finished
+        # Draining 10 MB through a 4 KiB window would take minutes; lossless resumption
+        # after a stall is proved by the adapters' stop-reading tests and the interop resume.
+
+
+# --- heartbeats and timeouts --------------------------------------------------------------
+
+
+def test_dead_peer_is_detected(runtime: str) -> None:
+    """A peer that never answers pings gets a 1011 close; the server reports 1011."""
+    timeouts = Timeouts(ping_interval=0.2, ping_timeout=0.2, close_timeout=2.0, idle=None)
+    probe = Probe()
+    config = ConnectionConfig(timeouts=timeouts)
+    with serving(runtime, probe, config) as handle, RawWebSocket(handle.port) as ws:
+        code, seen = ws.recv_until_close()
+        assert OP_PING in seen  # the heartbeat went out first
+        assert code == 1011
+        ws.send_frame(OP_CLOSE, struct.pack("!H", 1011))
+        wait_until(lambda: handle.call(lambda: bool(probe.closed)), "the server noticed")
+        assert handle.call(lambda: probe.closed[0][0]) == 1011
+        ws.wait_eof()
+
+
+def test_live_peer_survives_heartbeats(runtime: str) -> None:
+    timeouts = Timeouts(ping_interval=0.1, ping_timeout=0.5, idle=None)
+    probe = Probe()
+    with serving(runtime, probe, ConnectionConfig(timeouts=timeouts)) as handle:
+        with ws_connect(handle.port, SUBPROTOCOL) as ws:
+            with pytest.raises(TimeoutError):
+                ws.recv(timeout=1.0)  # ten ping intervals of quiet: pongs keep it open
+            ws.send(json.dumps({"type": "open", "stream": 1, "text": "burst:3:10"}))
+            assert recv_json(ws)["type"] == "open"
+            assert receive_stream(ws, 1)[0] == [1, 2, 3]
+        assert handle.call(lambda: probe.closed[0][0] if probe.closed else None) != 1011
+
+
+def test_idle_timeout(runtime: str) -> None:
+    timeouts = Timeouts(idle=0.3, ping_interval=0.1, ping_timeout=1.0)
+    probe = Probe()
+    with serving(runtime, probe, ConnectionConfig(timeouts=timeouts)) as handle:
+        # A WebSocket with no messages either way is closed (pongs are not activity).
+        with ws_connect(handle.port, SUBPROTOCOL) as ws:
+            with pytest.raises(ConnectionClosed):
+                ws.recv(timeout=POLL_LIMIT)
+            assert ws.close_code == 1000
+        wait_until(lambda: handle.call(lambda: bool(probe.closed)), "the server noticed")
+        # An HTTP keep-alive connection with no next request is closed too.
+        answer = raw_http(handle.port, b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert answer.startswith(b"HTTP/1.1 200")
+
+
+def test_close_timeout(runtime: str) -> None:
+    """Our close frame goes unanswered: the server drops the transport itself."""
+    timeouts = Timeouts(idle=0.2, ping_interval=None, ping_timeout=None, close_timeout=0.3)
+    probe = Probe()
+    with serving(runtime, probe, ConnectionConfig(timeouts=timeouts)) as handle:
+        with RawWebSocket(handle.port) as ws:
+            code, _ = ws.recv_until_close()
+            assert code == 1000
+            assert ws.wait_eof() == b""  # never answered: the server hangs up anyway
+        wait_until(lambda: handle.call(lambda: bool(probe.closed)), "the server noticed")
+        assert handle.call(lambda: probe.closed[0][0]) == 1006
+
+
+# --- SSE resume ---------------------------------------------------------------------------
+
+
+def test_sse_resume_with_last_event_id(runtime: str) -> None:
+    url = "/v1/stream"
+    params = {"text": TEXT, "id": "conformance-1"}
+    seqs: list[int] = []
+    audio = bytearray()
+    end: dict[str, Any] | None = None
+    with (
+        serving(runtime, RecordingService()) as handle,
+        httpx.Client(
+            base_url=f"http://127.0.0.1:{handle.port}", trust_env=False, timeout=POLL_LIMIT
+        ) as client,
+    ):
+        for attempt in range(2):
+            headers = {"Last-Event-ID": str(seqs[-1])} if attempt else {}
+            with connect_sse(client, "GET", url, params=params, headers=headers) as source:
+                for event in source.iter_sse():
+                    if event.event == "data":
+                        seqs.append(int(event.id))
+                        audio += base64.b64decode(event.data)
+                        if attempt == 0 and len(seqs) == 5:
+                            break  # drop the connection mid-stream
+                    elif event.event == "end":
+                        end = json.loads(event.data)
+                        break
+                    else:
+                        assert event.event != "error", event.data
+    assert end is not None and end["seq"] == len(seqs)
+    assert seqs == list(range(1, len(seqs) + 1))  # nothing lost, nothing repeated
+    assert bytes(audio) == synthetic_audio(TEXT)
+
+
+# --- shutdown, resets, half-open ----------------------------------------------------------
+
+
+def test_graceful_shutdown_sends_1001(runtime: str) -> None:
+    handle = start_server(runtime, RecordingService())
+    try:
+        with ws_connect(handle.port, SUBPROTOCOL) as ws:
+            ws.send(json.dumps({"type": "open", "stream": 1, "text": LONG_TEXT}))
+            assert recv_json(ws)["type"] == "open"
+            assert isinstance(ws.recv(timeout=POLL_LIMIT), bytes)
+            assert handle.stop(POLL_LIMIT), "the server did not stop"
+            with pytest.raises(ConnectionClosed):
+                for _ in range(100_000):
+                    ws.recv(timeout=POLL_LIMIT)
+            assert ws.close_code == 1001
+    finally:
+        handle.stop(POLL_LIMIT)
+
+
+def test_abrupt_reset_mid_stream(runtime: str) -> None:
+    service = RecordingService(resume_grace=0.3)
+    with serving(runtime, service) as handle:
+        ws = RawWebSocket(handle.port)
+        ws.send_json({"type": "open", "stream": 1, "text": LONG_TEXT})
+        for _ in range(3):
+            ws.recv_frame()  # the ack, then data
+        generation = handle.call(service.only_generation)
+        ws.reset()
+        wait_until(lambda: handle.call(lambda: bool(service.closed)), "the server noticed")
+        wait_until(lambda: not generation.running, "the generation stopped after the grace")
+        assert not generation.finished
+        assert healthz(handle.port) == 200
+        with ws_connect(handle.port, SUBPROTOCOL) as fresh:
+            fresh.send(json.dumps({"type": "open", "stream": 1, "text": TEXT}))
+            assert recv_json(fresh)["type"] == "open"
+            assert receive_stream(fresh, 1)[0]
+
+
+def test_half_open_connection_is_noticed(runtime: str) -> None:
+    service = RecordingService(resume_grace=0.3)
+    with serving(runtime, service) as handle:
+        with RawWebSocket(handle.port) as ws:
+            ws.send_json({"type": "open", "stream": 1, "text": LONG_TEXT})
+            ws.recv_frame()
+            ws.sock.shutdown(socket.SHUT_WR)
+            wait_until(lambda: handle.call(lambda: bool(service.closed)), "the server noticed")
+            ws.wait_eof()  # and it closed its side
+        # HTTP: a whole request, then the write side shut: answered, then closed.
+        with socket.create_connection(("127.0.0.1", handle.port), timeout=POLL_LIMIT) as sock:
+            sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            sock.shutdown(socket.SHUT_WR)
+            answer = bytearray()
+            while data := sock.recv(65536):
+                answer += data
+        assert answer.startswith(b"HTTP/1.1 200"), answer[:100]
+
+
+class RaisingEcho:
+    """Plain WebSocket echo that raises on "boom"; HTTP requests get 200 "ok"."""
+
+    def __init__(self) -> None:
+        self.shut_down = False
+
+    def handle_event(self, session: Session, event: Event) -> None:
+        conn, now = session.conn, session.runtime.now()
+        match event:
+            case Request():
+                conn.respond(200, (("content-type", "text/plain"),), b"ok", now=now)
+            case WebSocketRequest():
+                conn.accept_websocket(None, now=now)
+                conn.open_stream(1, now)
+            case WebSocketMessage(data=str() as text):
+                if text == "boom":
+                    raise RuntimeError("the application failed")
+                conn.send(1, f"echo: {text}", now)
+            case _:
+                pass
+
+    def shutdown(self) -> None:
+        self.shut_down = True
+
+
+def test_application_exception_closes_only_that_connection(runtime: str) -> None:
+    """An application that raises loses only that connection (1011); the server keeps
+    serving the others and new ones, and calls shutdown() when it stops."""
+    app = RaisingEcho()
+    with serving(runtime, app) as handle, ws_connect(handle.port) as healthy:
+        with ws_connect(handle.port) as doomed:
+            healthy.send("one")
+            assert healthy.recv(timeout=POLL_LIMIT) == "echo: one"
+            doomed.send("boom")
+            with pytest.raises(ConnectionClosed):
+                doomed.recv(timeout=POLL_LIMIT)
+            assert doomed.close_code == 1011
+        healthy.send("two")
+        assert healthy.recv(timeout=POLL_LIMIT) == "echo: two"
+        with ws_connect(handle.port) as fresh:
+            fresh.send("three")
+            assert fresh.recv(timeout=POLL_LIMIT) == "echo: three"
+        response = httpx.get(f"http://127.0.0.1:{handle.port}/", trust_env=False)
+        assert response.status_code == 200 and response.text == "ok"
+    assert app.shut_down
+
+
+# --- bad input ----------------------------------------------------------------------------
+
+
+def test_oversized_message_closes_1009(runtime: str) -> None:
+    config = ConnectionConfig(limits=Limits(max_message_bytes=1024))
+    with serving(runtime, Probe(), config) as handle:
+        with ws_connect(handle.port, SUBPROTOCOL) as ws:
+            ws.send("x" * 2000)
+            with pytest.raises(ConnectionClosed):
+                ws.recv(timeout=POLL_LIMIT)
+            assert ws.close_code == 1009
+        assert healthz(handle.port) == 200
+
+
+def test_oversized_header_gets_431(runtime: str) -> None:
+    config = ConnectionConfig(limits=Limits(max_header_bytes=4096))
+    with serving(runtime, Probe(), config) as handle:
+        big = b"x" * 8000
+        answer = raw_http(handle.port, b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: " + big + b"\r\n\r\n")
+        assert answer.startswith(b"HTTP/1.1 431"), answer[:100]
+        assert healthz(handle.port) == 200
+
+
+def test_invalid_utf8_text_closes_1007(runtime: str) -> None:
+    with serving(runtime, Probe()) as handle, RawWebSocket(handle.port) as ws:
+        ws.send_frame(OP_TEXT, b'{"type":"\xff\xfe"}')
+        code, _ = ws.recv_until_close()
+        assert code == 1007
+
+
+def test_slowloris_is_cut_off(runtime: str) -> None:
+    config = ConnectionConfig(timeouts=Timeouts(handshake=0.3))
+    with serving(runtime, Probe(), config) as handle:
+        answer = raw_http(handle.port, b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+        assert answer == b"" or answer.startswith(b"HTTP/1.1 408"), answer[:100]
+        # A connection that sends nothing at all is closed too.
+        silent = raw_http(handle.port, b"")
+        assert silent == b"" or silent.startswith(b"HTTP/1.1 408"), silent[:100]
+        assert healthz(handle.port) == 200
+
+
+def test_huge_frame_header_closes_1009(runtime: str) -> None:
+    """A frame that declares 2 GiB (and sends nothing more) is refused at once: 1009, and
+    no memory is set aside for it."""
+    probe = Probe()
+    with serving(runtime, probe) as handle, RawWebSocket(handle.port, timeout=3.0) as ws:
+        before = rss_bytes()
+        ws.sock.sendall(struct.pack("!BBQ", 0x82, 0x80 | 127, 2**31) + b"\x01\x02\x03\x04")
+        code, _ = ws.recv_until_close()
+        assert code == 1009
+        assert rss_bytes() - before < 64 * 1024 * 1024
+
+
+def test_connect_burst_leaks_nothing(runtime: str) -> None:
+    with serving(runtime, Probe()) as handle:
+        assert healthz(handle.port) == 200
+        wait_until(lambda: open_fds() == open_fds(), "a steady descriptor count")
+        before = open_fds()
+        for n in range(1000):
+            with socket.create_connection(("127.0.0.1", handle.port), timeout=POLL_LIMIT) as sock:
+                if n % 2:
+                    sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        wait_until(lambda: open_fds() <= before, "the server closed every connection")
+        assert healthz(handle.port) == 200
+        wait_until(lambda: open_fds() <= before, "the health check's connection closed")
