@@ -9,7 +9,14 @@ from __future__ import annotations
 
 from diaproto.client import ClientState, SseClientConnection, WebSocketClientConnection
 from diaproto.config import ConnectionConfig, Limits, SchedulerConfig, Timeouts
-from diaproto.errors import LocalProtocolError, ProtocolError, RemoteProtocolError, ReplayGap
+from diaproto.errors import (
+    CloseCode,
+    DiaprotoError,
+    LocalProtocolError,
+    ProtocolError,
+    RemoteProtocolError,
+    ReplayGap,
+)
 from diaproto.events import (
     ConnectionClosed,
     Event,
@@ -52,9 +59,11 @@ __all__ = [
     "SUBPROTOCOL",
     "CancelStream",
     "ClientState",
+    "CloseCode",
     "ConnectionClosed",
     "ConnectionConfig",
     "DataChunk",
+    "DiaprotoError",
     "ErrorCode",
     "Event",
     "GrantCredit",

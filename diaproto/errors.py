@@ -1,15 +1,40 @@
-"""The two kinds of error the core raises, each with a hint for the answer to give.
+"""What can go wrong, and the WebSocket close codes that say so on the wire.
 
-As in h11: :class:`LocalProtocolError` means *you* (the caller) misused the API;
+Every exception diaproto raises derives from :class:`DiaprotoError`. As in h11:
+:class:`LocalProtocolError` means *you* (the caller) misused the API;
 :class:`RemoteProtocolError` means *the peer* sent something invalid. A remote error
 never escapes ``receive_data``: it is turned into an event and an answer on the wire
-(an HTTP status or a WebSocket close code). The hint fields say which answer.
+(an HTTP status or a :class:`CloseCode`). The hint fields say which answer.
 """
 
 from __future__ import annotations
 
+from enum import IntEnum
 
-class ProtocolError(Exception):
+
+class CloseCode(IntEnum):
+    """WebSocket close codes (RFC 6455 section 7.4.1), named as in ``websockets``."""
+
+    NORMAL_CLOSURE = 1000
+    GOING_AWAY = 1001  # the server is shutting down
+    PROTOCOL_ERROR = 1002
+    UNSUPPORTED_DATA = 1003
+    NO_STATUS_RCVD = 1005  # never sent: the close frame had no code
+    ABNORMAL_CLOSURE = 1006  # never sent: the transport ended without a close frame
+    INVALID_DATA = 1007
+    POLICY_VIOLATION = 1008
+    MESSAGE_TOO_BIG = 1009
+    MANDATORY_EXTENSION = 1010
+    INTERNAL_ERROR = 1011
+    SERVICE_RESTART = 1012
+    TRY_AGAIN_LATER = 1013
+
+
+class DiaprotoError(Exception):
+    """The root of every exception diaproto raises."""
+
+
+class ProtocolError(DiaprotoError):
     """Base class. ``http_status`` and ``close_code`` hint at the answer to send."""
 
     def __init__(
@@ -39,7 +64,7 @@ class RemoteProtocolError(ProtocolError):
     """The peer sent bytes or messages that break the protocol or a configured limit."""
 
 
-class ReplayGap(Exception):
+class ReplayGap(DiaprotoError):
     """A resume asked for messages that have already left the replay window."""
 
     def __init__(self, stream_id: int, after: int, oldest_available: int) -> None:

@@ -28,6 +28,26 @@ from diaproto.server import ServerConnection
 T = TypeVar("T")
 
 
+class Connection(Protocol):
+    """The pump contract: what an adapter drives, server and client connections alike.
+
+    Bytes and the time go in; events and bytes come out. ``next_event`` takes no time: an
+    event carries the ``now`` of the ``receive_data`` (or ``handle_timer``) call that
+    produced it. The adapter loops: feed what the transport read, drain ``next_event`` until
+    None, write ``data_to_send``, re-arm one timer at ``next_deadline``, and stop once
+    ``finished``.
+    """
+
+    def receive_data(self, data: bytes, now: float) -> None: ...
+    def receive_eof(self, now: float) -> None: ...
+    def next_event(self) -> Event | None: ...
+    def data_to_send(self, now: float) -> bytes: ...
+    def next_deadline(self) -> float | None: ...
+    def handle_timer(self, now: float) -> None: ...
+    @property
+    def finished(self) -> bool: ...
+
+
 class Cancellable(Protocol):
     def cancel(self) -> None: ...
 

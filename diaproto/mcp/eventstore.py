@@ -17,10 +17,10 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from diaproto.errors import LocalProtocolError
+from diaproto.errors import DiaprotoError, LocalProtocolError
 
 
-class ReplayRefused(Exception):
+class ReplayRefused(DiaprotoError):
     """The id is unknown here, or older than what the store still holds."""
 
 

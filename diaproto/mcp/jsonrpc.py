@@ -15,6 +15,8 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from diaproto.errors import DiaprotoError
+
 RequestId = str | int
 
 PARSE_ERROR = -32700
@@ -60,7 +62,7 @@ class JsonRpcErrorResponse:
 Message = JsonRpcRequest | JsonRpcNotification | JsonRpcResponse | JsonRpcErrorResponse
 
 
-class JsonRpcError(Exception):
+class JsonRpcError(DiaprotoError):
     """A payload we must refuse; ``as_response()`` is the answer the peer gets."""
 
     def __init__(

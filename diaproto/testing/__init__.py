@@ -6,6 +6,6 @@
 from __future__ import annotations
 
 from diaproto.testing.clock import FakeClock
-from diaproto.testing.loopback import Endpoint, Loopback, sse_pair, websocket_pair
+from diaproto.testing.loopback import Loopback, sse_pair, websocket_pair
 
-__all__ = ["Endpoint", "FakeClock", "Loopback", "sse_pair", "websocket_pair"]
+__all__ = ["FakeClock", "Loopback", "sse_pair", "websocket_pair"]

@@ -9,33 +9,20 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol
 
 from diaproto.client import SseClientConnection, WebSocketClientConnection
 from diaproto.config import ConnectionConfig
 from diaproto.events import Event, SseRequest, WebSocketRequest
+from diaproto.runtime import Connection
 from diaproto.server import ServerConnection
 from diaproto.sse import SseEvent
 from diaproto.testing.clock import FakeClock
 
 
-class Endpoint(Protocol):
-    """The pump contract every connection object implements."""
-
-    def receive_data(self, data: bytes, now: float) -> None: ...
-    def receive_eof(self, now: float) -> None: ...
-    def next_event(self) -> Event | None: ...
-    def data_to_send(self, now: float) -> bytes: ...
-    def next_deadline(self) -> float | None: ...
-    def handle_timer(self, now: float) -> None: ...
-    @property
-    def finished(self) -> bool: ...
-
-
 @dataclass
 class Loopback:
     server: ServerConnection
-    client: Endpoint
+    client: Connection
     clock: FakeClock
     server_events: list[Event] = field(default_factory=list)
     client_events: list[Event] = field(default_factory=list)
@@ -93,7 +80,7 @@ class Loopback:
         return events
 
 
-def _drain(endpoint: Endpoint, sink: list[Event]) -> bool:
+def _drain(endpoint: Connection, sink: list[Event]) -> bool:
     got = False
     while (event := endpoint.next_event()) is not None:
         sink.append(event)

@@ -35,10 +35,11 @@ from diaproto.events import (
     WebSocketRequest,
 )
 from diaproto.replay import ReplayBuffer
+from diaproto.runtime import Connection
 from diaproto.scheduler import Policy, Priority
 from diaproto.server import ServerConnection, State
 from diaproto.server.framing import Payload
-from diaproto.testing import Endpoint, FakeClock, Loopback, websocket_pair
+from diaproto.testing import FakeClock, Loopback, websocket_pair
 from diaproto.wire import (
     CancelStream,
     DataChunk,
@@ -80,7 +81,7 @@ def client_frame(
     return header + key + bytes(b ^ key[i % 4] for i, b in enumerate(payload))
 
 
-def drain(conn: Endpoint) -> list[Event]:
+def drain(conn: Connection) -> list[Event]:
     events: list[Event] = []
     while (event := conn.next_event()) is not None:
         events.append(event)
