@@ -13,7 +13,7 @@ import json
 import logging
 import socket
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from typing import Any
 
@@ -24,6 +24,7 @@ from diaproto.apps.serve.limits import ServiceLimits
 from diaproto.apps.serve.sources import SyntheticSource
 from httpx_sse import EventSource, ServerSentEvent
 from server_fixture import RunningServer, fast_source, running_app, running_server
+from support import POLL_LIMIT, wait_until
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect
 from websockets.typing import Subprotocol
@@ -31,18 +32,9 @@ from websockets.typing import Subprotocol
 from diaproto.config import ConnectionConfig
 from diaproto.mcp import McpHttpConfig
 
-POLL_LIMIT = 10.0
 JSON_AND_SSE = {"accept": "application/json, text/event-stream", "content-type": "application/json"}
 SENTENCES = " ".join(f"Sentence {n} of the test speaks a little while." for n in range(6))
 LONG_TEXT = " ".join(f"word{i}" for i in range(300))
-
-
-def wait_until(predicate: Callable[[], bool], what: str, limit: float = POLL_LIMIT) -> None:
-    deadline = time.monotonic() + limit
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting until {what}")
-        time.sleep(0.02)
 
 
 def rpc(method: str, params: dict[str, Any] | None = None, rid: int | None = 1) -> dict[str, Any]:

@@ -14,7 +14,7 @@ import socket
 import struct
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -23,6 +23,7 @@ import pytest
 from diaproto.apps.serve.app import AUDIO_STREAM_LIMIT
 from diaproto.apps.serve.manager import Generation
 from server_fixture import RunningServer, running_server
+from support import POLL_LIMIT, wait_until
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import ClientConnection, connect
 from websockets.typing import Subprotocol
@@ -30,18 +31,9 @@ from websockets.typing import Subprotocol
 from diaproto.config import ConnectionConfig, SchedulerConfig
 
 SUBPROTOCOL = Subprotocol("diaproto.v1")
-POLL_LIMIT = 10.0
 HEALTHY_TEXT = "A healthy stream. It keeps going while others misbehave. And it ends well."
 LONG_TEXT = " ".join(f"Sentence number {n} is here to make the stream last." for n in range(40))
 OPENAI_VOICES = ("alloy", "ash", "ballad", "coral", "echo", "fable", "nova", "onyx", "sage")
-
-
-def wait_until(predicate: Callable[[], bool], what: str, limit: float = POLL_LIMIT) -> None:
-    deadline = time.monotonic() + limit
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting until {what}")
-        time.sleep(0.02)
 
 
 def ws_connect(server: RunningServer) -> ClientConnection:

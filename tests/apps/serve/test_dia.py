@@ -8,7 +8,6 @@ the PCM equals one whole-sequence decode within 1 LSB, the first chunk leaves af
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +25,7 @@ from diaproto.apps.serve.dia_frames import ChunkShape, Undelay, WindowPlan
 from diaproto.apps.serve.dia_random import tiny_dia
 from diaproto.apps.serve.model_queue import ModelBusy, ModelQueue
 from diaproto.apps.serve.sources import SourceUnavailable, load_source
+from support import wait_until
 from tiny_dia import EOS, EosAt, StepCounter, StepGate, add_logits_processor, save_tiny_dia
 
 STEPS = 120  # frames = STEPS - 16 when nothing says EOS
@@ -44,15 +44,6 @@ def whole_decode(model: Any, processor: Any, text: str, **options: Any) -> bytes
     with torch.inference_mode():
         out = model.generate(**inputs, **options)
     return pcm16(processor.batch_decode(out)[0])
-
-
-def wait_until(condition: Callable[[], bool], what: str) -> None:
-    done = threading.Event()
-    for _ in range(int(WAIT / 0.05)):
-        if condition():
-            return
-        done.wait(0.05)
-    raise AssertionError(f"never happened: {what}")
 
 
 def test_streamed_frames_equal_the_codes_batch_decode_gives_the_codec() -> None:
@@ -226,7 +217,9 @@ def test_a_paused_stream_gives_the_model_back_after_its_batch() -> None:
     )
     paused = source.generate("Hello there.", "S1", 1.0)
     first = next(paused)  # the client takes one chunk and stops reading
-    wait_until(lambda: source.model_queue.stats().running == 0, "the model is given back")
+    wait_until(
+        lambda: source.model_queue.stats().running == 0, "the model is given back", limit=WAIT
+    )
     other = list(source.generate("Hi.", "S2", 1.0))
     assert len(other) == 60 - 16
     rest = list(paused)  # the paused client resumes and loses nothing
@@ -338,7 +331,9 @@ def test_a_stop_signal_takes_a_waiting_request_out_of_the_line() -> None:
     result: list[list[bytes]] = []
     reader = threading.Thread(target=lambda: result.append(list(stream)))
     reader.start()
-    wait_until(lambda: source.model_queue.stats().waiting == 1, "the request waits in line")
+    wait_until(
+        lambda: source.model_queue.stats().waiting == 1, "the request waits in line", limit=WAIT
+    )
     stop.set()
     reader.join(WAIT)
     assert result == [[]]

@@ -10,7 +10,6 @@ from __future__ import annotations
 import base64
 import json
 import struct
-import time
 import wave
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -24,6 +23,7 @@ from diaproto.apps.serve.sources import SyntheticSource
 from httpx_sse import connect_sse
 from prometheus_client.parser import text_string_to_metric_families
 from server_fixture import RunningServer, running_server
+from support import POLL_LIMIT, wait_until
 from websockets.sync.client import ClientConnection, connect
 from websockets.typing import Subprotocol
 
@@ -32,21 +32,12 @@ SAMPLE_RATE = 44100
 FRAME_BYTES = 1024  # the service's chunk size (the last chunk of a sentence may be shorter)
 TEXT = "Hello there. This is a short test of streaming speech."
 LONG_TEXT = " ".join(f"Sentence number {n} is here to make the stream last." for n in range(40))
-POLL_LIMIT = 10.0  # seconds any bounded wait may take before the test fails
 
 
 @pytest.fixture
 def server() -> Iterator[RunningServer]:
     with running_server() as running:
         yield running
-
-
-def wait_until(predicate: Callable[[], bool], what: str, limit: float = POLL_LIMIT) -> None:
-    deadline = time.monotonic() + limit
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting until {what}")
-        time.sleep(0.02)
 
 
 # --- a tiny independent decoder of the wire protocol (docs/protocol.md §5) --------------------
