@@ -11,7 +11,7 @@
 - ``/mcp/audio/<id>.wav`` long ``speak`` results, linked from the result (an absolute URL).
 
 The protocol decisions live in :mod:`diaproto.mcp` (the core); this module moves messages
-between connections and the core, and runs the tools on the shared generation manager.
+between connections and the core, and runs the tools on the service's shared generations.
 """
 
 from __future__ import annotations
@@ -83,7 +83,7 @@ from diaproto.runtime import Cancellable, Runtime, Session
 from diaproto.sse import SseEvent
 
 if TYPE_CHECKING:
-    from diaproto.apps.serve.manager import Generation
+    from diaproto.apps.serve.generation import Generation
 
 log = logging.getLogger("diaproto.mcp")
 

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from diaproto.apps.serve.audio import SAMPLE_RATE, duration, wav_header
 
 if TYPE_CHECKING:
-    from diaproto.apps.serve.manager import Generation, Waker
+    from diaproto.apps.serve.generation import Generation, Waker
 
     from diaproto.mcp import McpSession, RequestId
 

@@ -29,7 +29,7 @@ from diaproto.apps.serve.listeners import (
     SpeechSseListener,
     StreamListener,
 )
-from diaproto.apps.serve.manager import Generation, GenerationRegistry, Listener
+from diaproto.apps.serve.generation import Generation, GenerationRegistry, Listener
 from diaproto.apps.serve.metrics import CONTENT_TYPE, ServiceMetrics
 from diaproto.apps.serve.model_queue import Admission, ModelBusy
 from diaproto.apps.serve.requests import (

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from diaproto.apps.serve.app import DiaService
-from diaproto.apps.serve.manager import Generation
+from diaproto.apps.serve.generation import Generation
 from diaproto.apps.serve.sources import Source, SyntheticSource
 
 from diaproto import adapters

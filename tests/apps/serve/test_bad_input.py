@@ -21,7 +21,7 @@ from typing import Any
 import httpx
 import pytest
 from diaproto.apps.serve.app import AUDIO_STREAM_LIMIT
-from diaproto.apps.serve.manager import Generation
+from diaproto.apps.serve.generation import Generation
 from server_fixture import RunningServer, running_server
 from support import POLL_LIMIT, wait_until
 from websockets.exceptions import InvalidStatus

@@ -18,7 +18,7 @@ from typing import Any
 import httpx
 import openai
 import pytest
-from diaproto.apps.serve.manager import Generation
+from diaproto.apps.serve.generation import Generation
 from diaproto.apps.serve.sources import SyntheticSource
 from httpx_sse import connect_sse
 from prometheus_client.parser import text_string_to_metric_families
