@@ -50,7 +50,7 @@ def test_the_core_has_files_to_check() -> None:
     assert {
         "connection.py",
         "_scheduler.py",
-        "client.py",
+        "rejection.py",
         "wire.py",
         "sse.py",
         "session.py",
