@@ -253,8 +253,8 @@ def _model_options(args: argparse.Namespace) -> dict[str, object]:
         if given:
             raise ValueError(f"{', '.join(given)} apply to --model dia only")
         return {}
-    from diaproto.apps.serve.dia_frames import WindowPlan  # noqa: PLC0415
     from diaproto.apps.serve.model_queue import ModelQueue  # noqa: PLC0415
+    from diaproto.apps.serve.sources.dia.frames import WindowPlan  # noqa: PLC0415
 
     options: dict[str, object] = {"device": args.device, "dtype": args.dtype}
     if args.weights is not None:

@@ -1,7 +1,7 @@
 """P10: the real Dia code path (transformers), streamed against the whole-batch way.
 
-Both run the tiny random-weight Dia (``diaproto.apps.serve.dia_random``) on the CPU, one
-torch thread, in this process, alternating round by round: the streamed source
+Both run the tiny random-weight Dia (``diaproto.apps.serve.sources.dia.random_weights``) on
+the CPU, one torch thread, in this process, alternating round by round: the streamed source
 (``TransformersDiaSource``: per-step codes, windowed DAC decode) and one ``generate`` followed
 by one ``batch_decode``, which is how Dia is usually run. Time to first audio and the
 real-time factor (compute seconds per second of audio) for the same text and length. The
@@ -28,8 +28,9 @@ class _Tiny:
 
     def __init__(self, steps: int) -> None:
         import torch  # noqa: PLC0415 (an optional install: the scenario skips without it)
-        from diaproto.apps.serve.dia import TransformersDiaSource, pcm16  # noqa: PLC0415
-        from diaproto.apps.serve.dia_random import tiny_dia  # noqa: PLC0415
+        from diaproto.apps.serve.sources.dia.model import TransformersDiaSource  # noqa: PLC0415
+        from diaproto.apps.serve.sources.dia.random_weights import tiny_dia  # noqa: PLC0415
+        from diaproto.apps.serve.sources.dia.tensor_audio import pcm16  # noqa: PLC0415
 
         torch.set_num_threads(1)
         self.torch, self.pcm16 = torch, pcm16

@@ -3,8 +3,8 @@
 ``python -m benchmarks.gpu_dia [--device cuda] [--tiny] [--compile] [--steps N] [--json PATH]``
 
 Builds Dia-1.6B's geometry and the DAC 44 kHz codec with seeded random weights on the device
-(:func:`diaproto.apps.serve.dia_random.full_size_dia`: no download; random weights change no
-shape, so no timing) and prints one table, in this order:
+(:func:`diaproto.apps.serve.sources.dia.random_weights.full_size_dia`: no download; random
+weights change no shape, so no timing) and prints one table, in this order:
 
 * model build time, parameter count;
 * eager generation: the time of each step, taken from a streamer's ``put`` calls (transformers
@@ -14,7 +14,7 @@ shape, so no timing) and prints one table, in this order:
   times real time (Dia makes 86.13 frames of audio a second: a step must take < 11.61 ms);
 * DAC decode time of windows of 16 and 32 frames and of each plan's windows (first K0+R0,
   then K+L+R frames), codes to float audio on the device;
-* through :class:`~diaproto.apps.serve.dia.TransformersDiaSource`, for the plans
+* through :class:`~diaproto.apps.serve.sources.dia.model.TransformersDiaSource`, for the plans
   ``4:10,16:10,12`` (the default, exact) and ``4:4,16:10,8``: first-PCM latency (wall time from
   ``generate()`` to the first chunk, and the step it left at: K0+R0+15), real-time factor
   (wall seconds per audio second over a ``--steps``-step text: < 1 is faster than real time)
@@ -51,9 +51,9 @@ from typing import Any
 
 import torch
 import transformers
-from diaproto.apps.serve.dia import DTYPES, ChunkReady, TransformersDiaSource
-from diaproto.apps.serve.dia_frames import Window, WindowPlan
-from diaproto.apps.serve.dia_random import full_size_dia, tiny_dia
+from diaproto.apps.serve.sources.dia.frames import Window, WindowPlan
+from diaproto.apps.serve.sources.dia.model import DTYPES, ChunkReady, TransformersDiaSource
+from diaproto.apps.serve.sources.dia.random_weights import full_size_dia, tiny_dia
 from transformers import StoppingCriteria, StoppingCriteriaList
 from transformers.generation.streamers import BaseStreamer
 

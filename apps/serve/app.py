@@ -18,6 +18,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from diaproto.apps.mcp.service import McpService
 from diaproto.apps.serve.audio import wav_header
+from diaproto.apps.serve.generation import Generation, GenerationRegistry, Listener
 from diaproto.apps.serve.limits import (
     GenerationRefused,
     ServiceLimits,
@@ -29,7 +30,6 @@ from diaproto.apps.serve.listeners import (
     SpeechSseListener,
     StreamListener,
 )
-from diaproto.apps.serve.generation import Generation, GenerationRegistry, Listener
 from diaproto.apps.serve.metrics import CONTENT_TYPE, ServiceMetrics
 from diaproto.apps.serve.model_queue import Admission, ModelBusy
 from diaproto.apps.serve.requests import (

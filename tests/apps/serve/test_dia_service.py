@@ -21,9 +21,10 @@ import httpx
 import openai
 import pytest
 import torch
-from diaproto.apps.serve.dia import TransformersDiaSource, pcm16
-from diaproto.apps.serve.dia_random import tiny_dia
 from diaproto.apps.serve.model_queue import ModelQueue
+from diaproto.apps.serve.sources.dia.model import TransformersDiaSource
+from diaproto.apps.serve.sources.dia.random_weights import tiny_dia
+from diaproto.apps.serve.sources.dia.tensor_audio import pcm16
 from httpx_sse import connect_sse
 from mcp import Client
 from mcp_types import AudioContent

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from diaproto.apps.serve.dia_random import SEED, tiny_dia
+from diaproto.apps.serve.sources.dia.random_weights import SEED, tiny_dia
 from transformers import LogitsProcessor
 
 EOS = 1024

@@ -1,8 +1,9 @@
-"""Speech sources: blocking iterators of PCM s16le chunks, run on a worker thread.
+"""A speech-like voice without a model: formant synthesis of a text, deterministic.
 
-``SyntheticSource`` makes deterministic speech-like audio with no model (tests, demos, load
-runs); the real Dia model streams through Hugging Face transformers (:mod:`.dia`, loaded only
-when asked for, since torch is an optional install).
+Words are cut into syllables at their vowel groups; each vowel is a pitch period whose
+harmonics the vowel's first three formants weigh, gliding down the sentence (declination);
+consonants are shaped noise (hiss, bursts, breath). Pauses follow words, commas and sentences.
+:func:`synthesize` yields the result unpaced, in ``FRAME_BYTES`` chunks.
 """
 
 from __future__ import annotations
@@ -10,87 +11,13 @@ from __future__ import annotations
 import math
 import random
 import re
-import threading
-import time
 import zlib
-from collections.abc import Callable, Generator, Iterator
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass
-from typing import Any, Protocol
 
-from .audio import FRAME_BYTES, SAMPLE_RATE, duration, float_to_pcm16
-from .model_queue import Admission, ModelQueue
-from .text import SPEAKER_TAG, split_sentences
-
-VOICES = ("S1", "S2")
-MIN_SPEED = 0.25
-MAX_SPEED = 4.0
-
-
-class Source(Protocol):
-    """What the streaming manager runs: one blocking generation per request."""
-
-    name: str
-
-    @property
-    def model_queue(self) -> ModelQueue | None:
-        """Turns at the source's model, when it has one that runs one generation at a time."""
-        ...
-
-    def generate(
-        self,
-        text: str,
-        voice: str,
-        speed: float,
-        *,
-        stop: threading.Event | None = None,
-        admission: Admission | None = None,
-    ) -> Generator[bytes, None, None]:
-        """PCM s16le 44.1 kHz mono chunks of FRAME_BYTES (the last may be short).
-
-        Closing the generator stops the work: nothing keeps computing for a gone client.
-        ``stop`` being set (by another thread, while the generator may be blocked waiting for
-        its model) asks the same: a source ends its iteration as soon as its model allows.
-        ``admission`` is the request's place with ``model_queue``, taken when the request was
-        accepted; without one, the source takes its own for the call.
-        """
-        ...
-
-
-class SourceUnavailable(RuntimeError):
-    """The source cannot run here (package missing, weights not loadable)."""
-
-
-def check_voice_and_speed(voice: str, speed: float) -> None:
-    """Raise ValueError unless ``voice`` is S1/S2 and ``speed`` is in 0.25..4.0."""
-    if voice not in VOICES:
-        raise ValueError(f"voice must be one of {', '.join(VOICES)}, got {voice!r}")
-    if isinstance(speed, bool) or not MIN_SPEED <= speed <= MAX_SPEED:
-        raise ValueError(f"speed must be a number in {MIN_SPEED}..{MAX_SPEED}, got {speed!r}")
-
-
-def framed(pieces: Iterator[bytes]) -> Generator[bytes, None, None]:
-    """Re-cut PCM pieces into FRAME_BYTES chunks; only the very last chunk may be short.
-
-    Closing the result closes ``pieces`` at once (a generator's cleanup stops its model).
-    """
-    buf = bytearray()
-    try:
-        for piece in pieces:
-            buf += piece
-            if len(buf) >= FRAME_BYTES:
-                whole = len(buf) - len(buf) % FRAME_BYTES
-                for start in range(0, whole, FRAME_BYTES):
-                    yield bytes(buf[start : start + FRAME_BYTES])
-                del buf[:whole]
-    finally:
-        close = getattr(pieces, "close", None)
-        if close is not None:
-            close()
-    if buf:
-        yield bytes(buf)
-
-
-# --- synthetic speech -------------------------------------------------------------------
+from ..audio import SAMPLE_RATE, float_to_pcm16
+from ..text import SPEAKER_TAG, split_sentences
+from .source import check_voice_and_speed, framed
 
 _PITCH = {"S1": 115.0, "S2": 210.0}
 # First three formants (Hz) of the vowels, roughly those of an adult speaker.
@@ -291,75 +218,3 @@ def synthesize(text: str, voice: str, speed: float = 1.0) -> Generator[bytes, No
                 yield float_to_pcm16(samples)
 
     return framed(pieces())
-
-
-class SyntheticSource:
-    """Speech-like audio without a model, paced like a model running faster than real time."""
-
-    name: str = "synthetic"
-    model_queue: ModelQueue | None = None  # no model: every request runs at once
-
-    def __init__(
-        self,
-        real_time_factor: float = 0.4,
-        first_chunk_latency: float = 0.15,
-        sleep: Callable[[float], None] = time.sleep,
-    ) -> None:
-        if real_time_factor < 0 or first_chunk_latency < 0:
-            raise ValueError("real_time_factor and first_chunk_latency must not be negative")
-        self.real_time_factor = real_time_factor
-        self.first_chunk_latency = first_chunk_latency
-        self._sleep = sleep
-
-    def generate(
-        self,
-        text: str,
-        voice: str,
-        speed: float,
-        *,
-        stop: threading.Event | None = None,
-        admission: Admission | None = None,
-    ) -> Generator[bytes, None, None]:
-        """Chunks of :func:`synthesize`, each after the time a model would take for it.
-
-        ``stop`` needs no watching here: a chunk never takes more than a few milliseconds.
-        """
-        return self._paced(synthesize(text, voice, speed))
-
-    def _paced(self, chunks: Iterator[bytes]) -> Generator[bytes, None, None]:
-        if self.first_chunk_latency > 0:
-            self._sleep(self.first_chunk_latency)
-        owed = 0.0
-        for chunk in chunks:
-            owed += self.real_time_factor * duration(len(chunk))
-            # One chunk is ~4.6 ms of waiting at rtf 0.4: pay in slices of at least 5 ms,
-            # since shorter sleeps overshoot by the timer's granularity.
-            if owed >= 0.005:
-                self._sleep(owed)
-                owed = 0.0
-            yield chunk
-        if owed > 0:
-            self._sleep(owed)
-
-
-# --- the Dia model ---------------------------------------------------------------------
-
-DIA_INSTALL_HINT = (
-    "the Dia source needs PyTorch and Hugging Face transformers: "
-    "pip install 'diaproto[dia]' (with the torch build for your GPU, e.g. from PyTorch's "
-    "CUDA index). A CUDA GPU is needed for real time: on a CPU Dia runs tens of times "
-    "slower than real time. The weights (~6 GB) come from the Hugging Face Hub on first use."
-)
-
-
-def load_source(name: str, **options: Any) -> Source:
-    """The source called ``name`` ("synthetic" or "dia"), built with ``options``."""
-    if name == "synthetic":
-        return SyntheticSource(**options)
-    if name == "dia":
-        try:
-            from .dia import load_transformers_dia  # noqa: PLC0415 (torch is optional)
-        except ImportError as exc:
-            raise SourceUnavailable(f"{DIA_INSTALL_HINT} ({exc})") from exc
-        return load_transformers_dia(**options)
-    raise ValueError(f"unknown source {name!r}: valid sources are dia, synthetic")

@@ -4,20 +4,19 @@
 tokens and a stopping criterion that ends the run within one step when the request goes away.
 The consumer (the generator :meth:`TransformersDiaSource.generate` returns) undoes the delay
 pattern as steps arrive, decodes DAC windows as soon as their look-ahead exists (see
-:mod:`.dia_frames`), converts to PCM on the tensor and yields 512-sample frames: the first
+:mod:`.frames`), converts to PCM on the tensor and yields 512-sample frames: the first
 audio leaves after ``K + R + 15`` steps instead of after the whole text.
 
-Turns at the model go through a :class:`~.model_queue.ModelQueue` (one generation at a time,
-first come first served). A paused client holds only its own consumer: its ``generate`` runs
-to the end of the current text batch (the codes wait in memory, under 1 KB a step), then the
-model goes to the next request in line.
+Turns at the model go through a :class:`~diaproto.apps.serve.model_queue.ModelQueue` (one
+generation at a time, first come first served). A paused client holds only its own consumer:
+its ``generate`` runs to the end of the current text batch (the codes wait in memory, under
+1 KB a step), then the model goes to the next request in line.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-import queue
 import threading
 from collections.abc import Callable, Generator, Iterator, Mapping
 from contextlib import contextmanager
@@ -25,26 +24,19 @@ from dataclasses import dataclass
 from typing import Any, cast
 
 import torch
-from transformers import (
-    DiaForConditionalGeneration,
-    DiaProcessor,
-    StoppingCriteria,
-    StoppingCriteriaList,
-)
-from transformers.generation.streamers import BaseStreamer
+from transformers import DiaForConditionalGeneration, DiaProcessor, StoppingCriteriaList
 
-from .audio import FRAME_SAMPLES, SAMPLE_RATE
-from .dia_frames import Undelay, Window, WindowPlan
-from .model_queue import Admission, ModelQueue
-from .sources import SourceUnavailable, check_voice_and_speed, framed
-from .text import SPEAKER_TAG, split_sentences
+from ...audio import FRAME_SAMPLES, SAMPLE_RATE
+from ...model_queue import Admission, ModelQueue
+from ..source import SourceUnavailable, check_voice_and_speed, framed
+from .frames import Undelay, Window, WindowPlan
+from .steps import CancelOnEvent, EndOfSteps, StepStreamer, log_unread_errors
+from .tensor_audio import LinearResampler, pcm16
+from .text_batches import MAX_CHARS_PER_CALL, tagged_batches
 
 log = logging.getLogger("diaproto.serve.dia")
 
 DIA_MODEL_NAME = "nari-labs/Dia-1.6B-0626"
-MAX_CHARS_PER_CALL = 300  # about 20 s of speech: Dia's advice for one generation
-# Dia's tokenizer keeps 1024 bytes; the speaker tag prefixed to every text needs 5 of them.
-MAX_TEXT_BYTES = 1000
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
@@ -56,163 +48,9 @@ class ChunkReady:
     window: Window
 
 
-class _End:
-    """The end of a generation's steps (the worker's last word)."""
-
-
-_END = _End()
-
-
-class StepStreamer(BaseStreamer):
-    """generate() -> a queue: one row of codebook tokens per step (row 0 of the batch)."""
-
-    def __init__(self, channels: int) -> None:
-        self.channels = channels
-        self.rows: queue.Queue[list[int] | BaseException | _End] = queue.Queue()
-        self._prompt_seen = False
-
-    def put(self, value: torch.Tensor) -> None:
-        if not self._prompt_seen:  # the first put is the decoder prompt, not a step
-            self._prompt_seen = True
-            return
-        self.rows.put(value.reshape(-1, self.channels)[0].tolist())
-
-    def end(self) -> None:
-        self.rows.put(_END)
-
-
-class _CancelOnEvent(StoppingCriteria):
-    """Stops every row at the end of the current step once any of ``events`` is set."""
-
-    def __init__(self, *events: threading.Event) -> None:
-        self.events = events
-
-    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor, **kwargs: Any) -> Any:
-        cancelled = any(event.is_set() for event in self.events)
-        return torch.full(
-            (input_ids.shape[0],), cancelled, dtype=torch.bool, device=input_ids.device
-        )
-
-
-def _log_unread_errors(steps: StepStreamer) -> None:
-    """An error the model raised after the consumer had stopped reading is still logged."""
-    while not steps.rows.empty():
-        item = steps.rows.get_nowait()
-        if isinstance(item, BaseException):
-            log.error("Dia generation failed after its reader stopped", exc_info=item)
-
-
-def pcm16(samples: torch.Tensor) -> bytes:
-    """Float samples in [-1, 1] to PCM s16le bytes, on the tensor (NaN becomes silence)."""
-    clean = torch.nan_to_num(samples.detach().float(), nan=0.0).clamp(-1.0, 1.0)
-    as_int = (clean * 32767.0).round().to(torch.int16).cpu()
-    return bytes(as_int.numpy().astype("<i2").tobytes())
-
-
-class LinearResampler:
-    """Plays a stream ``speed`` times faster by linear interpolation (pitch moves too).
-
-    Output sample ``j`` sits at input position ``j * speed``; chunks are resampled as they
-    come, and the output does not depend on how the input was cut.
-    """
-
-    def __init__(self, speed: float) -> None:
-        if speed <= 0:
-            raise ValueError(f"speed must be positive, got {speed}")
-        self.speed = speed
-        self._tail = torch.zeros(0)  # input from index _offset on, still needed
-        self._offset = 0
-        self._seen = 0
-        self._emitted = 0
-
-    def push(self, samples: torch.Tensor) -> torch.Tensor:
-        if self.speed == 1.0:
-            return samples
-        buffer = torch.cat([self._tail.to(samples), samples.reshape(-1)])
-        self._seen += samples.numel()
-        last = self._seen - 1
-        # Output j needs inputs floor(j*speed) and the one after it: all j with j*speed < last.
-        ready = max(self._emitted, math.ceil(last / self.speed)) if last > 0 else self._emitted
-        out = self._interpolate(buffer, self._emitted, ready, last)
-        self._emitted = ready
-        keep_from = min(math.floor(ready * self.speed), last)
-        self._tail = buffer[max(0, keep_from - self._offset) :]
-        self._offset = max(self._offset, keep_from)
-        return out
-
-    def finish(self) -> torch.Tensor:
-        """The samples still owed: ``round(n / speed)`` in all for ``n`` samples in (or one
-        more, when the chunks before already reached past that)."""
-        total = max(1, round(self._seen / self.speed)) if self._seen else 0
-        if self.speed == 1.0 or total <= self._emitted:
-            return self._tail[:0]
-        out = self._interpolate(self._tail, self._emitted, total, self._seen - 1)
-        self._emitted = total
-        return out
-
-    def _interpolate(self, buffer: torch.Tensor, first: int, stop: int, last: int) -> torch.Tensor:
-        if stop <= first:
-            return buffer[:0]
-        # On the audio's device: a CUDA tensor times a CPU one that is not a scalar is refused.
-        positions = torch.arange(first, stop, dtype=torch.float64, device=buffer.device)
-        positions = positions * self.speed
-        index = positions.floor().long().clamp(max=last)
-        frac = (positions - index.double()).clamp(0.0, 1.0).to(buffer.dtype)
-        local = index - self._offset
-        after = (index + 1).clamp(max=last) - self._offset
-        return buffer[local] + (buffer[after] - buffer[local]) * frac
-
-
-def _fits(text: str, max_chars: int) -> bool:
-    return len(text) <= max_chars and len(text.encode()) <= MAX_TEXT_BYTES
-
-
-def _pieces(sentence: str, max_chars: int) -> Iterator[str]:
-    """``sentence`` cut at spaces (inside a word only if it must) into pieces of at most
-    ``max_chars`` characters and :data:`MAX_TEXT_BYTES` bytes of UTF-8."""
-    current = ""
-    for word in sentence.split():
-        joined = f"{current} {word}" if current else word
-        if _fits(joined, max_chars):
-            current = joined
-            continue
-        if current:
-            yield current
-        current = ""
-        for char in word:  # a word longer than a piece: cut it where it must be cut
-            if not _fits(current + char, max_chars):
-                yield current
-                current = ""
-            current += char
-    if current:
-        yield current
-
-
-def tagged_batches(text: str, voice: str, max_chars: int = MAX_CHARS_PER_CALL) -> list[str]:
-    """Sentences grouped into texts of at most ``max_chars``, each starting with the speaker
-    tag in force (Dia needs one at the start of every generation). A longer sentence is cut
-    at spaces: Dia's tokenizer would silently drop what is past its 1024 bytes."""
-    out: list[str] = []
-    current: list[str] = []
-    for whole in split_sentences(text):
-        for sentence in _pieces(whole, max_chars):
-            if current and not _fits(" ".join([*current, sentence]), max_chars):
-                out.append(" ".join(current))
-                current = []
-            current.append(sentence)
-    if current:
-        out.append(" ".join(current))
-    tagged: list[str] = []
-    speaker = f"[{voice}]"
-    for batch in out:
-        full = batch if SPEAKER_TAG.match(batch) else f"{speaker} {batch}"
-        speaker = SPEAKER_TAG.findall(full)[-1]
-        tagged.append(full)
-    return tagged
-
-
 class TransformersDiaSource:
-    """Dia through transformers: a :class:`~.sources.Source` that streams as it generates."""
+    """Dia through transformers: a :class:`~diaproto.apps.serve.sources.Source` that streams
+    as it generates."""
 
     name: str = "dia"
 
@@ -324,7 +162,7 @@ class TransformersDiaSource:
         steps = StepStreamer(len(self.delays))
         cancel = threading.Event()
         ticket = admission.join()
-        criteria = StoppingCriteriaList([_CancelOnEvent(cancel, stop)])
+        criteria = StoppingCriteriaList([CancelOnEvent(cancel, stop)])
 
         def work() -> None:
             try:
@@ -352,7 +190,7 @@ class TransformersDiaSource:
             if worker.ident is not None:
                 worker.join()
             ticket.release()  # the worker's own release, unless it never started
-            _log_unread_errors(steps)
+            log_unread_errors(steps)
 
     def _windows(self, steps: StepStreamer, stop: threading.Event) -> Iterator[torch.Tensor]:
         undelay = Undelay(self.delays, self.eos_token)
@@ -367,7 +205,7 @@ class TransformersDiaSource:
                 undelay.push(item)
             if stop.is_set():
                 return  # asked to stop: decode nothing more
-            final = isinstance(item, _End) or undelay.ended
+            final = isinstance(item, EndOfSteps) or undelay.ended
             while (
                 window := self.plan.next_window(sent, len(undelay.frames), final=final)
             ) is not None:

@@ -3,7 +3,13 @@
 from __future__ import annotations
 
 import pytest
-from diaproto.apps.serve.dia_frames import EXACT_CONTEXT, ChunkShape, Undelay, Window, WindowPlan
+from diaproto.apps.serve.sources.dia.frames import (
+    EXACT_CONTEXT,
+    ChunkShape,
+    Undelay,
+    Window,
+    WindowPlan,
+)
 from hypothesis import given
 from hypothesis import strategies as st
 

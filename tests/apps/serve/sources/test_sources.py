@@ -9,7 +9,6 @@ import sys
 from collections.abc import Generator
 
 import pytest
-from diaproto.apps.serve import sources
 from diaproto.apps.serve.audio import FRAME_BYTES, SAMPLE_RATE, duration, float_to_pcm16
 from diaproto.apps.serve.sources import (
     Source,
@@ -17,6 +16,7 @@ from diaproto.apps.serve.sources import (
     SyntheticSource,
     load_source,
     synthesize,
+    voice_synth,
 )
 
 
@@ -228,7 +228,7 @@ def test_close_stops_the_work(monkeypatch: pytest.MonkeyPatch) -> None:
         converted.append(len(xs))
         return real(xs)
 
-    monkeypatch.setattr(sources, "float_to_pcm16", counting)
+    monkeypatch.setattr(voice_synth, "float_to_pcm16", counting)
     sleeps: list[float] = []
     text = "This is a long text that would take many seconds to speak. " * 20
     stream = SyntheticSource(sleep=sleeps.append).generate(text, "S1", 1.0)
@@ -252,7 +252,7 @@ def test_synthetic_is_a_source() -> None:
 
 
 def test_dia_without_torch_names_the_install(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delitem(sys.modules, "diaproto.apps.serve.dia", raising=False)
+    monkeypatch.delitem(sys.modules, "diaproto.apps.serve.sources.dia.model", raising=False)
     monkeypatch.setitem(sys.modules, "transformers", None)  # the import fails
     with pytest.raises(SourceUnavailable) as info:
         load_source("dia")

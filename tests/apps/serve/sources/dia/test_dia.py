@@ -13,18 +13,14 @@ from typing import Any
 
 import pytest
 import torch
-from diaproto.apps.serve.dia import (
-    ChunkReady,
-    LinearResampler,
-    StepStreamer,
-    TransformersDiaSource,
-    pcm16,
-    tagged_batches,
-)
-from diaproto.apps.serve.dia_frames import ChunkShape, Undelay, WindowPlan
-from diaproto.apps.serve.dia_random import tiny_dia
 from diaproto.apps.serve.model_queue import ModelBusy, ModelQueue
 from diaproto.apps.serve.sources import SourceUnavailable, load_source
+from diaproto.apps.serve.sources.dia.frames import ChunkShape, Undelay, WindowPlan
+from diaproto.apps.serve.sources.dia.model import ChunkReady, TransformersDiaSource
+from diaproto.apps.serve.sources.dia.random_weights import tiny_dia
+from diaproto.apps.serve.sources.dia.steps import StepStreamer
+from diaproto.apps.serve.sources.dia.tensor_audio import LinearResampler, pcm16
+from diaproto.apps.serve.sources.dia.text_batches import tagged_batches
 from support import wait_until
 from tiny_dia import EOS, EosAt, StepCounter, StepGate, add_logits_processor, save_tiny_dia
 
