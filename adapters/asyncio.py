@@ -13,13 +13,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
-import signal
-import threading
-import time
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar, cast
 
+from diaproto.adapters._pump import Pump, now
+from diaproto.adapters._runtime import LoopRuntime
+from diaproto.adapters._shutdown import close_all, grace, loop_signals
 from diaproto.adapters._tcp import bound_unsent, drop_on_close
 from diaproto.adapters._threaded import (
     Listening,
@@ -32,41 +31,25 @@ from diaproto.config import ConnectionConfig
 from diaproto.runtime import Application, Cancellable
 from diaproto.server import ServerConnection
 
-log = logging.getLogger("diaproto.adapters.asyncio")
 T = TypeVar("T")
 
-WORKER_THREADS = 256
 BACKLOG = 65535  # as anyio's listener; the kernel caps it at net.core.somaxconn
-CLOSE_CODE_SHUTDOWN = 1001
-PAUSED_POLL = 0.05  # seconds between timer checks while a due deadline waits on the peer
 
 
-def now() -> float:
-    return time.monotonic()
-
-
-class AsyncioRuntime:
+class AsyncioRuntime(LoopRuntime):
     """The :class:`diaproto.runtime.Runtime` of one running server."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        super().__init__()
         self.loop = loop
-        self.loop_thread = threading.get_ident()
-        self.closed = False  # set on the loop thread when the server's loop is done
-        # Daemon threads: a model call that never returns must not hold the process at exit.
-        self._worker_slots = threading.BoundedSemaphore(WORKER_THREADS)
 
-    def now(self) -> float:
-        return now()
+    def call_later(self, delay: float, callback: Callable[[], None]) -> Cancellable:
+        return self.loop.call_later(delay, callback)
 
-    def call_soon_threadsafe(self, callback: Callable[[], None]) -> None:
-        if threading.get_ident() == self.loop_thread:
-            self.loop.call_soon(callback)
-        else:
-            # Blocks the worker until the loop ran it: a producer can never outrun the loop.
-            self.run_on_loop(callback)
+    def soon(self, callback: Callable[[], None]) -> None:
+        self.loop.call_soon(callback)
 
-    def run_on_loop(self, function: Callable[[], T]) -> T:
-        """Run ``function`` on the loop thread from another thread; its result or exception."""
+    def _from_thread(self, function: Callable[[], T]) -> T:
         return wait_on_loop(self._post, self._ended, function)
 
     def _post(self, callback: Callable[[], None]) -> None:
@@ -75,42 +58,18 @@ class AsyncioRuntime:
     def _ended(self) -> bool:
         return self.closed or self.loop.is_closed()
 
-    def call_later(self, delay: float, callback: Callable[[], None]) -> Cancellable:
-        return self.loop.call_later(delay, callback)
-
-    def start_worker(self, target: Callable[[], None], name: str = "worker") -> None:
-        if self.closed:
-            return
-
-        def run() -> None:
-            with self._worker_slots:  # at most WORKER_THREADS run at once; the rest wait
-                if self.closed:
-                    return
-                try:
-                    target()
-                except Exception:
-                    log.exception("worker %s failed", name)
-
-        threading.Thread(target=run, name=f"diaproto-{name}", daemon=True).start()
-
-    def shutdown(self) -> None:
-        """The loop is done: workers still blocked on it see RuntimeError; no new ones start."""
-        self.closed = True
-
 
 class AsyncioSession(asyncio.Protocol):
-    """One connection: the :class:`diaproto.runtime.Session` and its pump."""
+    """One connection: the :class:`diaproto.runtime.Session`, and the transport of its
+    :class:`~diaproto.adapters._pump.Pump`."""
 
     __slots__ = (
-        "_deadline",
-        "_pumping",
         "_read_paused",
         "_server",
-        "_timer",
         "_transport",
-        "_wake_scheduled",
         "_write_paused",
         "conn",
+        "pump",
         "runtime",
     )
 
@@ -119,12 +78,9 @@ class AsyncioSession(asyncio.Protocol):
         self.runtime = server.runtime
         self._server = server
         self._transport: asyncio.Transport | None = None  # None once the connection is lost
-        self._timer: asyncio.TimerHandle | None = None
-        self._deadline: float | None = None
         self._write_paused = False  # the transport holds bytes: the core keeps the rest
         self._read_paused = False
-        self._wake_scheduled = False
-        self._pumping = False
+        self.pump = Pump(server.app, self, self, self.runtime.soon, self.runtime.call_later)
 
     @property
     def peer(self) -> str:
@@ -133,15 +89,7 @@ class AsyncioSession(asyncio.Protocol):
         return f"{address[0]}:{address[1]}" if isinstance(address, tuple) else str(address)
 
     def wake(self) -> None:
-        # Inside a step the step's own loop writes what was produced; otherwise one step soon,
-        # however many wakes come before it runs.
-        if not self._pumping and not self._wake_scheduled:
-            self._wake_scheduled = True
-            self.runtime.loop.call_soon(self._scheduled_pump)
-
-    def _scheduled_pump(self) -> None:
-        self._wake_scheduled = False
-        self.pump()
+        self.pump.wake()
 
     # --- asyncio.Protocol ------------------------------------------------------------------
 
@@ -155,22 +103,21 @@ class AsyncioSession(asyncio.Protocol):
         transport.set_write_buffer_limits(high=0, low=0)
         bound_unsent(transport.get_extra_info("socket"))
         self._server.sessions.add(self)
-        self.pump()  # arms the handshake timer
+        self.pump.step()  # arms the handshake timer
 
     def data_received(self, data: bytes) -> None:
         self.conn.receive_data(data, now())
-        self.pump()
+        self.pump.step()
 
     def eof_received(self) -> bool:
         self.conn.receive_eof(now())
-        self.pump()
+        self.pump.step()
         return True  # keep the write side: the core decides when to close
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._transport = None
-        self._cancel_timer()
-        self.conn.receive_eof(now())  # the core reports ConnectionClosed; no more timers
-        self.dispatch()
+        self.pump.timer.cancel()
+        self.pump.lost()  # the core reports ConnectionClosed; no more timers
         self._server.session_done(self)
 
     def pause_writing(self) -> None:
@@ -178,114 +125,39 @@ class AsyncioSession(asyncio.Protocol):
 
     def resume_writing(self) -> None:
         self._write_paused = False
-        self.conn.set_transport_buffered(0)
-        self.pump()
+        self.pump.step()
 
-    # --- the pump --------------------------------------------------------------------------
+    # --- the pump's transport --------------------------------------------------------------
 
-    def pump(self) -> None:
-        """One step: events to the application, output to the transport, the timer re-armed."""
-        conn = self.conn
+    @property
+    def closed(self) -> bool:
+        return self._transport is None or self._transport.is_closing()
+
+    def held(self) -> int:
         transport = self._transport
-        if transport is None or transport.is_closing():
-            self.dispatch()  # a callback after the end still gets its events handed out
-            return
-        self._pumping = True
-        try:
-            self.dispatch()
-            # While the transport holds bytes nothing more leaves the core (resume_writing
-            # runs the next step), but events are still handed out: a producer sees
-            # StreamPaused without waiting for the peer to read.
-            while not self._write_paused:
-                data = conn.data_to_send(now())
-                delivered = self.dispatch()  # taking a batch can resume paused producers
-                if data:
-                    transport.write(data)
-                    if self._write_paused:  # the write window and budget count what it holds
-                        conn.set_transport_buffered(transport.get_write_buffer_size(), now())
-                elif not delivered:
-                    break  # nothing written and no event that could have produced output
-        finally:
-            self._pumping = False
-        if conn.finished:
-            self._cancel_timer()
-            if data := conn.data_to_send(now()):  # the last words, even past a full transport
-                transport.write(data)
-            transport.close()  # after what the transport still holds ...
-            if transport.get_write_buffer_size():
-                self._arm_flush_deadline(conn.flush_deadline)  # ... for a bounded time
-            return
-        self._arm_timer(conn.next_deadline())
-        if conn.wants_data:
-            if self._read_paused:
-                self._read_paused = False
-                transport.resume_reading()
-        elif not self._read_paused:
-            # The core holds enough unread input: leave the rest in the kernel (TCP
-            # backpressure) until a step sees it drained.
-            self._read_paused = True
-            transport.pause_reading()
+        if not self._write_paused or transport is None:
+            return 0
+        return transport.get_write_buffer_size()
 
-    def dispatch(self) -> int:
-        conn = self.conn
-        delivered = 0
-        while (event := conn.next_event()) is not None:
-            delivered += 1
-            try:
-                self._server.app.handle_event(self, event)
-            except Exception:
-                # The application's bug must not take the server down: this connection ends.
-                log.exception("application failed on %s from %s", type(event).__name__, self.peer)
-                conn.close(now(), 1011, "internal error")
-        return delivered
+    def write(self, data: bytes) -> None:
+        assert self._transport is not None
+        self._transport.write(data)
 
-    def _arm_timer(self, deadline: float | None) -> None:
-        if deadline == self._deadline and (deadline is None or self._timer is not None):
-            return
-        self._cancel_timer()
-        if deadline is None:
-            return
-        delay = deadline - now()
-        if delay <= 0.0 and self._write_paused:
-            # Due but waiting on the peer: poll rather than spin, and never go without a
-            # timer (the write timeout must fire while the peer does not read).
-            delay = PAUSED_POLL
-        self._deadline = deadline
-        # Relative: the core's clock is time.monotonic(), uvloop's loop.time() is not.
-        self._timer = self.runtime.loop.call_later(max(delay, 0.0), self._on_timer)
+    def set_reading(self, wanted: bool) -> None:
+        # The core holds enough unread input: leave the rest in the kernel (TCP
+        # backpressure) until a step sees it drained.
+        if wanted == self._read_paused and self._transport is not None:
+            self._read_paused = not wanted
+            if wanted:
+                self._transport.resume_reading()
+            else:
+                self._transport.pause_reading()
 
-    def _cancel_timer(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        self._deadline = None
-
-    def _on_timer(self) -> None:
-        self._timer = None
-        self._deadline = None
-        transport = self._transport
-        if self._write_paused and transport is not None:
-            # How much the peer took meanwhile: progress restarts the core's write timeout.
-            self.conn.set_transport_buffered(transport.get_write_buffer_size(), now())
-        self.conn.handle_timer(now())
-        self.pump()
-
-    def _arm_flush_deadline(self, deadline: float | None) -> None:
-        """The connection is finished but the transport still holds bytes: abort it if they
-        have not left by the core's flush deadline."""
-        if deadline is None:
-            return
-        delay = deadline - now()
-        if delay <= 0.0:
-            self.abort()
-        else:
-            self._deadline = deadline
-            self._timer = self.runtime.loop.call_later(delay, self.abort)
+    def close(self) -> None:
+        if self._transport is not None:
+            self._transport.close()
 
     def abort(self) -> None:
-        """Drop the transport without waiting for the peer (a peer that stopped reading, a
-        flush past its deadline, the end of shutdown)."""
-        self._cancel_timer()  # the flush timer, if this is not its callback
         if self._transport is not None:
             drop_on_close(self._transport.get_extra_info("socket"))
             self._transport.abort()  # connection_lost follows on the loop
@@ -329,21 +201,18 @@ class Server:
             await self._shut_down()
         finally:
             listener.close()
-            self.runtime.shutdown()
+            self.runtime.close()
+            await asyncio.to_thread(self.runtime.workers.join)  # off the loop
 
     async def _shut_down(self) -> None:
-        self.app.shutdown()
-        for session in list(self.sessions):
-            session.conn.close(now(), CLOSE_CODE_SHUTDOWN, "server shutting down")
-            session.pump()
-        close_timeout = self.config.timeouts.close_timeout or 5.0
+        close_all(self.app, [session.pump for session in self.sessions])
         if self.sessions:
             self._all_done.clear()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._all_done.wait(), close_timeout + 1.0)
+                await asyncio.wait_for(self._all_done.wait(), grace(self.config))
         if self.sessions:
             for session in list(self.sessions):
-                session.abort()  # a peer that neither read nor answered: drop it
+                session.pump.abort()  # a peer that neither read nor answered: drop it
             await asyncio.sleep(0)  # their connection_lost: the application hears the end
 
 
@@ -370,21 +239,10 @@ def run(
 
     async def main() -> None:
         server = Server(app, config)
-        loop = asyncio.get_running_loop()
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(signum, _on_signal, server, signum)
-        try:
+        with loop_signals(asyncio.get_running_loop(), server.stop):
             await server.serve(host, port, ready)
-        finally:
-            for signum in (signal.SIGINT, signal.SIGTERM):
-                loop.remove_signal_handler(signum)
 
     _run(main(), use_uvloop)
-
-
-def _on_signal(server: Server, signum: int) -> None:
-    log.info("received %s: shutting down", signal.Signals(signum).name)
-    server.stop()
 
 
 def start_in_thread(
@@ -400,13 +258,8 @@ def start_in_thread(
     async def serve(listening: Listening[Server]) -> None:
         server = Server(app, config)
 
-        def call(function: Callable[[], T]) -> T:
-            if threading.get_ident() == server.runtime.loop_thread:
-                return function()
-            return server.runtime.run_on_loop(function)
-
         def ready(_host: str, bound: int) -> None:
-            listening(server, bound, call)
+            listening(server, bound, server.runtime.call)
 
         await server.serve(host, port, ready)
 
