@@ -11,13 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
-import signal
-import threading
-import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+from diaproto.adapters._pump import Pump, now
+from diaproto.adapters._runtime import LoopRuntime
+from diaproto.adapters._shutdown import close_all, grace, loop_signals
 from diaproto.adapters._tcp import bound_unsent, drop_on_close
 from diaproto.adapters._threaded import (
     Listening,
@@ -35,7 +34,6 @@ from diaproto.config import ConnectionConfig
 from diaproto.runtime import Application, Cancellable
 from diaproto.server import ServerConnection
 
-log = logging.getLogger("diaproto.adapters.tornado")
 T = TypeVar("T")
 
 READ_SIZE = 65536
@@ -44,11 +42,6 @@ READ_SIZE = 65536
 # (``max_buffered``), so that plus room for frame headers is the bound; it stops a pump bug
 # from buffering without limit, and never refuses a message the core accepted.
 WRITE_BUFFER_HEADROOM = 64 * 1024
-CLOSE_CODE_SHUTDOWN = 1001
-
-
-def now() -> float:
-    return time.monotonic()
 
 
 class _Timer:
@@ -59,71 +52,46 @@ class _Timer:
         self._loop.remove_timeout(self._handle)
 
 
-class TornadoRuntime:
+class TornadoRuntime(LoopRuntime):
     """The :class:`diaproto.runtime.Runtime` of one running server."""
 
     def __init__(self, loop: IOLoop) -> None:
+        super().__init__()
         self.loop = loop
-        self.loop_thread = threading.get_ident()
-        self.closed = False  # set on the loop thread when the server's loop is done
-
-    def now(self) -> float:
-        return now()
-
-    def call_soon_threadsafe(self, callback: Callable[[], None]) -> None:
-        if threading.get_ident() == self.loop_thread:
-            self.loop.add_callback(callback)
-        else:
-            # Blocks the worker until the loop ran it: a producer can never outrun the loop.
-            run_on_loop(self, callback)
 
     def call_later(self, delay: float, callback: Callable[[], None]) -> Cancellable:
         return _Timer(self.loop, self.loop.call_later(delay, callback))
 
-    def start_worker(self, target: Callable[[], None], name: str = "worker") -> None:
-        def run() -> None:
-            try:
-                target()
-            except Exception:
-                log.exception("worker %s failed", name)
+    def soon(self, callback: Callable[[], None]) -> None:
+        self.loop.add_callback(callback)
 
-        # A daemon thread per worker: a model stuck in a call cannot hold the process open.
-        threading.Thread(target=run, name=f"diaproto-{name}", daemon=True).start()
+    def _from_thread(self, function: Callable[[], T]) -> T:
+        # add_callback silently drops the callback once the loop is closed: hence ``closed``.
+        return wait_on_loop(self.loop.add_callback, self._ended, function)
 
-
-def run_on_loop(runtime: TornadoRuntime, function: Callable[[], T]) -> T:
-    """Run ``function`` on the loop thread from another thread; its result or exception."""
-    # add_callback silently drops the callback once the loop is closed: hence ``closed``.
-    return wait_on_loop(runtime.loop.add_callback, lambda: runtime.closed, function)
+    def _ended(self) -> bool:
+        return self.closed
 
 
 class TornadoSession:
-    """The :class:`diaproto.runtime.Session` of one connection, and its pump."""
+    """One connection: the :class:`diaproto.runtime.Session`, its read loop, and the
+    transport of its :class:`~diaproto.adapters._pump.Pump` (one write in flight at a time)."""
 
     def __init__(self, server: Server, stream: IOStream, peer: str) -> None:
         self.conn = ServerConnection(now(), server.config)
         self.runtime = server.runtime
         self.peer = peer
-        self._app = server.app
         self._stream = stream
-        self._writing = False  # a write is in IOStream's buffer, not yet taken by the kernel
-        self._pump_scheduled = False
-        self._timer: object | None = None
-        self._deadline: float | None = None
+        self._in_flight = 0  # a write in IOStream's buffer, not yet taken by the kernel
         self._readable = LoopEvent()  # set while the core wants input
         self._readable.set()
         self.done = LoopEvent()  # the stream is closed
+        self.pump = Pump(server.app, self, self, self.runtime.soon, self.runtime.call_later)
 
     def wake(self) -> None:
         # Also during a pending write: the step then only dispatches, so events the core
         # raised since (a StreamPaused for a producer) do not wait for the peer to read.
-        if not self._pump_scheduled:
-            self._pump_scheduled = True
-            self.runtime.loop.add_callback(self._scheduled_pump)
-
-    def _scheduled_pump(self) -> None:
-        self._pump_scheduled = False
-        self.pump()
+        self.pump.wake()
 
     async def read_loop(self) -> None:
         conn = self.conn
@@ -139,117 +107,52 @@ class TornadoSession:
                 data = await self._stream.read_bytes(READ_SIZE, partial=True)
             except StreamClosedError:
                 conn.receive_eof(now())
-                self.pump()
+                self.pump.step()
                 return
             conn.receive_data(data, now())
-            self.pump()
+            self.pump.step()
 
-    def pump(self) -> None:
-        """One step: events to the application, output to the stream, the timer re-armed."""
-        conn = self.conn
-        if self._writing:
-            self.dispatch()  # no more output until the kernel took the last write
-            if conn.finished:
-                self._finish_writing()
-            else:  # the core's timers run on while the peer is slow: the write timeout too
-                self._arm_timer(conn.next_deadline())
-            return
-        while True:
-            data = conn.data_to_send(now())
-            delivered = self.dispatch()  # taking a batch can resume paused producers
-            if data:
-                if not self._write(data):
-                    return  # in flight: the write's completion runs the next step
-            elif not delivered:
-                break  # nothing written and no event that could have produced output
-        if conn.finished:
-            self.close()
-            return
-        self._arm_timer(conn.next_deadline())
-        if conn.wants_data:
-            self._readable.set()
+    # --- the pump's transport --------------------------------------------------------------
 
-    def dispatch(self) -> int:
-        delivered = 0
-        while (event := self.conn.next_event()) is not None:
-            delivered += 1
-            try:
-                self._app.handle_event(self, event)
-            except Exception:
-                # The application's bug must not take the server down: this connection ends.
-                log.exception("application failed on %s from %s", type(event).__name__, self.peer)
-                self.conn.close(now(), 1011, "internal error")
-        return delivered
+    @property
+    def closed(self) -> bool:
+        return self.done.is_set()
 
-    def _write(self, data: bytes) -> bool:
-        """Hand ``data`` to the stream; True if the kernel took it all at once."""
+    def held(self) -> int:
+        return self._in_flight
+
+    def write(self, data: bytes) -> None:
         if self._stream.closed():
-            self._lost()
-            return True
-        self.conn.set_transport_buffered(len(data), now())
+            self.pump.lost()
+            return
         try:
             written = self._stream.write(data)
         except (StreamClosedError, StreamBufferFullError):
-            self.conn.set_transport_buffered(0)
-            self._lost()
-            return True
-        if written.done():  # IOStream writes synchronously what the kernel accepts
-            self.conn.set_transport_buffered(0)
-            return True
-        self._writing = True
-        written.add_done_callback(self._written)
-        self._arm_timer(self.conn.next_deadline())  # timers run on while the write waits
-        return False
+            self.pump.lost()
+            return
+        if not written.done():  # IOStream writes synchronously what the kernel accepts
+            self._in_flight = len(data)
+            written.add_done_callback(self._written)
 
     def _written(self, written: asyncio.Future[None]) -> None:
-        self._writing = False
-        self.conn.set_transport_buffered(0)
+        self._in_flight = 0
         if written.exception() is not None:
-            self._lost()
-        self.pump()
+            self.pump.lost()
+        self.pump.step()
 
-    def _lost(self) -> None:
-        """The transport is gone: the core hears EOF (and reports ConnectionClosed)."""
-        self.conn.receive_eof(now())
-        self.dispatch()
-
-    def _arm_timer(self, deadline: float | None) -> None:
-        if deadline == self._deadline and (deadline is None or self._timer is not None):
-            return
-        if self._timer is not None:
-            self.runtime.loop.remove_timeout(self._timer)
-            self._timer = None
-        self._deadline = deadline
-        if deadline is not None:
-            self._timer = self.runtime.loop.call_later(max(deadline - now(), 0.0), self._on_timer)
-
-    def _on_timer(self) -> None:
-        self._timer = None
-        self._deadline = None
-        self.conn.handle_timer(now())
-        self.pump()
-
-    def _finish_writing(self) -> None:
-        """Finished with a write still in flight: it gets until the core's flush deadline
-        (its completion closes the stream), then the stream is aborted."""
-        deadline = self.conn.flush_deadline
-        if deadline is not None and now() >= deadline:
-            self.abort()
-        else:
-            self._arm_timer(deadline)
+    def set_reading(self, wanted: bool) -> None:
+        if wanted:
+            self._readable.set()
 
     def close(self) -> None:
-        self._arm_timer(None)
         self._stream.close()
         self._readable.set()  # the reader sees ``finished`` (or a closed stream) and ends
         self.done.set()
 
     def abort(self) -> None:
-        """Drop the transport without waiting for the peer (a peer that stopped reading, a
-        flush past its deadline, the end of shutdown)."""
         drop_on_close(self._stream.socket)
         self._stream.close()
-        self._lost()
+        self.pump.lost()
         self.close()
 
 
@@ -281,20 +184,17 @@ class Server(TCPServer):
             await self._shut_down()
         finally:
             super().stop()
-            self.runtime.closed = True
+            self.runtime.close()
+            await asyncio.to_thread(self.runtime.workers.join)  # off the loop
 
     async def _shut_down(self) -> None:
         super().stop()  # stop accepting: closes the listening sockets
-        self.app.shutdown()
-        for session in list(self.sessions):
-            session.conn.close(now(), CLOSE_CODE_SHUTDOWN, "server shutting down")
-            session.pump()
-        close_timeout = self.config.timeouts.close_timeout or 5.0
+        close_all(self.app, [session.pump for session in self.sessions])
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._all_done(), close_timeout + 1.0)
+            await asyncio.wait_for(self._all_done(), grace(self.config))
         for session in list(self.sessions):
             if not session.done.is_set():
-                session.abort()  # a peer that neither read nor answered: drop it
+                session.pump.abort()  # a peer that neither read nor answered: drop it
 
     async def _all_done(self) -> None:
         for session in list(self.sessions):  # no new ones: accepting has stopped
@@ -307,7 +207,7 @@ class Server(TCPServer):
         session = TornadoSession(self, stream, peer)
         self.sessions.add(session)
         try:
-            session.pump()  # arms the handshake timer
+            session.pump.step()  # arms the handshake timer
             await session.read_loop()
             await session.done.wait()
         finally:
@@ -327,21 +227,11 @@ def run(
 
     async def main() -> None:
         server = Server(app, config)
-        loop = asyncio.get_running_loop()  # tornado 6 runs on asyncio: its signal handling
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(signum, _on_signal, server, signum)
-        try:
+        # tornado 6 runs on asyncio: its signal handling
+        with loop_signals(asyncio.get_running_loop(), server.stop):
             await server.serve(host, port, ready)
-        finally:
-            for signum in (signal.SIGINT, signal.SIGTERM):
-                loop.remove_signal_handler(signum)
 
     asyncio.run(main())
-
-
-def _on_signal(server: Server, signum: int) -> None:
-    log.info("received %s: shutting down", signal.Signals(signum).name)
-    server.stop()
 
 
 def start_in_thread(
@@ -355,13 +245,8 @@ def start_in_thread(
     async def serve(listening: Listening[Server]) -> None:
         server = Server(app, config)  # on the running loop: its runtime binds to that loop
 
-        def call(function: Callable[[], T]) -> T:
-            if threading.get_ident() == server.runtime.loop_thread:
-                return function()
-            return run_on_loop(server.runtime, function)
-
         def ready(_host: str, bound: int) -> None:
-            listening(server, bound, call)
+            listening(server, bound, server.runtime.call)
 
         await server.serve(host, port, ready)
 
