@@ -8,6 +8,11 @@ messages, each holding one or more records::
 so one binary message can carry a batch of chunks from several streams. ``docs/protocol.md``
 is the specification; ``diaproto/wire_vectors.json`` holds test vectors that every
 implementation (this one, the JavaScript client) must pass.
+
+As h11's events do, each message checks its fields when it is built and raises
+:class:`LocalProtocolError` for one the peer would have to refuse, so encoding is pure
+serialisation. Decoding builds the same classes from the peer's fields and answers such a
+refusal as a :class:`WireError` instead.
 """
 
 from __future__ import annotations
@@ -15,8 +20,10 @@ from __future__ import annotations
 import json
 import math
 import struct
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any, NoReturn
 
 from diaproto.errors import LocalProtocolError, RemoteProtocolError
@@ -27,7 +34,7 @@ RECORD_HEADER = struct.Struct(">III")
 MAX_ID = 0xFFFFFFFF
 
 
-class ErrorCode:
+class ErrorCode(StrEnum):
     """Values of the ``code`` field of an ``error`` message."""
 
     BAD_MESSAGE = "bad_message"  # not JSON, not an object, or a field of the wrong type
@@ -55,6 +62,43 @@ class WireError(RemoteProtocolError):
         self.stream_id = stream_id
 
 
+# --- the checks messages run when built ---------------------------------------------------
+# The messages name the JSON fields, which is what the peer's error answer must speak of.
+
+
+def _is_count(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_ID
+
+
+def _check_count(value: object, name: str) -> None:
+    if not _is_count(value):
+        raise LocalProtocolError(f"'{name}' must be an integer in 0..2**32-1")
+
+
+def _check_optional_count(value: object, name: str) -> None:
+    if value is not None:
+        _check_count(value, name)
+
+
+def _check_str(value: object, name: str) -> None:
+    if not isinstance(value, str):
+        raise LocalProtocolError(f"'{name}' must be a string")
+
+
+def _check_optional_str(value: object, name: str) -> None:
+    if value is not None:
+        _check_str(value, name)
+
+
+def _check_options(value: object) -> None:
+    if not isinstance(value, dict):
+        raise LocalProtocolError("'options' must be an object")
+    try:  # NaN and Infinity are not JSON: the peer's parser would refuse them
+        json.dumps(value, allow_nan=False)
+    except (TypeError, ValueError, RecursionError) as exc:
+        raise LocalProtocolError(f"'options' is not JSON: {exc}") from None
+
+
 # --- client -> server --------------------------------------------------------------------
 
 
@@ -66,10 +110,20 @@ class OpenStream(Event):
     options: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
     credit: int | None = None  # initial credit in bytes; absent: the stream is not credit-based
 
+    def __post_init__(self) -> None:
+        _check_count(self.stream_id, "stream")
+        _check_str(self.text, "text")
+        _check_optional_str(self.voice, "voice")
+        _check_options(self.options)
+        _check_optional_count(self.credit, "credit")
+
 
 @dataclass(frozen=True, slots=True)
 class CancelStream(Event):
     stream_id: int
+
+    def __post_init__(self) -> None:
+        _check_count(self.stream_id, "stream")
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,12 +131,21 @@ class GrantCredit(Event):
     stream_id: int
     nbytes: int
 
+    def __post_init__(self) -> None:
+        _check_count(self.stream_id, "stream")
+        _check_count(self.nbytes, "bytes")
+
 
 @dataclass(frozen=True, slots=True)
 class ResumeStream(Event):
     stream_id: int
     after: int  # the last sequence number the client holds
     token: str | None = None  # the resume token the server gave in ``open``
+
+    def __post_init__(self) -> None:
+        _check_count(self.stream_id, "stream")
+        _check_count(self.after, "after")
+        _check_optional_str(self.token, "token")
 
 
 # --- server -> client --------------------------------------------------------------------
@@ -93,7 +156,13 @@ class StreamOpened(Event):
     stream_id: int
     token: str | None = None
 
+    def __post_init__(self) -> None:
+        _check_count(self.stream_id, "stream")
+        _check_optional_str(self.token, "token")
 
+
+# Not checked when built: only the decoder builds one, from u32 fields; encode_records
+# checks the records it sends.
 @dataclass(frozen=True, slots=True)
 class DataChunk(Event):
     stream_id: int
@@ -106,12 +175,21 @@ class StreamEnd(Event):
     stream_id: int
     last_seq: int
 
+    def __post_init__(self) -> None:
+        _check_count(self.stream_id, "stream")
+        _check_count(self.last_seq, "seq")
+
 
 @dataclass(frozen=True, slots=True)
 class StreamError(Event):
-    stream_id: int | None
+    stream_id: int | None  # None: the error is about the connection as a whole
     code: str
     message: str = ""
+
+    def __post_init__(self) -> None:
+        _check_optional_count(self.stream_id, "stream")
+        _check_str(self.code, "code")
+        _check_str(self.message, "message")
 
 
 ClientMessage = OpenStream | CancelStream | GrantCredit | ResumeStream
@@ -140,8 +218,7 @@ def encode_records(records: Iterable[tuple[int, int, bytes]]) -> bytes:
 def encode_message(message: ClientMessage | ServerControl) -> str:
     """The JSON text of a control message (keys in a fixed order, no spaces).
 
-    Raises :class:`LocalProtocolError` for a message the peer would have to reject: an id
-    or count outside 0..2**32-1, or ``options`` that are not JSON (NaN included).
+    The message checked its fields when it was built, so this cannot fail.
     """
     body: dict[str, Any]
     match message:
@@ -171,17 +248,7 @@ def encode_message(message: ClientMessage | ServerControl) -> str:
             body = {"type": "error", "stream": message.stream_id, "code": message.code}
             if message.message:
                 body["message"] = message.message
-    for name in _COUNT_FIELDS:
-        value = body.get(name)
-        if value is not None and not _is_count(value):
-            raise LocalProtocolError(f"'{name}' must be an integer in 0..2**32-1, not {value!r}")
-    try:
-        return json.dumps(body, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
-    except (TypeError, ValueError) as exc:
-        raise LocalProtocolError(f"message is not JSON-serialisable: {exc}") from None
-
-
-_COUNT_FIELDS = ("stream", "credit", "bytes", "after", "seq")
+    return json.dumps(body, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 
 
 # --- decoding ----------------------------------------------------------------------------
@@ -211,51 +278,57 @@ def decode_records(body: bytes | bytearray | memoryview) -> list[DataChunk]:
 def decode_client_message(text: str) -> ClientMessage:
     """Parse a client's control message; every malformation is a :class:`WireError`."""
     body, kind = _load(text)
-    match kind:
-        case "open":
-            stream_id = _id(body)
-            return OpenStream(
-                stream_id,
-                text=_str(body, "text", stream_id),
-                voice=_opt_str(body, "voice", stream_id),
-                options=_opt_dict(body, "options", stream_id),
-                credit=_opt_count(body, "credit", stream_id),
-            )
-        case "cancel":
-            return CancelStream(_id(body))
-        case "credit":
-            stream_id = _id(body)
-            return GrantCredit(stream_id, _count(body, "bytes", stream_id))
-        case "resume":
-            stream_id = _id(body)
-            return ResumeStream(
-                stream_id, _count(body, "after", stream_id), _opt_str(body, "token", stream_id)
-            )
-        case _:
-            raise WireError(
-                ErrorCode.UNKNOWN_TYPE, f"unknown message type {kind!r}", _maybe_id(body)
-            )
+    with _refusal_is_the_peers(body):
+        match kind:
+            case "open":
+                return OpenStream(
+                    _field(body, "stream"),
+                    _field(body, "text"),
+                    _field(body, "voice"),
+                    _field(body, "options", {}),
+                    _field(body, "credit"),
+                )
+            case "cancel":
+                return CancelStream(_field(body, "stream"))
+            case "credit":
+                return GrantCredit(_field(body, "stream"), _field(body, "bytes"))
+            case "resume":
+                return ResumeStream(
+                    _field(body, "stream"), _field(body, "after"), _field(body, "token")
+                )
+    raise WireError(ErrorCode.UNKNOWN_TYPE, f"unknown message type {kind!r}", _maybe_id(body))
 
 
 def decode_server_message(text: str) -> ServerControl:
     """Parse a server's control message (client side)."""
     body, kind = _load(text)
-    match kind:
-        case "open":
-            stream_id = _id(body)
-            return StreamOpened(stream_id, _opt_str(body, "token", stream_id))
-        case "end":
-            stream_id = _id(body)
-            return StreamEnd(stream_id, _count(body, "seq", stream_id))
-        case "error":
-            # ``stream`` is null (or absent) for an error about the connection as a whole.
-            stream = None if body.get("stream") is None else _id(body)
-            code = _str(body, "code", stream)
-            return StreamError(stream, code, _opt_str(body, "message", stream) or "")
-        case _:
-            raise WireError(
-                ErrorCode.UNKNOWN_TYPE, f"unknown message type {kind!r}", _maybe_id(body)
-            )
+    with _refusal_is_the_peers(body):
+        match kind:
+            case "open":
+                return StreamOpened(_field(body, "stream"), _field(body, "token"))
+            case "end":
+                return StreamEnd(_field(body, "stream"), _field(body, "seq"))
+            case "error":
+                # ``stream`` is null (or absent) for an error about the connection as a whole.
+                return StreamError(
+                    _field(body, "stream"), _field(body, "code"), _field(body, "message", "")
+                )
+    raise WireError(ErrorCode.UNKNOWN_TYPE, f"unknown message type {kind!r}", _maybe_id(body))
+
+
+@contextmanager
+def _refusal_is_the_peers(body: dict[str, Any]) -> Iterator[None]:
+    """A message the peer's fields could not build is the peer's error (h11 does the same)."""
+    try:
+        yield
+    except LocalProtocolError as exc:
+        raise WireError(ErrorCode.BAD_MESSAGE, exc.message, _maybe_id(body)) from None
+
+
+def _field(body: dict[str, Any], name: str, default: object = None) -> Any:
+    """``body[name]``, or ``default`` where the field is absent or null; checked when built."""
+    value = body.get(name)
+    return default if value is None else value
 
 
 def _reject_constant(name: str) -> NoReturn:
@@ -285,57 +358,7 @@ def _load(text: str) -> tuple[dict[str, Any], str]:
     return body, kind
 
 
-def _is_count(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_ID
-
-
 def _maybe_id(body: dict[str, Any]) -> int | None:
     """The ``stream`` of a message we refuse, when it is a valid id (for the error answer)."""
     value = body.get("stream")
     return value if _is_count(value) else None
-
-
-def _id(body: dict[str, Any]) -> int:
-    """The required ``stream`` field; a WireError without a stream id when it is bad."""
-    return _count(body, "stream", None)
-
-
-def _count(body: dict[str, Any], name: str, stream_id: int | None) -> int:
-    value = _opt_count(body, name, stream_id)
-    if value is None:
-        raise WireError(
-            ErrorCode.BAD_MESSAGE, f"'{name}' must be an integer in 0..2**32-1", stream_id
-        )
-    return value
-
-
-def _opt_count(body: dict[str, Any], name: str, stream_id: int | None) -> int | None:
-    value = body.get(name)
-    if value is None:
-        return None
-    if not _is_count(value):
-        raise WireError(
-            ErrorCode.BAD_MESSAGE, f"'{name}' must be an integer in 0..2**32-1", stream_id
-        )
-    assert isinstance(value, int)
-    return value
-
-
-def _str(body: dict[str, Any], name: str, stream_id: int | None) -> str:
-    value = body.get(name)
-    if not isinstance(value, str):
-        raise WireError(ErrorCode.BAD_MESSAGE, f"'{name}' must be a string", stream_id)
-    return value
-
-
-def _opt_str(body: dict[str, Any], name: str, stream_id: int | None) -> str | None:
-    return None if body.get(name) is None else _str(body, name, stream_id)
-
-
-def _opt_dict(body: dict[str, Any], name: str, stream_id: int | None) -> dict[str, Any]:
-    value = body.get(name)
-    if value is None:
-        return {}
-    if not isinstance(value, dict):
-        raise WireError(ErrorCode.BAD_MESSAGE, f"'{name}' must be an object", stream_id)
-    return value

@@ -12,6 +12,8 @@ import json
 import math
 import re
 import string
+import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -270,28 +272,44 @@ def test_encode_records_refuses_out_of_range(records: list[tuple[int, int, bytes
         encode_records(records)
 
 
-@pytest.mark.parametrize(
-    "message",
-    [
-        StreamEnd(-1, 0),
-        StreamEnd(1, MAX_ID + 1),
-        StreamOpened(MAX_ID + 1),
-        StreamError(-5, ErrorCode.INTERNAL),
-        OpenStream(1, "x", credit=-1),
-        GrantCredit(1, MAX_ID + 1),
-        ResumeStream(1, -1),
-        CancelStream(True),
-        OpenStream(1, "x", options={"x": math.nan}),
-        OpenStream(1, "x", options={"x": math.inf}),
-        OpenStream(1, "x", options={"x": object()}),
-    ],
-    ids=repr,
-)
-def test_encode_message_refuses_what_the_peer_must_reject(
-    message: ClientMessage | ServerControl,
+# Built inside the test: a message the peer must reject cannot be built (h11's events do the same).
+REFUSED_AT_CONSTRUCTION: dict[str, Callable[[], ClientMessage | ServerControl]] = {
+    "end: stream -1": lambda: StreamEnd(-1, 0),
+    "end: seq 2**32": lambda: StreamEnd(1, MAX_ID + 1),
+    "open: stream 2**32": lambda: StreamOpened(MAX_ID + 1),
+    "open: token 5": lambda: StreamOpened(1, 5),  # type: ignore[arg-type]
+    "error: stream -5": lambda: StreamError(-5, ErrorCode.INTERNAL),
+    "error: code None": lambda: StreamError(1, None),  # type: ignore[arg-type]
+    "error: message None": lambda: StreamError(1, ErrorCode.INTERNAL, None),  # type: ignore[arg-type]
+    "open: credit -1": lambda: OpenStream(1, "x", credit=-1),
+    "open: text b'x'": lambda: OpenStream(1, b"x"),  # type: ignore[arg-type]
+    "open: voice 1": lambda: OpenStream(1, "x", voice=1),  # type: ignore[arg-type]
+    "open: options []": lambda: OpenStream(1, "x", options=[]),  # type: ignore[arg-type]
+    "credit: bytes 2**32": lambda: GrantCredit(1, MAX_ID + 1),
+    "credit: bytes -5": lambda: GrantCredit(1, -5),
+    "resume: after -1": lambda: ResumeStream(1, -1),
+    "resume: token 1": lambda: ResumeStream(1, 0, 1),  # type: ignore[arg-type]
+    "cancel: stream True": lambda: CancelStream(True),
+    "open: options NaN": lambda: OpenStream(1, "x", options={"x": math.nan}),
+    "open: options inf": lambda: OpenStream(1, "x", options={"x": math.inf}),
+    "open: options object()": lambda: OpenStream(1, "x", options={"x": object()}),
+}
+
+
+@pytest.mark.parametrize("build", REFUSED_AT_CONSTRUCTION.values(), ids=REFUSED_AT_CONSTRUCTION)
+def test_a_message_the_peer_must_reject_cannot_be_built(
+    build: Callable[[], ClientMessage | ServerControl],
 ) -> None:
     with pytest.raises(LocalProtocolError):
-        encode_message(message)
+        build()
+
+
+def test_options_nested_past_the_recursion_limit_are_refused() -> None:
+    options: dict[str, Any] = {}
+    for _ in range(sys.getrecursionlimit() + 10):
+        options = {"x": options}
+    with pytest.raises(LocalProtocolError, match="'options' is not JSON"):
+        OpenStream(1, "x", options=options)
 
 
 def test_empty_records_list_encodes_to_an_empty_message_the_decoder_refuses() -> None:
