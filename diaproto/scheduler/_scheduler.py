@@ -3,165 +3,74 @@
 It knows nothing of framing or sockets. Messages go in with :meth:`Scheduler.enqueue`; a
 framing layer takes due batches with :meth:`Scheduler.take` and turns them into bytes.
 
-- **Priority**: strict between classes; deficit round-robin (by bytes) between the streams of
-  a class, so concurrent streams share the connection fairly.
-- **Batching**: everything due leaves in one batch, up to ``batch_bytes``. The lower classes
-  (STREAM, BACKGROUND) linger up to ``linger`` seconds for company, but only under load: on
-  a connection that has not sent for ``linger`` seconds the first message leaves at once.
-- **Window**: only ``write_window`` bytes are released to the transport at a time (CONTROL is
-  exempt), so queued bulk stays here where a later control message can overtake it.
-- **Budget**: queued + in-flight bytes never exceed ``max_buffered``; each stream's policy
-  decides what happens when it is over its share. A PAUSE stream is also paused while the
-  connection is over ``high_watermark``; a DISCONNECT stream is judged by its own share only
-  (its grace clock runs while its queued bytes exceed its limit).
-- **Credit**: a stream opened with credit sends only while its credit is positive.
+The scheduler holds the streams and their queues, and composes two small objects that each
+keep one rule: :class:`~diaproto.scheduler.budget.Budget` (the byte budget, the watermarks,
+PAUSE and resume, the DISCONNECT grace) and :class:`~diaproto.scheduler.fairness.Fairness`
+(strict priority, deficit round-robin, batching with linger, the write window, credit).
+Each policy's answer to a stream over its share is here, in :meth:`Scheduler.enqueue`.
 """
 
 from __future__ import annotations
 
-import sys
 from collections import deque
 from collections.abc import Hashable, Sequence
-from dataclasses import dataclass, field
-from enum import Enum, IntEnum
 from typing import Generic, TypeVar
 
 from diaproto.config import SchedulerConfig
 from diaproto.errors import LocalProtocolError
 from diaproto.events import Event, SlowConsumer, StreamFinished, StreamPaused, StreamResumed
 from diaproto.metrics import StreamMetrics
-from diaproto.replay import ReplayBuffer
+from diaproto.scheduler._types import (
+    LINGERING_CLASSES,
+    Outgoing,
+    Policy,
+    StreamOptions,
+    StreamRecord,
+)
+from diaproto.scheduler.budget import Budget, resume_point
+from diaproto.scheduler.fairness import Fairness
 
 T = TypeVar("T")
-
-
-class Priority(IntEnum):
-    """Classes in strict order: a lower value always goes first."""
-
-    CONTROL = 0  # handshakes, closes, errors, cancels, credit, pings, MCP responses
-    INTERACTIVE = 1
-    STREAM = 2  # audio, tokens
-    BACKGROUND = 3  # logs, telemetry
-
-
-LINGERING_CLASSES = (Priority.STREAM, Priority.BACKGROUND)
-
-
-class Policy(Enum):
-    """What a stream does when it is over its share of the budget."""
-
-    PAUSE = "pause"  # lossless: the producer is told to stop, then to go on
-    DROP_OLDEST = "drop_oldest"  # the oldest queued messages of the stream are dropped
-    LATEST = "latest"  # one message per key: a newer one replaces the queued older one
-    DISCONNECT = "disconnect"  # after a grace period the consumer is declared too slow
-
-
-@dataclass(slots=True, eq=False)
-class Outgoing(Generic[T]):
-    """One queued message."""
-
-    stream_id: int
-    seq: int
-    payload: T
-    size: int
-    key: Hashable | None = None
-
-
-@dataclass(slots=True, eq=False)
-class _Stream(Generic[T]):
-    stream_id: int
-    priority: Priority
-    policy: Policy
-    limit: int
-    credit: int | None
-    grace: float
-    replay: ReplayBuffer[T] | None
-    record: bool
-    metrics: StreamMetrics
-    next_seq: int
-    lingering: bool  # in a class that lingers for company (priority in LINGERING_CLASSES)
-    queue: deque[Outgoing[T]] = field(default_factory=deque)
-    queued_bytes: int = 0
-    latest: dict[Hashable, Outgoing[T]] = field(default_factory=dict)
-    deficit: int = 0
-    needs_quantum: bool = True
-    active: bool = False
-    paused: bool = False
-    over_since: float | None = None
-    slow_reported: bool = False
-    finishing: bool = False
-
-    def eligible(self) -> bool:
-        return bool(self.queue) and (self.credit is None or self.credit > 0)
 
 
 class Scheduler(Generic[T]):
     """Priority, fairness, batching and backpressure for one connection's outbound messages."""
 
-    __slots__ = (
-        "_events",
-        "_in_flight",
-        "_last_take",
-        "_queued",
-        "_queued_low",
-        "_rings",
-        "_streams",
-        "config",
-    )
+    __slots__ = ("_budget", "_events", "_fairness", "_streams", "config")
 
     def __init__(self, config: SchedulerConfig | None = None) -> None:
         self.config = config or SchedulerConfig()
-        self._streams: dict[int, _Stream[T]] = {}
-        # A deque costs ~760 B even when empty: the rings and the event queue are made on
-        # first use, so an idle connection holds none.
-        self._rings: list[deque[_Stream[T]] | None] = [None] * len(Priority)
+        self._streams: dict[int, StreamRecord[T]] = {}
+        self._budget = Budget(self.config)
+        self._fairness: Fairness[T] = Fairness(self.config, self._forget)
+        # A deque costs ~760 B even when empty: the event queue is made on first use, so an
+        # idle connection holds none.
         self._events: deque[Event] | None = None
-        self._queued = 0
-        self._queued_low = 0  # bytes queued in the lingering classes
-        self._in_flight = 0
-        self._last_take: float | None = None
 
     # --- streams ---------------------------------------------------------------------------
 
     def open_stream(
-        self,
-        stream_id: int,
-        now: float,
-        *,
-        priority: Priority = Priority.STREAM,
-        policy: Policy = Policy.PAUSE,
-        limit: int | None = None,
-        credit: int | None = None,
-        grace: float = 5.0,
-        replay: ReplayBuffer[T] | None = None,
-        record: bool = True,
+        self, stream_id: int, now: float, options: StreamOptions[T] | None = None
     ) -> None:
-        """Register a stream. ``limit`` is its share in queued bytes (default: high watermark,
-        which a config may set to 0: then the stream is over its share with anything queued).
-
-        With ``replay``, sequence numbers continue after the buffer's last one and every
-        message is recorded in it. ``record=False`` shares a buffer that its owner fills (one
-        generation fanned out to several listeners): the stream numbers its messages from the
-        buffer and resumes from it, but appends nothing, so the owner must append each message
-        before sending it to the listeners.
-        """
+        """Register a stream, scheduled as ``options`` say (default: a PAUSE stream in the
+        STREAM class with the high watermark as its share; see :class:`StreamOptions`)."""
         if stream_id in self._streams:
             raise LocalProtocolError(f"stream {stream_id} is already open")
-        if limit is not None and limit <= 0:
-            raise LocalProtocolError("a stream's limit must be positive")
-        share = self.config.high_watermark if limit is None else limit
-        self._streams[stream_id] = _Stream(
+        if options is None:
+            options = StreamOptions()
+        limit = self.config.high_watermark if options.limit is None else options.limit
+        replay = options.replay
+        self._streams[stream_id] = StreamRecord(
             stream_id=stream_id,
-            priority=Priority(priority),
-            policy=policy,
-            limit=share,
-            credit=credit,
-            grace=grace,
-            replay=replay,
-            record=record,
+            options=options,
+            policy=options.policy,
+            limit=limit,
+            resume_at=resume_point(limit),
+            recorder=replay if options.record else None,
+            lingering=options.priority in LINGERING_CLASSES,
+            credit=options.credit,
             metrics=StreamMetrics(opened_at=now),
             next_seq=(replay.last_seq + 1) if replay is not None else 1,
-            lingering=priority in LINGERING_CLASSES,
         )
 
     def has_stream(self, stream_id: int) -> bool:
@@ -181,8 +90,7 @@ class Scheduler(Generic[T]):
             return 0
         dropped = stream.queued_bytes
         stream.metrics.drops += len(stream.queue)
-        while stream.queue:
-            self._unqueue(stream, stream.queue.pop())
+        self._clear(stream)
         self._forget(stream)
         self._update_pauses()
         return dropped
@@ -196,13 +104,8 @@ class Scheduler(Generic[T]):
     def withdraw(self, stream_id: int, key: Hashable) -> bool:
         """Take back the queued message of ``key`` on a LATEST stream (it became moot: a
         progress report for a request that has just been answered). True if one was queued."""
-        stream = self._get(stream_id)
-        item = stream.latest.get(key)
-        if item is None:
+        if not self._coalesce(self._get(stream_id), key):
             return False
-        stream.queue.remove(item)
-        self._unqueue(stream, item)
-        stream.metrics.coalesced += 1
         self._update_pauses()
         return True
 
@@ -216,7 +119,7 @@ class Scheduler(Generic[T]):
         return stream.paused
 
     def queued_bytes(self, stream_id: int | None = None) -> int:
-        return self._queued if stream_id is None else self._get(stream_id).queued_bytes
+        return self._budget.queued if stream_id is None else self._get(stream_id).queued_bytes
 
     def last_seq(self, stream_id: int) -> int:
         """The sequence number given to the stream's latest message (0: none yet)."""
@@ -234,13 +137,11 @@ class Scheduler(Generic[T]):
     @property
     def buffered_bytes(self) -> int:
         """Queued here plus handed to the transport and not yet written."""
-        return self._queued + self._in_flight
+        return self._budget.buffered
 
     def set_in_flight(self, nbytes: int) -> None:
         """Bytes released by :meth:`take` that the transport has not written yet."""
-        if nbytes < 0:
-            raise LocalProtocolError("in-flight bytes cannot be negative")
-        self._in_flight = nbytes
+        self._budget.set_in_flight(nbytes)
         self._update_pauses()
 
     def grant_credit(self, stream_id: int, nbytes: int) -> None:
@@ -249,7 +150,7 @@ class Scheduler(Generic[T]):
         if stream is None or stream.credit is None:
             return
         stream.credit += nbytes
-        self._activate(stream)
+        self._fairness.activate(stream)
 
     # --- enqueue ---------------------------------------------------------------------------
 
@@ -269,70 +170,59 @@ class Scheduler(Generic[T]):
         stream can neither drop nor grow without bound.
         """
         stream = self._streams.get(stream_id)
-        if stream is None:
-            raise LocalProtocolError(f"no open stream {stream_id}")
-        if stream.finishing:
-            raise LocalProtocolError(f"stream {stream_id} is finished")
-        if size < 0:
-            raise LocalProtocolError("size cannot be negative")
-        policy = stream.policy
-        if policy is Policy.LATEST:
-            if key is None:
-                raise LocalProtocolError("a LATEST stream needs a key for every message")
-            older = stream.latest.get(key)
-            if older is not None:
-                stream.queue.remove(older)
-                self._unqueue(stream, older)
-                stream.metrics.coalesced += 1
-        elif policy is Policy.DROP_OLDEST:
-            while stream.queue and stream.queued_bytes + size > stream.limit:
-                self._drop_oldest(stream)
-
-        config = self.config
-        if size > config.max_buffered - self._queued - self._in_flight:
-            if policy is Policy.PAUSE:
+        if stream is None or stream.finishing or size < 0:
+            raise self._refusal(stream_id, stream)
+        if stream.policy is Policy.PAUSE:
+            if size > self._budget.room():
                 raise LocalProtocolError(
                     f"stream {stream_id}: {size} bytes would pass the connection budget of "
-                    f"{config.max_buffered}; the producer must wait for StreamResumed"
+                    f"{self.config.max_buffered}; the producer must wait for StreamResumed"
                 )
-            if policy is Policy.DISCONNECT:
-                self._report_slow(stream)
-                stream.metrics.drops += 1
-                return None
-            while stream.queue and size > config.max_buffered - self.buffered_bytes:
-                self._drop_oldest(stream)
-            if size > config.max_buffered - self.buffered_bytes:
-                stream.metrics.drops += 1
-                return None
-
+        elif not self._make_room(stream, size, key):
+            stream.metrics.drops += 1
+            return None
         seq = stream.next_seq
         stream.next_seq = seq + 1
-        if stream.replay is not None and stream.record:
-            stream.replay.append(seq, payload, size)
-        # _append, inline: this runs for every message.
+        if stream.recorder is not None:
+            stream.recorder.append(seq, payload, size)
         item = Outgoing(stream_id, seq, payload, size, key)
-        stream.queue.append(item)
-        queued = stream.queued_bytes = stream.queued_bytes + size
-        self._queued += size
-        if stream.lingering:
-            self._queued_low += size
-        if key is not None and policy is Policy.LATEST:
+        if key is not None and stream.policy is Policy.LATEST:
             stream.latest[key] = item
-        metrics = stream.metrics
-        metrics.queue_high_water = max(metrics.queue_high_water, queued)
-        if not stream.active and (stream.credit is None or stream.credit > 0):
-            stream.active = True
-            self._ring(stream.priority).append(stream)
-        if policy is Policy.PAUSE:
-            # _check_over for the common case, inline: this runs for every message.
-            if not stream.paused and (
-                queued > stream.limit or self._queued + self._in_flight > config.high_watermark
-            ):
-                stream.paused = True
-                self._emit(StreamPaused(stream_id))
-        else:
-            self._check_over(stream, now)
+        self._queue(stream, item)
+        self._check(stream, now)
         return seq
+
+    def _refusal(self, stream_id: int, stream: StreamRecord[T] | None) -> LocalProtocolError:
+        """Why a message cannot be queued on ``stream`` (open, not finished, a valid size)."""
+        if stream is None:
+            return LocalProtocolError(f"no open stream {stream_id}")
+        if stream.finishing:
+            return LocalProtocolError(f"stream {stream_id} is finished")
+        return LocalProtocolError("size cannot be negative")
+
+    def _make_room(self, stream: StreamRecord[T], size: int, key: Hashable | None) -> bool:
+        """A lossy stream's policy at work before it queues ``size`` bytes: False when the
+        message must be dropped instead.
+
+        LATEST replaces the queued message of the same key; DROP_OLDEST drops from the
+        front of its own queue to stay within its share. Past the hard budget a DISCONNECT
+        stream is declared too slow, the others drop their own oldest messages to fit."""
+        if stream.policy is Policy.LATEST:
+            if key is None:
+                raise LocalProtocolError("a LATEST stream needs a key for every message")
+            self._coalesce(stream, key)
+        elif stream.policy is Policy.DROP_OLDEST:
+            while stream.queue and stream.queued_bytes + size > stream.limit:
+                self._drop_oldest(stream)
+        budget = self._budget
+        if size <= budget.room():
+            return True
+        if stream.policy is Policy.DISCONNECT:
+            self._report_slow(stream)
+            return False
+        while stream.queue and size > budget.room():
+            self._drop_oldest(stream)
+        return size <= budget.room()
 
     def enqueue_many(
         self, stream_id: int, payloads: Sequence[T], sizes: Sequence[int], now: float
@@ -351,7 +241,7 @@ class Scheduler(Generic[T]):
         if (
             stream.policy is not Policy.PAUSE
             or stream.finishing
-            or total > self.config.max_buffered - self._queued - self._in_flight
+            or total > self._budget.room()
             or min(sizes) < 0
         ):
             seq: int | None = None
@@ -359,20 +249,16 @@ class Scheduler(Generic[T]):
                 seq = self.enqueue(stream_id, payload, size, now)
             return seq
         first = stream.next_seq
-        record = stream.replay if stream.record else None
+        recorder = stream.recorder
         queue = stream.queue
         for seq, (payload, size) in enumerate(zip(payloads, sizes, strict=True), first):
-            if record is not None:
-                record.append(seq, payload, size)
+            if recorder is not None:
+                recorder.append(seq, payload, size)
             queue.append(Outgoing(stream_id, seq, payload, size))
         stream.next_seq = first + len(payloads)
-        queued = stream.queued_bytes = stream.queued_bytes + total
-        self._queued += total
-        if stream.lingering:
-            self._queued_low += total
-        stream.metrics.queue_high_water = max(stream.metrics.queue_high_water, queued)
-        self._activate(stream)
-        self._check_over(stream, now)
+        self._account(stream, total)
+        self._fairness.activate(stream)
+        self._check(stream, now)
         return stream.next_seq - 1
 
     def resume(self, stream_id: int, after: int, now: float) -> int:
@@ -389,129 +275,32 @@ class Scheduler(Generic[T]):
         producers are paused until they drain.
         """
         stream = self._get(stream_id)
-        if stream.replay is None:
+        replay = stream.options.replay
+        if replay is None:
             raise LocalProtocolError(f"stream {stream_id} was opened without a replay buffer")
-        missed = stream.replay.since(after)
-        while stream.queue:
-            self._unqueue(stream, stream.queue.pop())
+        missed = replay.since(after)
+        self._clear(stream)
         for entry in missed:
-            self._append(stream, Outgoing(stream_id, entry.seq, entry.payload, entry.size))
+            self._queue(stream, Outgoing(stream_id, entry.seq, entry.payload, entry.size))
         # Judged on the result as a whole: a DISCONNECT stream over its share before and
         # after keeps its clock running.
-        self._check_over(stream, now)
+        self._check(stream, now)
         if stream.finishing and not stream.queue:
             self._forget(stream)
         self._update_pauses()
         return len(missed)
 
-    def _append(self, stream: _Stream[T], item: Outgoing[T]) -> None:
-        """Queue a replayed message (enqueue has its own copy of this, with keys)."""
-        size = item.size
-        stream.queue.append(item)
-        queued = stream.queued_bytes = stream.queued_bytes + size
-        self._queued += size
-        if stream.lingering:
-            self._queued_low += size
-        metrics = stream.metrics
-        metrics.queue_high_water = max(metrics.queue_high_water, queued)
-        if not stream.active and (stream.credit is None or stream.credit > 0):
-            stream.active = True
-            self._ring(stream.priority).append(stream)
-
     # --- take ------------------------------------------------------------------------------
 
     def take(self, now: float) -> list[Outgoing[T]]:
-        """The batch due now, highest class first; empty when nothing is due."""
-        batch: list[Outgoing[T]] = []
-        budget = self.config.batch_bytes
-        window = self.config.write_window - self._in_flight
-        for priority, ring in enumerate(self._rings):
-            if not ring:
-                continue
-            if priority == Priority.CONTROL:
-                # Control is never held back: not by the window, the batch cap or linger.
-                self._drain_ring(ring, batch, None, now)
-                continue
-            if window <= 0 or budget <= 0:
-                break
-            if priority >= Priority.STREAM and not batch and not self._lingering_due(now):
-                break
-            used = self._drain_ring(ring, batch, min(window, budget), now)
-            window -= used
-            budget -= used
-        if batch:
-            self._last_take = now
+        """The batch due now, highest class first; empty when nothing is due (see
+        :class:`~diaproto.scheduler.fairness.Fairness` for the order and the room)."""
+        budget = self._budget
+        batch, nbytes = self._fairness.take(now, self.config.write_window - budget.in_flight)
+        budget.queued -= nbytes
         # Even after an empty take: bytes may have been freed by coalescing or drops.
         self._update_pauses()
         return batch
-
-    def _lingering_due(self, now: float) -> bool:
-        return (
-            self._last_take is None
-            or now >= self._last_take + self.config.linger
-            or self._queued_low >= self.config.batch_bytes
-        )
-
-    def _drain_ring(
-        self, ring: deque[_Stream[T]], batch: list[Outgoing[T]], room: int | None, now: float
-    ) -> int:
-        """Deficit round-robin over one class; returns the bytes taken.
-
-        Each turn's bytes and metrics are accounted once for the turn, not per message."""
-        used = 0
-        stop = sys.maxsize if room is None else room
-        quantum = self.config.quantum
-        while ring and used < stop:
-            stream = ring[0]
-            if stream.needs_quantum:
-                stream.deficit += quantum
-                stream.needs_quantum = False
-            queue = stream.queue
-            deficit = stream.deficit
-            credit = stream.credit
-            taken = 0
-            count = 0
-            out_of_room = False
-            while queue:
-                item = queue[0]
-                size = item.size
-                if size > deficit:
-                    break
-                if used >= stop:
-                    out_of_room = True  # mid-turn: keep the turn and the deficit
-                    break
-                if credit is not None:
-                    if credit <= 0:
-                        break
-                    credit -= size
-                queue.popleft()
-                if item.key is not None and stream.latest.get(item.key) is item:
-                    del stream.latest[item.key]
-                deficit -= size
-                taken += size
-                count += 1
-                batch.append(item)
-                used += size
-            stream.deficit = deficit
-            stream.credit = credit
-            if count:
-                stream.queued_bytes -= taken
-                self._queued -= taken
-                if stream.lingering:
-                    self._queued_low -= taken
-                stream.metrics.record_sends(now, count, taken)
-            if out_of_room:
-                return used
-            ring.popleft()
-            stream.needs_quantum = True
-            if stream.eligible():
-                ring.append(stream)  # its turn is over; the deficit carries to the next
-            else:
-                stream.active = False
-                stream.deficit = 0
-                if stream.finishing and not stream.queue:
-                    self._forget(stream)
-        return used
 
     # --- timers ----------------------------------------------------------------------------
 
@@ -520,28 +309,15 @@ class Scheduler(Generic[T]):
 
         ``linger=False`` leaves out the linger deadline (for a caller that will not call
         :meth:`take` for now, so that deadline could only stay due)."""
-        deadlines: list[float] = []
-        if (
-            linger
-            and self._last_take is not None
-            and self._in_flight < self.config.write_window
-            and any(s.eligible() for p in LINGERING_CLASSES for s in self._rings[p] or ())
-        ):
-            deadlines.append(self._last_take + self.config.linger)
-        for stream in self._streams.values():
-            if stream.over_since is not None and not stream.slow_reported:
-                deadlines.append(stream.over_since + stream.grace)
-        return min(deadlines) if deadlines else None
+        deadlines = [Budget.grace_deadline(self._streams.values())]
+        if linger and self._budget.in_flight < self.config.write_window:
+            deadlines.append(self._fairness.linger_deadline())
+        return min((d for d in deadlines if d is not None), default=None)
 
     def handle_timer(self, now: float) -> None:
         """Declare DISCONNECT streams whose grace period has run out."""
-        for stream in self._streams.values():
-            if (
-                stream.over_since is not None
-                and not stream.slow_reported
-                and now >= stream.over_since + stream.grace
-            ):
-                self._report_slow(stream)
+        for stream in Budget.out_of_grace(self._streams.values(), now):
+            self._report_slow(stream)
 
     def next_event(self) -> Event | None:
         return self._events.popleft() if self._events else None
@@ -553,74 +329,67 @@ class Scheduler(Generic[T]):
             self._events = deque()
         self._events.append(event)
 
-    def _ring(self, priority: Priority) -> deque[_Stream[T]]:
-        ring = self._rings[priority]
-        if ring is None:
-            ring = self._rings[priority] = deque()
-        return ring
-
-    def _get(self, stream_id: int) -> _Stream[T]:
+    def _get(self, stream_id: int) -> StreamRecord[T]:
         stream = self._streams.get(stream_id)
         if stream is None:
             raise LocalProtocolError(f"no open stream {stream_id}")
         return stream
 
-    def _activate(self, stream: _Stream[T]) -> None:
-        if not stream.active and stream.eligible():
-            stream.active = True
-            self._ring(stream.priority).append(stream)
-
-    def _unqueue(self, stream: _Stream[T], item: Outgoing[T]) -> None:
-        stream.queued_bytes -= item.size
-        self._queued -= item.size
+    def _account(self, stream: StreamRecord[T], nbytes: int) -> None:
+        """``nbytes`` more queued on the stream (fewer, when negative)."""
+        queued = stream.queued_bytes = stream.queued_bytes + nbytes
+        self._budget.queued += nbytes
         if stream.lingering:
-            self._queued_low -= item.size
+            self._fairness.queued_low += nbytes
+        if nbytes > 0 and queued > stream.metrics.queue_high_water:
+            stream.metrics.queue_high_water = queued
+
+    def _queue(self, stream: StreamRecord[T], item: Outgoing[T]) -> None:
+        stream.queue.append(item)
+        self._account(stream, item.size)
+        self._fairness.activate(stream)
+
+    def _unqueue(self, stream: StreamRecord[T], item: Outgoing[T]) -> None:
+        """Account for ``item``, already out of the stream's queue."""
+        self._account(stream, -item.size)
         if item.key is not None and stream.latest.get(item.key) is item:
             del stream.latest[item.key]
 
-    def _drop_oldest(self, stream: _Stream[T]) -> None:
+    def _clear(self, stream: StreamRecord[T]) -> None:
+        while stream.queue:
+            self._unqueue(stream, stream.queue.pop())
+
+    def _coalesce(self, stream: StreamRecord[T], key: Hashable) -> bool:
+        """Take the queued message of ``key`` out (it is replaced or moot); True if one was."""
+        item = stream.latest.get(key)
+        if item is None:
+            return False
+        stream.queue.remove(item)
+        self._unqueue(stream, item)
+        stream.metrics.coalesced += 1
+        return True
+
+    def _drop_oldest(self, stream: StreamRecord[T]) -> None:
         self._unqueue(stream, stream.queue.popleft())
         stream.metrics.drops += 1
 
-    def _forget(self, stream: _Stream[T]) -> None:
+    def _forget(self, stream: StreamRecord[T]) -> None:
         del self._streams[stream.stream_id]
-        if stream.active:
-            self._ring(stream.priority).remove(stream)
-            stream.active = False
+        self._fairness.remove(stream)
         self._emit(StreamFinished(stream.stream_id, stream.metrics))
 
-    def _is_over(self, stream: _Stream[T]) -> bool:
-        if stream.queued_bytes > stream.limit:
-            return True
-        # Only lossless producers answer for the whole connection: a DISCONNECT stream within
-        # its own share is keeping up, whatever the other streams hold.
-        return stream.policy is Policy.PAUSE and self.buffered_bytes > self.config.high_watermark
-
-    def _check_over(self, stream: _Stream[T], now: float) -> None:
-        # (enqueue has its own copy of the PAUSE branch, for speed)
-        if stream.policy is Policy.PAUSE:
-            if not stream.paused and self._is_over(stream):
-                stream.paused = True
-                self._emit(StreamPaused(stream.stream_id))
-        elif stream.policy is Policy.DISCONNECT:
-            if self._is_over(stream):
-                if stream.over_since is None:
-                    stream.over_since = now
-            else:
-                stream.over_since = None
+    def _check(self, stream: StreamRecord[T], now: float) -> None:
+        if self._budget.check(stream, now):
+            self._emit(StreamPaused(stream.stream_id))
 
     def _update_pauses(self) -> None:
         """Resume paused streams once below the low marks; stop the clock of DISCONNECT
         streams back within their share."""
-        total_low = self.buffered_bytes <= self.config.low_watermark
+        budget = self._budget
         for stream in self._streams.values():
-            if stream.paused and total_low and stream.queued_bytes <= stream.limit // 4:
-                stream.paused = False
+            if budget.release(stream):
                 self._emit(StreamResumed(stream.stream_id))
-            elif stream.over_since is not None and not self._is_over(stream):
-                stream.over_since = None
 
-    def _report_slow(self, stream: _Stream[T]) -> None:
-        if not stream.slow_reported:
-            stream.slow_reported = True
+    def _report_slow(self, stream: StreamRecord[T]) -> None:
+        if Budget.declare_slow(stream):
             self._emit(SlowConsumer(stream.stream_id, stream.queued_bytes))

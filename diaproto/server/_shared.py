@@ -18,7 +18,7 @@ from diaproto.config import ConnectionConfig
 from diaproto.errors import LocalProtocolError
 from diaproto.events import ConnectionClosed, Event
 from diaproto.keepalive import Keepalive
-from diaproto.scheduler import Policy, Priority, Scheduler
+from diaproto.scheduler import Policy, Priority, Scheduler, StreamOptions
 from diaproto.server.framing import Framer, Payload
 
 CONTROL_STREAM = -1  # internal stream for control messages; never a wire stream id
@@ -156,10 +156,12 @@ class ServerConnectionBase:
         self._scheduler.open_stream(
             CONTROL_STREAM,
             now,
-            priority=Priority.CONTROL,
-            policy=Policy.DISCONNECT,
-            limit=self.config.scheduler.max_buffered,
-            grace=0.0,
+            StreamOptions(
+                priority=Priority.CONTROL,
+                policy=Policy.DISCONNECT,
+                limit=self.config.scheduler.max_buffered,
+                grace=0.0,
+            ),
         )
 
     def _control(self, text: str, now: float) -> None:

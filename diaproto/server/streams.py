@@ -7,7 +7,7 @@ from collections.abc import Hashable, Sequence
 
 from diaproto.errors import LocalProtocolError, ReplayGap
 from diaproto.replay import ReplayBuffer
-from diaproto.scheduler import Policy, Priority, Scheduler
+from diaproto.scheduler import Policy, Priority, Scheduler, StreamOptions
 from diaproto.server._shared import CONTROL_STREAM, ServerConnectionBase, State
 from diaproto.server.framing import Payload, payload_size
 from diaproto.sse import SseEvent
@@ -40,13 +40,13 @@ class OutboundStreams(ServerConnectionBase):
         record: bool = True,
         token: str | None = None,
     ) -> None:
-        """Open an outbound stream. With the wire protocol this also sends ``open``."""
+        """Open an outbound stream, scheduled as :class:`~diaproto.scheduler.StreamOptions`
+        says of each option (the same names and defaults). With the wire protocol this also
+        sends ``open``, carrying ``token``."""
         self._expect_output()
         if not 0 <= stream_id <= MAX_ID:
             raise LocalProtocolError("stream ids are integers in 0..2**32-1")
-        self._scheduler.open_stream(
-            stream_id,
-            now,
+        options = StreamOptions(
             priority=priority,
             policy=policy,
             limit=limit,
@@ -55,6 +55,7 @@ class OutboundStreams(ServerConnectionBase):
             replay=replay,
             record=record,
         )
+        self._scheduler.open_stream(stream_id, now, options)
         if self._wire:
             self._control(encode_message(StreamOpened(stream_id, token)), now)
 

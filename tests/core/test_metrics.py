@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from diaproto.config import SchedulerConfig
 from diaproto.metrics import StreamMetrics
-from diaproto.scheduler import Policy, Priority, Scheduler
+from diaproto.scheduler import Policy, Priority, Scheduler, StreamOptions
 
 
 class TestStreamMetrics:
@@ -150,7 +150,7 @@ class TestSchedulerMetrics:
 
     def test_drops_counted_for_drop_oldest(self) -> None:
         scheduler: Scheduler[str] = Scheduler()
-        scheduler.open_stream(1, 0.0, policy=Policy.DROP_OLDEST, limit=20)
+        scheduler.open_stream(1, 0.0, StreamOptions(policy=Policy.DROP_OLDEST, limit=20))
         for i in range(5):
             scheduler.enqueue(1, f"m{i}", 10, 0.0)
         assert scheduler.metrics(1).drops == 3
@@ -159,7 +159,7 @@ class TestSchedulerMetrics:
 
     def test_coalesced_counted_for_latest(self) -> None:
         scheduler: Scheduler[str] = Scheduler()
-        scheduler.open_stream(1, 0.0, policy=Policy.LATEST)
+        scheduler.open_stream(1, 0.0, StreamOptions(policy=Policy.LATEST))
         for value in ["a", "b", "c"]:
             scheduler.enqueue(1, value, 4, 0.0, key="volume")
         scheduler.enqueue(1, "x", 4, 0.0, key="pitch")
@@ -171,7 +171,7 @@ class TestSchedulerMetrics:
 
     def test_queue_high_water_tracks_the_deepest_backlog(self) -> None:
         scheduler: Scheduler[str] = Scheduler(SchedulerConfig(linger=0.0))
-        scheduler.open_stream(1, 0.0, priority=Priority.INTERACTIVE)
+        scheduler.open_stream(1, 0.0, StreamOptions(priority=Priority.INTERACTIVE))
         for i in range(4):
             scheduler.enqueue(1, f"m{i}", 25, 0.0)
         scheduler.take(0.0)

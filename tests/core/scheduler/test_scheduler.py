@@ -18,7 +18,7 @@ from diaproto.events import (
 )
 from diaproto.metrics import StreamMetrics
 from diaproto.replay import ReplayBuffer
-from diaproto.scheduler import Outgoing, Policy, Priority, Scheduler
+from diaproto.scheduler import Outgoing, Policy, Priority, Scheduler, StreamOptions
 
 
 def drain_events(scheduler: Scheduler[str]) -> list[Event]:
@@ -64,7 +64,7 @@ class TestStreams:
 
     def test_open_and_inspect(self) -> None:
         scheduler = make()
-        scheduler.open_stream(4, 0.0, credit=10)
+        scheduler.open_stream(4, 0.0, StreamOptions(credit=10))
         scheduler.open_stream(2, 0.0)
         assert scheduler.stream_ids == [4, 2]
         assert scheduler.has_stream(4)
@@ -85,7 +85,7 @@ class TestStreams:
     @pytest.mark.parametrize("limit", [0, -1])
     def test_limit_must_be_positive(self, limit: int) -> None:
         with pytest.raises(LocalProtocolError, match="limit must be positive"):
-            make().open_stream(1, 0.0, limit=limit)
+            make().open_stream(1, 0.0, StreamOptions(limit=limit))
 
     def test_unknown_stream(self) -> None:
         scheduler = make()
@@ -127,7 +127,7 @@ class TestEnqueueErrors:
 
     def test_latest_needs_a_key(self) -> None:
         scheduler = make()
-        scheduler.open_stream(1, 0.0, policy=Policy.LATEST)
+        scheduler.open_stream(1, 0.0, StreamOptions(policy=Policy.LATEST))
         with pytest.raises(LocalProtocolError, match="needs a key"):
             scheduler.enqueue(1, "x", 1, 0.0)
         assert scheduler.queued_bytes(1) == 0
@@ -151,14 +151,14 @@ class TestPriority:
     def test_classes_leave_in_strict_order(self) -> None:
         scheduler = make()
         for sid, priority in enumerate(reversed(Priority)):
-            scheduler.open_stream(sid, 0.0, priority=priority)
+            scheduler.open_stream(sid, 0.0, StreamOptions(priority=priority))
             scheduler.enqueue(sid, priority.name, 10, 0.0)
         assert payloads(scheduler.take(0.0)) == ["CONTROL", "INTERACTIVE", "STREAM", "BACKGROUND"]
 
     def test_lower_class_waits_while_higher_fills_the_batch(self) -> None:
         scheduler = make(batch_bytes=30)
-        scheduler.open_stream(1, 0.0, priority=Priority.INTERACTIVE)
-        scheduler.open_stream(2, 0.0, priority=Priority.STREAM)
+        scheduler.open_stream(1, 0.0, StreamOptions(priority=Priority.INTERACTIVE))
+        scheduler.open_stream(2, 0.0, StreamOptions(priority=Priority.STREAM))
         scheduler.enqueue(2, "bulk", 10, 0.0)
         for i in range(5):
             scheduler.enqueue(1, f"i{i}", 10, 0.0)
@@ -167,7 +167,7 @@ class TestPriority:
 
     def test_control_overtakes_queued_bulk(self) -> None:
         scheduler = make(write_window=20)
-        scheduler.open_stream(0, 0.0, priority=Priority.CONTROL)
+        scheduler.open_stream(0, 0.0, StreamOptions(priority=Priority.CONTROL))
         scheduler.open_stream(1, 0.0)
         for i in range(4):
             scheduler.enqueue(1, f"d{i}", 10, 0.0)
@@ -235,7 +235,7 @@ def test_drr_byte_shares_stay_within_one_quantum_and_message(
     scheduler = make(quantum=quantum, batch_bytes=batch_bytes, write_window=write_window)
     queues: dict[int, list[int]] = {}
     for sid, sizes in enumerate(backlogs, start=1):
-        scheduler.open_stream(sid, 0.0, priority=priority)
+        scheduler.open_stream(sid, 0.0, StreamOptions(priority=priority))
         for size in sizes:
             scheduler.enqueue(sid, f"{sid}", size, 0.0)
         queues[sid] = list(sizes)
@@ -275,7 +275,7 @@ class TestLinger:
 
     def test_quiet_connection_does_not_linger(self) -> None:
         scheduler = make(linger=0.5)
-        scheduler.open_stream(1, 0.0, priority=Priority.BACKGROUND)
+        scheduler.open_stream(1, 0.0, StreamOptions(priority=Priority.BACKGROUND))
         scheduler.enqueue(1, "a", 10, 10.0)
         scheduler.take(10.0)
         scheduler.enqueue(1, "b", 10, 11.0)  # a full linger since the last take
@@ -284,7 +284,7 @@ class TestLinger:
     @pytest.mark.parametrize("priority", [Priority.CONTROL, Priority.INTERACTIVE])
     def test_high_classes_never_linger(self, priority: Priority) -> None:
         scheduler = make(linger=0.5)
-        scheduler.open_stream(1, 0.0, priority=priority)
+        scheduler.open_stream(1, 0.0, StreamOptions(priority=priority))
         scheduler.enqueue(1, "a", 10, 10.0)
         scheduler.take(10.0)
         scheduler.enqueue(1, "b", 10, 10.125)
@@ -293,7 +293,7 @@ class TestLinger:
 
     def test_lingering_message_rides_along_with_control(self) -> None:
         scheduler = make(linger=0.5)
-        scheduler.open_stream(0, 0.0, priority=Priority.CONTROL)
+        scheduler.open_stream(0, 0.0, StreamOptions(priority=Priority.CONTROL))
         scheduler.open_stream(1, 0.0)
         scheduler.enqueue(1, "a", 10, 10.0)
         scheduler.take(10.0)
@@ -305,7 +305,7 @@ class TestLinger:
     def test_a_full_batch_does_not_wait(self) -> None:
         scheduler = make(linger=0.5, batch_bytes=100)
         scheduler.open_stream(1, 0.0)
-        scheduler.open_stream(2, 0.0, priority=Priority.BACKGROUND)
+        scheduler.open_stream(2, 0.0, StreamOptions(priority=Priority.BACKGROUND))
         scheduler.enqueue(1, "a", 10, 10.0)
         scheduler.take(10.0)
         scheduler.enqueue(1, "b", 60, 10.125)
@@ -329,7 +329,7 @@ class TestLinger:
     def test_no_linger_deadline_while_nothing_can_go(self) -> None:
         scheduler = make(linger=0.5, write_window=50)
         scheduler.open_stream(1, 0.0)
-        scheduler.open_stream(2, 0.0, credit=0)
+        scheduler.open_stream(2, 0.0, StreamOptions(credit=0))
         scheduler.enqueue(1, "a", 10, 10.0)
         scheduler.take(10.0)
         scheduler.enqueue(2, "blocked", 10, 10.125)
@@ -345,8 +345,8 @@ class TestLinger:
 class TestWindow:
     def test_full_window_holds_everything_but_control(self) -> None:
         scheduler = make(write_window=100)
-        scheduler.open_stream(0, 0.0, priority=Priority.CONTROL)
-        scheduler.open_stream(1, 0.0, priority=Priority.INTERACTIVE)
+        scheduler.open_stream(0, 0.0, StreamOptions(priority=Priority.CONTROL))
+        scheduler.open_stream(1, 0.0, StreamOptions(priority=Priority.INTERACTIVE))
         scheduler.enqueue(1, "i", 10, 0.0)
         scheduler.enqueue(0, "c", 10, 0.0)
         scheduler.set_in_flight(100)
@@ -379,7 +379,7 @@ class TestWindow:
 class TestCredit:
     def test_sends_only_while_credit_is_positive(self) -> None:
         scheduler = make()
-        scheduler.open_stream(1, 0.0, credit=10)
+        scheduler.open_stream(1, 0.0, StreamOptions(credit=10))
         for i in range(5):
             scheduler.enqueue(1, f"m{i}", 4, 0.0)
         assert payloads(scheduler.take(0.0)) == ["m0", "m1", "m2"]  # 10 -> 6 -> 2 -> -2
@@ -394,7 +394,7 @@ class TestCredit:
 
     def test_zero_credit_holds_the_stream_but_not_its_class(self) -> None:
         scheduler = make()
-        scheduler.open_stream(1, 0.0, credit=0)
+        scheduler.open_stream(1, 0.0, StreamOptions(credit=0))
         scheduler.open_stream(2, 0.0)
         scheduler.enqueue(1, "held", 5, 0.0)
         scheduler.enqueue(2, "free", 5, 0.0)
@@ -404,7 +404,7 @@ class TestCredit:
 
     def test_credit_taken_away_stops_the_stream(self) -> None:
         scheduler = make()
-        scheduler.open_stream(1, 0.0, credit=10)
+        scheduler.open_stream(1, 0.0, StreamOptions(credit=10))
         scheduler.enqueue(1, "a", 5, 0.0)
         scheduler.grant_credit(1, -10)
         assert scheduler.take(0.0) == []
@@ -418,7 +418,7 @@ class TestCredit:
 
     def test_finished_stream_waits_for_credit_before_it_is_forgotten(self) -> None:
         scheduler = make()
-        scheduler.open_stream(1, 0.0, credit=0)
+        scheduler.open_stream(1, 0.0, StreamOptions(credit=0))
         scheduler.enqueue(1, "a", 5, 0.0)
         scheduler.finish_stream(1)
         assert scheduler.take(0.0) == []
@@ -439,7 +439,7 @@ class TestBudget:
     def test_pause_stream_past_the_budget_raises_and_queues_nothing(self) -> None:
         scheduler = make(high_watermark=100, low_watermark=50, max_buffered=100)
         replay: ReplayBuffer[str] = ReplayBuffer(1)
-        scheduler.open_stream(1, 0.0, replay=replay, limit=1000)
+        scheduler.open_stream(1, 0.0, StreamOptions(replay=replay, limit=1000))
         scheduler.enqueue(1, "a", 60, 0.0)
         scheduler.set_in_flight(30)
         with pytest.raises(LocalProtocolError, match="connection budget of 100"):
@@ -454,7 +454,7 @@ class TestBudget:
 
     def test_drop_oldest_fills_its_share_exactly_before_dropping(self) -> None:
         scheduler = make()
-        scheduler.open_stream(1, 0.0, policy=Policy.DROP_OLDEST, limit=20)
+        scheduler.open_stream(1, 0.0, StreamOptions(policy=Policy.DROP_OLDEST, limit=20))
         scheduler.enqueue(1, "a", 10, 0.0)
         scheduler.enqueue(1, "b", 10, 0.0)
         assert scheduler.metrics(1).drops == 0
@@ -464,8 +464,8 @@ class TestBudget:
 
     def test_drop_oldest_makes_room_from_its_own_queue(self) -> None:
         scheduler = make(high_watermark=100, low_watermark=50, max_buffered=100)
-        scheduler.open_stream(1, 0.0, credit=0)  # PAUSE, holds 60 bytes
-        scheduler.open_stream(2, 0.0, policy=Policy.DROP_OLDEST, limit=1000)
+        scheduler.open_stream(1, 0.0, StreamOptions(credit=0))  # PAUSE, holds 60 bytes
+        scheduler.open_stream(2, 0.0, StreamOptions(policy=Policy.DROP_OLDEST, limit=1000))
         scheduler.enqueue(1, "p", 60, 0.0)
         for i in range(4):
             scheduler.enqueue(2, f"d{i}", 10, 0.0)
@@ -476,8 +476,8 @@ class TestBudget:
 
     def test_drop_oldest_drops_the_new_message_when_its_queue_cannot_make_room(self) -> None:
         scheduler = make(high_watermark=100, low_watermark=50, max_buffered=100)
-        scheduler.open_stream(1, 0.0, credit=0)
-        scheduler.open_stream(2, 0.0, policy=Policy.DROP_OLDEST, limit=1000)
+        scheduler.open_stream(1, 0.0, StreamOptions(credit=0))
+        scheduler.open_stream(2, 0.0, StreamOptions(policy=Policy.DROP_OLDEST, limit=1000))
         scheduler.enqueue(1, "p", 90, 0.0)
         scheduler.enqueue(2, "d0", 5, 0.0)
         assert scheduler.enqueue(2, "d1", 20, 0.0) is None
@@ -491,8 +491,8 @@ class TestBudget:
 
     def test_latest_over_the_budget_drops_older_keys_first(self) -> None:
         scheduler = make(high_watermark=100, low_watermark=50, max_buffered=100)
-        scheduler.open_stream(1, 0.0, credit=0)
-        scheduler.open_stream(2, 0.0, policy=Policy.LATEST, limit=1000)
+        scheduler.open_stream(1, 0.0, StreamOptions(credit=0))
+        scheduler.open_stream(2, 0.0, StreamOptions(policy=Policy.LATEST, limit=1000))
         scheduler.enqueue(1, "p", 70, 0.0)
         scheduler.enqueue(2, "x1", 10, 0.0, key="x")
         scheduler.enqueue(2, "y1", 10, 0.0, key="y")
@@ -502,7 +502,7 @@ class TestBudget:
 
     def test_disconnect_past_the_budget_is_slow_at_once(self) -> None:
         scheduler = make(high_watermark=100, low_watermark=50, max_buffered=100)
-        scheduler.open_stream(1, 0.0, policy=Policy.DISCONNECT, grace=60.0, credit=0)
+        scheduler.open_stream(1, 0.0, StreamOptions(policy=Policy.DISCONNECT, grace=60.0, credit=0))
         scheduler.enqueue(1, "a", 95, 0.0)
         assert scheduler.enqueue(1, "b", 10, 0.0) is None
         assert drain_events(scheduler) == [SlowConsumer(1, 95)]
@@ -515,7 +515,7 @@ class TestBudget:
 class TestPauseResume:
     def test_over_share_pauses_and_draining_resumes(self) -> None:
         scheduler = make(high_watermark=1000, low_watermark=100)
-        scheduler.open_stream(1, 0.0, limit=50)
+        scheduler.open_stream(1, 0.0, StreamOptions(limit=50))
         scheduler.enqueue(1, "a", 30, 0.0)
         assert drain_events(scheduler) == []
         scheduler.enqueue(1, "b", 30, 0.0)
@@ -529,8 +529,8 @@ class TestPauseResume:
 
     def test_connection_high_watermark_pauses_the_producer(self) -> None:
         scheduler = make(high_watermark=100, low_watermark=40, max_buffered=500)
-        scheduler.open_stream(1, 0.0, limit=1000)
-        scheduler.open_stream(2, 0.0, limit=1000)
+        scheduler.open_stream(1, 0.0, StreamOptions(limit=1000))
+        scheduler.open_stream(2, 0.0, StreamOptions(limit=1000))
         scheduler.enqueue(1, "a", 60, 0.0)
         scheduler.enqueue(2, "b", 50, 0.0)
         assert drain_events(scheduler) == [StreamPaused(2)]
@@ -552,7 +552,7 @@ class TestPauseResume:
 
     def test_resume_needs_both_low_marks(self) -> None:
         scheduler = make(write_window=30, high_watermark=1000, low_watermark=40, max_buffered=2000)
-        scheduler.open_stream(1, 0.0, limit=40)  # resumes at <= 10 queued bytes
+        scheduler.open_stream(1, 0.0, StreamOptions(limit=40))  # resumes at <= 10 queued bytes
         for i in range(5):
             scheduler.enqueue(1, f"m{i}", 10, 0.0)
         assert drain_events(scheduler) == [StreamPaused(1)]
@@ -568,7 +568,7 @@ class TestPauseResume:
         # Regression: bytes freed by coalescing on another stream left a stream paused for
         # good, since only a non-empty take looked at the pauses.
         scheduler = make(high_watermark=100, low_watermark=50, max_buffered=1000)
-        scheduler.open_stream(1, 0.0, policy=Policy.LATEST, credit=0)
+        scheduler.open_stream(1, 0.0, StreamOptions(policy=Policy.LATEST, credit=0))
         scheduler.open_stream(2, 0.0)
         scheduler.enqueue(1, "big", 150, 0.0, key="k")
         scheduler.enqueue(2, "y", 1, 0.0)
@@ -581,7 +581,7 @@ class TestPauseResume:
 
     def test_discard_frees_room_and_resumes(self) -> None:
         scheduler = make(high_watermark=100, low_watermark=50, max_buffered=1000)
-        scheduler.open_stream(1, 0.0, credit=0)
+        scheduler.open_stream(1, 0.0, StreamOptions(credit=0))
         scheduler.open_stream(2, 0.0)
         scheduler.enqueue(1, "big", 150, 0.0)
         scheduler.enqueue(2, "y", 1, 0.0)
@@ -593,7 +593,9 @@ class TestPauseResume:
 class TestDisconnect:
     def test_slow_only_after_the_grace_period(self) -> None:
         scheduler = make()
-        scheduler.open_stream(1, 0.0, policy=Policy.DISCONNECT, limit=50, grace=2.0, credit=0)
+        scheduler.open_stream(
+            1, 0.0, StreamOptions(policy=Policy.DISCONNECT, limit=50, grace=2.0, credit=0)
+        )
         scheduler.enqueue(1, "a", 40, 1.0)
         assert scheduler.next_deadline() is None  # within its share: no clock
         scheduler.enqueue(1, "b", 40, 3.0)
@@ -610,7 +612,9 @@ class TestDisconnect:
 
     def test_draining_in_time_stops_the_clock(self) -> None:
         scheduler = make()
-        scheduler.open_stream(1, 0.0, policy=Policy.DISCONNECT, limit=50, grace=2.0, credit=0)
+        scheduler.open_stream(
+            1, 0.0, StreamOptions(policy=Policy.DISCONNECT, limit=50, grace=2.0, credit=0)
+        )
         scheduler.enqueue(1, "a", 40, 0.0)
         scheduler.enqueue(1, "b", 40, 0.0)
         scheduler.grant_credit(1, 40)
@@ -628,9 +632,9 @@ class TestDisconnect:
         # PAUSE stream was legitimately over the watermark.
         scheduler = make(high_watermark=100, low_watermark=10, max_buffered=1000)
         scheduler.open_stream(
-            0, 0.0, priority=Priority.CONTROL, policy=Policy.DISCONNECT, grace=0.0
+            0, 0.0, StreamOptions(priority=Priority.CONTROL, policy=Policy.DISCONNECT, grace=0.0)
         )
-        scheduler.open_stream(1, 0.0, priority=Priority.BACKGROUND, credit=0)
+        scheduler.open_stream(1, 0.0, StreamOptions(priority=Priority.BACKGROUND, credit=0))
         scheduler.enqueue(1, "audio", 150, 0.0)
         scheduler.enqueue(0, "ping", 4, 0.0)
         assert scheduler.next_deadline() is None
@@ -641,8 +645,12 @@ class TestDisconnect:
 
     def test_earliest_clock_is_the_deadline(self) -> None:
         scheduler = make()
-        scheduler.open_stream(1, 0.0, policy=Policy.DISCONNECT, limit=5, grace=3.0, credit=0)
-        scheduler.open_stream(2, 0.0, policy=Policy.DISCONNECT, limit=5, grace=1.0, credit=0)
+        scheduler.open_stream(
+            1, 0.0, StreamOptions(policy=Policy.DISCONNECT, limit=5, grace=3.0, credit=0)
+        )
+        scheduler.open_stream(
+            2, 0.0, StreamOptions(policy=Policy.DISCONNECT, limit=5, grace=1.0, credit=0)
+        )
         scheduler.enqueue(1, "a", 10, 0.0)
         scheduler.enqueue(2, "b", 10, 1.0)
         assert scheduler.next_deadline() == 2.0
@@ -656,7 +664,7 @@ class TestDisconnect:
 class TestLatest:
     def test_keeps_exactly_the_newest_per_key(self) -> None:
         scheduler = make()
-        scheduler.open_stream(1, 0.0, policy=Policy.LATEST, credit=0)
+        scheduler.open_stream(1, 0.0, StreamOptions(policy=Policy.LATEST, credit=0))
         for key, value in [("a", "a1"), ("b", "b1"), ("a", "a2"), ("c", "c1"), ("a", "a3")]:
             scheduler.enqueue(1, value, 10, 0.0, key=key)
         assert scheduler.queued_bytes(1) == 30
@@ -671,7 +679,7 @@ class TestLatest:
 
     def test_a_taken_value_is_not_replaced(self) -> None:
         scheduler = make()
-        scheduler.open_stream(1, 0.0, policy=Policy.LATEST)
+        scheduler.open_stream(1, 0.0, StreamOptions(policy=Policy.LATEST))
         scheduler.enqueue(1, "a1", 10, 0.0, key="a")
         assert payloads(scheduler.take(0.0)) == ["a1"]
         scheduler.enqueue(1, "a2", 10, 0.0, key="a")
@@ -719,7 +727,7 @@ class TestFinishAndDiscard:
 
     def test_discard_drops_everything_queued(self) -> None:
         scheduler = make()
-        scheduler.open_stream(1, 0.0, priority=Priority.INTERACTIVE)
+        scheduler.open_stream(1, 0.0, StreamOptions(priority=Priority.INTERACTIVE))
         scheduler.open_stream(2, 0.0)
         for i in range(3):
             scheduler.enqueue(1, f"x{i}", 10, 0.0)
@@ -735,7 +743,7 @@ class TestFinishAndDiscard:
 
     def test_discard_a_credit_blocked_stream(self) -> None:
         scheduler = make()
-        scheduler.open_stream(1, 0.0, credit=0)
+        scheduler.open_stream(1, 0.0, StreamOptions(credit=0))
         scheduler.enqueue(1, "x", 10, 0.0)
         assert scheduler.discard_stream(1) == 10
         assert drain_events(scheduler) == [finished(1)]
@@ -747,7 +755,7 @@ class TestResume:
     def test_requeues_exactly_what_was_missed(self) -> None:
         replay: ReplayBuffer[str] = ReplayBuffer(1)
         scheduler = make()
-        scheduler.open_stream(1, 0.0, replay=replay)
+        scheduler.open_stream(1, 0.0, StreamOptions(replay=replay))
         for p in "abcd":
             scheduler.enqueue(1, p, 5, 0.0)
         assert payloads(scheduler.take(0.0)) == ["a", "b", "c", "d"]
@@ -760,7 +768,7 @@ class TestResume:
         # so they went out twice and out of order.
         replay: ReplayBuffer[str] = ReplayBuffer(1)
         scheduler = make(write_window=10)
-        scheduler.open_stream(1, 0.0, replay=replay)
+        scheduler.open_stream(1, 0.0, StreamOptions(replay=replay))
         for p in "abcd":
             scheduler.enqueue(1, p, 5, 0.0)
         assert payloads(scheduler.take(0.0)) == ["a", "b"]  # c, d still queued
@@ -775,7 +783,7 @@ class TestResume:
     def test_resume_past_everything_empties_the_queue(self) -> None:
         replay: ReplayBuffer[str] = ReplayBuffer(1)
         scheduler = make(high_watermark=100, low_watermark=50, max_buffered=1000)
-        scheduler.open_stream(1, 0.0, replay=replay, credit=0)
+        scheduler.open_stream(1, 0.0, StreamOptions(replay=replay, credit=0))
         scheduler.enqueue(1, "a", 150, 0.0)
         assert drain_events(scheduler) == [StreamPaused(1)]
         assert scheduler.resume(1, 1, 1.0) == 0  # the consumer already has it
@@ -785,7 +793,7 @@ class TestResume:
     def test_gap_raises_and_leaves_the_queue_alone(self) -> None:
         replay: ReplayBuffer[str] = ReplayBuffer(1, max_messages=2)
         scheduler = make(write_window=5)
-        scheduler.open_stream(1, 0.0, replay=replay)
+        scheduler.open_stream(1, 0.0, StreamOptions(replay=replay))
         for p in "abcd":
             scheduler.enqueue(1, p, 5, 0.0)
         assert payloads(scheduler.take(0.0)) == ["a"]
@@ -799,12 +807,12 @@ class TestResume:
     def test_on_a_new_connection(self) -> None:
         replay: ReplayBuffer[str] = ReplayBuffer(1)
         first = make()
-        first.open_stream(1, 0.0, replay=replay)
+        first.open_stream(1, 0.0, StreamOptions(replay=replay))
         for p in "abc":
             first.enqueue(1, p, 5, 0.0)
         first.take(0.0)
         second = make()
-        second.open_stream(1, 5.0, replay=replay)
+        second.open_stream(1, 5.0, StreamOptions(replay=replay))
         assert second.last_seq(1) == 3
         assert second.resume(1, 1, 5.0) == 2
         assert second.enqueue(1, "d", 5, 5.0) == 4
@@ -813,7 +821,7 @@ class TestResume:
     def test_replay_may_pass_the_budget_and_pauses(self) -> None:
         replay: ReplayBuffer[str] = ReplayBuffer(1)
         scheduler = make(high_watermark=20, low_watermark=10, max_buffered=20)
-        scheduler.open_stream(1, 0.0, replay=replay, limit=100)
+        scheduler.open_stream(1, 0.0, StreamOptions(replay=replay, limit=100))
         for p in "abcd":
             scheduler.enqueue(1, p, 5, 0.0)
             scheduler.take(0.0)
@@ -827,7 +835,7 @@ class TestResume:
     def test_finished_stream_with_nothing_missed_is_forgotten(self) -> None:
         replay: ReplayBuffer[str] = ReplayBuffer(1)
         scheduler = make()
-        scheduler.open_stream(1, 0.0, replay=replay, credit=0)
+        scheduler.open_stream(1, 0.0, StreamOptions(replay=replay, credit=0))
         scheduler.enqueue(1, "a", 5, 0.0)
         scheduler.finish_stream(1)
         assert scheduler.resume(1, 1, 0.0) == 0
@@ -838,7 +846,9 @@ class TestResume:
         replay: ReplayBuffer[str] = ReplayBuffer(1)
         scheduler = make()
         scheduler.open_stream(
-            1, 0.0, policy=Policy.DISCONNECT, limit=10, grace=5.0, replay=replay, credit=0
+            1,
+            0.0,
+            StreamOptions(policy=Policy.DISCONNECT, limit=10, grace=5.0, replay=replay, credit=0),
         )
         for p in "abc":
             scheduler.enqueue(1, p, 5, 1.0)
@@ -873,7 +883,7 @@ def test_a_stream_sharing_a_replay_buffer_numbers_from_it_but_records_nothing() 
     shared.append(1, b"a", 1)
     shared.append(2, b"b", 1)
     scheduler: Scheduler[bytes] = Scheduler()
-    scheduler.open_stream(7, 0.0, replay=shared, record=False)
+    scheduler.open_stream(7, 0.0, StreamOptions(replay=shared, record=False))
     shared.append(3, b"c", 1)  # the owner records each message before sending it
     assert scheduler.enqueue(7, b"c", 1, 0.0) == 3
     assert shared.last_seq == 3 and len(shared) == 3

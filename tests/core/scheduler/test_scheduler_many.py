@@ -12,7 +12,7 @@ from diaproto.config import ConnectionConfig, SchedulerConfig
 from diaproto.errors import LocalProtocolError
 from diaproto.events import Event, StreamPaused, WebSocketMessage
 from diaproto.replay import ReplayBuffer
-from diaproto.scheduler import Policy, Priority, Scheduler
+from diaproto.scheduler import Policy, Priority, Scheduler, StreamOptions
 from diaproto.sse import SseEvent
 from diaproto.testing import sse_pair, websocket_pair
 
@@ -77,12 +77,14 @@ def test_enqueue_many_is_enqueue_one_by_one(
         scheduler.open_stream(
             1,
             0.0,
-            priority=priority,
-            policy=policy,
-            credit=credit,
-            limit=900,
-            replay=buffer,
-            record=bool(replay),
+            StreamOptions(
+                priority=priority,
+                policy=policy,
+                credit=credit,
+                limit=900,
+                replay=buffer,
+                record=bool(replay),
+            ),
         )
         scheduler.set_in_flight(in_flight)
         for i, size in enumerate(prefill):
@@ -104,7 +106,7 @@ def test_enqueue_many_is_enqueue_one_by_one(
 
 def test_a_lossless_batch_pauses_once() -> None:
     scheduler: Scheduler[str] = Scheduler(CONFIG)
-    scheduler.open_stream(1, 0.0, priority=Priority.INTERACTIVE, limit=100)
+    scheduler.open_stream(1, 0.0, StreamOptions(priority=Priority.INTERACTIVE, limit=100))
     assert scheduler.enqueue_many(1, ["a", "b", "c"], [60, 60, 60], 0.0) == 3
     assert drain(scheduler) == [StreamPaused(1)]
     assert scheduler.queued_bytes(1) == 180
@@ -137,6 +139,6 @@ def test_send_many_checks_every_payload_first() -> None:
 def test_a_batch_is_recorded_for_replay() -> None:
     scheduler: Scheduler[str] = Scheduler(CONFIG)
     replay = ReplayBuffer[str](1)
-    scheduler.open_stream(1, 0.0, replay=replay)
+    scheduler.open_stream(1, 0.0, StreamOptions(replay=replay))
     assert scheduler.enqueue_many(1, ["a", "b"], [1, 1], 0.0) == 2
     assert [(e.seq, e.payload) for e in replay.since(0)] == [(1, "a"), (2, "b")]

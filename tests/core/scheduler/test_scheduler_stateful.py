@@ -45,7 +45,14 @@ from diaproto.errors import LocalProtocolError, ReplayGap
 from diaproto.events import Event, SlowConsumer, StreamFinished, StreamPaused, StreamResumed
 from diaproto.metrics import StreamMetrics
 from diaproto.replay import ReplayBuffer
-from diaproto.scheduler import LINGERING_CLASSES, Outgoing, Policy, Priority, Scheduler
+from diaproto.scheduler import (
+    LINGERING_CLASSES,
+    Outgoing,
+    Policy,
+    Priority,
+    Scheduler,
+    StreamOptions,
+)
 
 MAX_OPEN = 5
 TIMES = st.sampled_from([0.0, 0.125, 0.25, 0.5, 1.0, 3.0])  # exact in binary
@@ -223,6 +230,33 @@ class SchedulerMachine(RuleBasedStateMachine):
         self.update_pauses(events)
         self.expect(events)
 
+    def sent(self, item: Outgoing[int]) -> Priority:
+        """Check one message of a batch against the model, count it sent; its class."""
+        m = self.streams[item.stream_id]
+        assert m.queue, f"stream {m.sid} sent more than was queued"
+        head = m.queue.pop(0)
+        # Invariant 1 (and 5 for LATEST): exactly the next item the model holds.
+        assert (item.seq, item.payload, item.size, item.key) == (
+            head.seq,
+            head.payload,
+            head.size,
+            head.key,
+        )
+        if m.credit is not None:
+            assert m.credit > 0, "a credit-based stream sent without credit"
+            m.credit -= item.size
+        previous = m.log[-1] if m.log else 0
+        assert item.seq > previous
+        if m.policy is Policy.PAUSE:
+            assert item.seq == previous + 1, "a PAUSE stream skipped a message"
+        m.log.append(item.seq)
+        if m.first_send is None:
+            m.first_send = self.now
+        m.last_send = self.now
+        m.sent_msgs += 1
+        m.sent_bytes += item.size
+        return m.priority
+
     def take(self) -> list[Outgoing[int]]:
         cfg = self.cfg
         window = cfg.write_window - self.in_flight
@@ -236,32 +270,7 @@ class SchedulerMachine(RuleBasedStateMachine):
 
         batch = self.sched.take(self.now)
 
-        classes: list[Priority] = []
-        for item in batch:
-            m = self.streams[item.stream_id]
-            assert m.queue, f"stream {m.sid} sent more than was queued"
-            head = m.queue.pop(0)
-            # Invariant 1 (and 5 for LATEST): exactly the next item the model holds.
-            assert (item.seq, item.payload, item.size, item.key) == (
-                head.seq,
-                head.payload,
-                head.size,
-                head.key,
-            )
-            if m.credit is not None:
-                assert m.credit > 0, "a credit-based stream sent without credit"
-                m.credit -= item.size
-            previous = m.log[-1] if m.log else 0
-            assert item.seq > previous
-            if m.policy is Policy.PAUSE:
-                assert item.seq == previous + 1, "a PAUSE stream skipped a message"
-            m.log.append(item.seq)
-            if m.first_send is None:
-                m.first_send = self.now
-            m.last_send = self.now
-            m.sent_msgs += 1
-            m.sent_bytes += item.size
-            classes.append(m.priority)
+        classes = [self.sent(item) for item in batch]
 
         assert classes == sorted(classes), "the batch is highest class first"
         non_control = [
@@ -346,12 +355,14 @@ class SchedulerMachine(RuleBasedStateMachine):
         self.sched.open_stream(
             sid,
             self.now,
-            priority=priority,
-            policy=policy,
-            limit=limit,
-            credit=credit,
-            grace=grace,
-            replay=buffer,
+            StreamOptions(
+                priority=priority,
+                policy=policy,
+                limit=limit,
+                credit=credit,
+                grace=grace,
+                replay=buffer,
+            ),
         )
         self.streams[sid] = Model(
             sid=sid,

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from diaproto.config import SchedulerConfig
 from diaproto.errors import LocalProtocolError
 from diaproto.events import Event, StreamPaused, StreamResumed
-from diaproto.scheduler import Policy, Priority, Scheduler
+from diaproto.scheduler import Policy, Priority, Scheduler, StreamOptions
 
 LATEST, BULK = 1, 2
 
@@ -26,7 +26,9 @@ def make() -> Scheduler[str]:
         max_buffered=2000,
     )
     scheduler: Scheduler[str] = Scheduler(config)
-    scheduler.open_stream(LATEST, 0.0, priority=Priority.INTERACTIVE, policy=Policy.LATEST)
+    scheduler.open_stream(
+        LATEST, 0.0, StreamOptions(priority=Priority.INTERACTIVE, policy=Policy.LATEST)
+    )
     return scheduler
 
 
@@ -90,7 +92,7 @@ def test_withdraw_on_an_unknown_stream() -> None:
 
 def test_withdraw_frees_room_for_a_paused_stream() -> None:
     scheduler = make()
-    scheduler.open_stream(BULK, 0.0, limit=1000)
+    scheduler.open_stream(BULK, 0.0, StreamOptions(limit=1000))
     scheduler.set_in_flight(1000)  # the window is full: nothing leaves
     scheduler.enqueue(LATEST, "big", 500, 0.0, key="a")
     scheduler.enqueue(BULK, "x", 10, 0.0)
@@ -140,7 +142,7 @@ def test_queued_items_is_a_snapshot_in_leaving_order() -> None:
     """(``queued_items``: what a closing resumable stream records as unsent.)"""
     scheduler = make()
     scheduler.open_stream(BULK, 0.0)
-    scheduler.open_stream(3, 0.0, priority=Priority.CONTROL)
+    scheduler.open_stream(3, 0.0, StreamOptions(priority=Priority.CONTROL))
     scheduler.enqueue(BULK, "bulk", 5, 0.0)
     scheduler.enqueue(LATEST, "p1", 5, 0.0, key="a")
     scheduler.enqueue(3, "c1", 5, 0.0)
