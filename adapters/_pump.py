@@ -180,11 +180,11 @@ class Pump:
             holding = self._write()
         finally:
             self._stepping = False
+        transport.set_reading(conn.wants_data)  # never once finished
         if conn.finished:
             self._finish(holding)
-            return
-        self.timer.arm(conn.next_deadline(), waiting=holding)
-        transport.set_reading(conn.wants_data)
+        else:
+            self.timer.arm(conn.next_deadline(), waiting=holding)
 
     def on_timer(self) -> None:
         # How much the peer took meanwhile: progress restarts the core's write timeout.

@@ -14,17 +14,17 @@ import heapq
 import itertools
 import logging
 import selectors
-import signal
 import socket
 import threading
-import time
 from collections import deque
 from collections.abc import Callable
-from types import FrameType
 from typing import TypeVar
 
+from diaproto.adapters._pump import Pump, now
+from diaproto.adapters._runtime import LoopRuntime
+from diaproto.adapters._shutdown import close_all, grace, process_signals
 from diaproto.adapters._tcp import bound_unsent, drop_on_close
-from diaproto.adapters._threaded import ThreadedServer
+from diaproto.adapters._threaded import ThreadedServer, wait_on_loop
 
 from diaproto.config import ConnectionConfig
 from diaproto.runtime import Application
@@ -34,16 +34,13 @@ log = logging.getLogger("diaproto.adapters.sockets")
 T = TypeVar("T")
 
 READ_SIZE = 65536
-CLOSE_CODE_SHUTDOWN = 1001
-WORKER_JOIN = 2.0  # seconds a stopping server waits for its workers to return
-
-
-def now() -> float:
-    return time.monotonic()
+COMPACT_AT = 1024  # heap entries before cancelled timers are swept out
 
 
 class _Timer:
     """A ``call_later`` timer; cancelled entries stay in the heap and are skipped."""
+
+    __slots__ = ("callback", "cancelled")
 
     def __init__(self, callback: Callable[[], None]) -> None:
         self.callback = callback
@@ -53,62 +50,32 @@ class _Timer:
         self.cancelled = True
 
 
-class _Call:
-    """A callback a worker hands to the loop, and the worker's wait for it to have run."""
-
-    def __init__(self, callback: Callable[[], None]) -> None:
-        self.callback = callback
-        self.done = threading.Event()
-        self.error: BaseException | None = None
-
-
-class SocketsRuntime:
+class SocketsRuntime(LoopRuntime):
     """The :class:`diaproto.runtime.Runtime` of one running server."""
 
     def __init__(self, server: Server) -> None:
+        super().__init__()
+        self.loop_thread = None  # the thread that runs serve_forever, once it does
         self._server = server
-
-    def now(self) -> float:
-        return now()
-
-    def call_soon_threadsafe(self, callback: Callable[[], None]) -> None:
-        server = self._server
-        if threading.get_ident() == server.loop_thread:
-            server.ready.append(callback)
-            return
-        call = _Call(callback)
-        with server.inbox_lock:
-            if server.closed:
-                raise RuntimeError("the server has stopped")
-            wake = not server.inbox  # one byte per batch is enough to wake the loop
-            server.inbox.append(call)
-        if wake:
-            server.wake_loop()
-        call.done.wait()  # a producer can never run ahead of the loop (the contract)
-        if call.error is not None:
-            raise call.error
 
     def call_later(self, delay: float, callback: Callable[[], None]) -> _Timer:
         timer = _Timer(callback)
         self._server.push_timer(now() + delay, timer)
         return timer
 
-    def start_worker(self, target: Callable[[], None], name: str = "worker") -> None:
-        def run() -> None:
-            try:
-                target()
-            except Exception:
-                log.exception("worker %s failed", name)
-            finally:
-                self._server.workers.discard(thread)
+    def soon(self, callback: Callable[[], None]) -> None:
+        self._server.ready.append(callback)
 
-        thread = threading.Thread(target=run, name=name, daemon=True)
-        self._server.workers.add(thread)
-        thread.start()
+    def _from_thread(self, function: Callable[[], T]) -> T:
+        return wait_on_loop(self._server.post, self._ended, function)
+
+    def _ended(self) -> bool:
+        return self.closed
 
 
 class SocketsSession:
-    """The :class:`diaproto.runtime.Session` of one connection, and its socket's state."""
+    """One connection: the :class:`diaproto.runtime.Session`, its socket, and the transport
+    of its :class:`~diaproto.adapters._pump.Pump`."""
 
     def __init__(self, server: Server, sock: socket.socket, peer: str) -> None:
         self.conn = ServerConnection(now(), server.config)
@@ -117,14 +84,89 @@ class SocketsSession:
         self.sock = sock
         self.pending = bytearray()  # taken from the core, not yet accepted by the socket
         self.interest = 0  # the selector events registered (0: not registered)
-        self.armed: float | None = None  # the deadline of this connection's live heap entry
         self.eof = False  # the peer half-closed: nothing more to read
         self.gone = False  # the socket failed: nothing can be written either
-        self.closed = False
+        self._reading = False
+        self._closed = False
         self._server = server
+        self.pump = Pump(server.app, self, self, self.runtime.soon, self.runtime.call_later)
 
     def wake(self) -> None:
-        self._server.dirty[self] = None
+        self.pump.wake()
+
+    def on_ready(self, mask: int) -> None:
+        """The selector says the socket is readable or writable: read, then step."""
+        if mask & selectors.EVENT_READ:
+            try:
+                data = self.sock.recv(READ_SIZE)
+            except BlockingIOError:
+                data = None
+            except OSError:
+                self.gone = True
+                data = b""
+            if data == b"":
+                self.eof = True
+                self.conn.receive_eof(now())
+            elif data:
+                self.conn.receive_data(data, now())
+        self.pump.step()  # readable or writable: either way
+
+    # --- the pump's transport --------------------------------------------------------------
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def held(self) -> int:
+        if self.pending and not self.gone:
+            try:
+                sent = self.sock.send(self.pending)
+                del self.pending[:sent]
+            except BlockingIOError:
+                pass
+            except OSError:
+                self.gone = True
+                self.pump.lost()
+        if self.gone:
+            self.pending.clear()  # nobody to write to: the core still drains itself
+        self._register()
+        return len(self.pending)
+
+    def write(self, data: bytes) -> None:
+        self.pending += data
+
+    def set_reading(self, wanted: bool) -> None:
+        self._reading = wanted and not self.eof and not self.gone
+        self._register()
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._reading = False
+        self.pending.clear()
+        self._register()
+        self._server.sessions.discard(self)
+        self.sock.close()
+
+    def abort(self) -> None:
+        drop_on_close(self.sock)
+        self.close()
+
+    def _register(self) -> None:
+        interest = (selectors.EVENT_READ if self._reading else 0) | (
+            selectors.EVENT_WRITE if self.pending else 0
+        )
+        if interest == self.interest:
+            return
+        selector = self._server.selector
+        if self.interest == 0:
+            selector.register(self.sock, interest, self)
+        elif interest == 0:
+            selector.unregister(self.sock)
+        else:
+            selector.modify(self.sock, interest, self)
+        self.interest = interest
 
 
 class Server:
@@ -137,16 +179,12 @@ class Server:
         self.selector = selectors.DefaultSelector()
         self.listener: socket.socket | None = None
         self.sessions: set[SocketsSession] = set()
-        self.dirty: dict[SocketsSession, None] = {}  # output may be due (ordered set)
         self.ready: deque[Callable[[], None]] = deque()  # callbacks from the loop thread
-        self.inbox: deque[_Call] = deque()  # callbacks from other threads
+        self.inbox: deque[Callable[[], None]] = deque()  # callbacks from other threads
         self.inbox_lock = threading.Lock()
-        self.timers: list[tuple[float, int, _Timer | SocketsSession]] = []
-        self.workers: set[threading.Thread] = set()
-        self.loop_thread: int | None = None
-        self.closed = False
+        self.timers: list[tuple[float, int, _Timer]] = []
         self._seq = itertools.count()
-        self._compact_at = 1024
+        self._compact_at = COMPACT_AT
         self._stopping = False
         # The self-pipe: a byte on it wakes the loop out of select() from another thread
         # or from a signal handler.
@@ -170,15 +208,23 @@ class Server:
         with contextlib.suppress(OSError):  # full (it will wake anyway), or closed
             self._wake_w.send(b"\0")
 
-    def push_timer(self, deadline: float, item: _Timer | SocketsSession) -> None:
-        heapq.heappush(self.timers, (deadline, next(self._seq), item))
+    def post(self, callback: Callable[[], None]) -> None:
+        """Any thread: run ``callback`` on the loop soon."""
+        with self.inbox_lock:
+            wake = not self.inbox  # one byte per batch is enough to wake the loop
+            self.inbox.append(callback)
+        if wake:
+            self.wake_loop()
+
+    def push_timer(self, deadline: float, timer: _Timer) -> None:
+        heapq.heappush(self.timers, (deadline, next(self._seq), timer))
 
     # --- the loop --------------------------------------------------------------------------
 
     def serve_forever(self) -> None:
         """Run the loop on this thread until ``stop()``, then shut down gracefully."""
         assert self.listener is not None, "bind() first"
-        self.loop_thread = threading.get_ident()
+        self.runtime.loop_thread = threading.get_ident()
         self.selector.register(self.listener, selectors.EVENT_READ, "listener")
         self.selector.register(self._wake_r, selectors.EVENT_READ, "wake")
         shutdown_deadline: float | None = None
@@ -196,18 +242,14 @@ class Server:
                     elif key.data == "wake":
                         self._drain_wake()
                     else:
-                        self._on_ready(key.data, mask)
+                        key.data.on_ready(mask)
                 self._run_callbacks()
                 self._run_timers()
-                while self.dirty:
-                    session = next(iter(self.dirty))
-                    del self.dirty[session]
-                    self._pump(session)
         finally:
             self._close_everything()
 
     def _timeout(self, shutdown_deadline: float | None) -> float | None:
-        if self.ready or self.dirty:
+        if self.ready:
             return 0.0
         deadlines = [self.timers[0][0]] if self.timers else []
         if shutdown_deadline is not None:
@@ -229,41 +271,19 @@ class Server:
             bound_unsent(sock)
             session = SocketsSession(self, sock, f"{address[0]}:{address[1]}")
             self.sessions.add(session)
-            self._pump(session)  # registers it for reading and arms its handshake timer
+            session.pump.step()  # registers it for reading and arms its handshake timer
 
     def _drain_wake(self) -> None:
         with contextlib.suppress(BlockingIOError):
             while self._wake_r.recv(4096):
                 pass
 
-    def _on_ready(self, session: SocketsSession, mask: int) -> None:
-        if mask & selectors.EVENT_READ:
-            try:
-                data = session.sock.recv(READ_SIZE)
-            except BlockingIOError:
-                data = None
-            except OSError:
-                session.gone = True
-                data = b""
-            if data == b"":
-                session.eof = True
-                session.conn.receive_eof(now())
-            elif data:
-                session.conn.receive_data(data, now())
-        self.dirty[session] = None  # readable or writable: either way, pump it
-
     def _run_callbacks(self) -> None:
         with self.inbox_lock:
-            calls, self.inbox = self.inbox, deque()
-        for call in calls:
-            try:
-                call.callback()
-            except Exception as exc:  # raised in the worker that handed it over
-                call.error = exc
-            finally:
-                call.done.set()
-        for _ in range(len(self.ready)):  # not the ones these callbacks add: next iteration
-            callback = self.ready.popleft()
+            posted, self.inbox = self.inbox, deque()
+        # Not the ones these callbacks add to ``ready``: those run on the next iteration.
+        callbacks = [*posted, *(self.ready.popleft() for _ in range(len(self.ready)))]
+        for callback in callbacks:
             try:
                 callback()
             except Exception:
@@ -271,110 +291,17 @@ class Server:
 
     def _run_timers(self) -> None:
         while self.timers and self.timers[0][0] <= now():
-            deadline, _, item = heapq.heappop(self.timers)
-            if isinstance(item, _Timer):
-                if not item.cancelled:
-                    try:
-                        item.callback()
-                    except Exception:
-                        log.exception("timer %r failed", item.callback)
-            elif not item.closed and item.armed == deadline:  # else stale: re-armed since
-                item.armed = None
-                item.conn.handle_timer(now())
-                self.dirty[item] = None
-        if len(self.timers) > self._compact_at:
-            # Stale entries pile up while deadlines keep moving (a heartbeat per write).
-            self.timers = [
-                (deadline, seq, item)
-                for deadline, seq, item in self.timers
-                if (not item.cancelled if isinstance(item, _Timer) else item.armed == deadline)
-            ]
-            heapq.heapify(self.timers)
-            self._compact_at = max(1024, 4 * len(self.timers))
-
-    # --- one connection --------------------------------------------------------------------
-
-    def _pump(self, session: SocketsSession) -> None:
-        """Deliver events, write what the core has, then re-register and re-arm."""
-        if session.closed:
-            return
-        conn = session.conn
-        while True:
-            self._dispatch(session)
-            if session.pending and not session.gone:
+            _, _, timer = heapq.heappop(self.timers)
+            if not timer.cancelled:
                 try:
-                    sent = session.sock.send(session.pending)
-                    del session.pending[:sent]
-                except BlockingIOError:
-                    pass
-                except OSError:
-                    session.gone = True
-                    conn.receive_eof(now())
-            if session.gone:
-                session.pending.clear()  # nobody to write to: the core still drains itself
-            conn.set_transport_buffered(len(session.pending), now())
-            if session.pending:
-                break  # the rest stays in the core, where priorities still apply
-            data = conn.data_to_send(now())
-            if data:
-                session.pending += data
-            elif not self._dispatch(session):
-                break  # else the events (a producer resumed, a pipelined request) may write
-        deadline = conn.next_deadline()
-        if conn.finished:
-            if not session.pending:
-                self._close(session)
-                return
-            # The last bytes get until the core's flush deadline; then the socket is reset.
-            deadline = conn.flush_deadline
-            if deadline is not None and now() >= deadline:
-                self._close(session, drop=True)
-                return
-        interest = selectors.EVENT_WRITE if session.pending else 0
-        if conn.wants_data and not session.eof and not session.gone:
-            interest |= selectors.EVENT_READ
-        self._register(session, interest)
-        if deadline != session.armed:  # the old heap entry, if any, is stale from now on
-            session.armed = deadline
-            if deadline is not None:
-                self.push_timer(deadline, session)
-
-    def _dispatch(self, session: SocketsSession) -> int:
-        """Hand every event of the connection to the application; returns how many."""
-        conn, count = session.conn, 0
-        while (event := conn.next_event()) is not None:
-            count += 1
-            try:
-                self.app.handle_event(session, event)
-            except Exception:
-                # The application's bug must not take the server down: this connection ends.
-                log.exception(
-                    "application failed on %s from %s", type(event).__name__, session.peer
-                )
-                conn.close(now(), 1011, "internal error")
-        return count
-
-    def _register(self, session: SocketsSession, interest: int) -> None:
-        if interest == session.interest:
-            return
-        if session.interest == 0:
-            self.selector.register(session.sock, interest, session)
-        elif interest == 0:
-            self.selector.unregister(session.sock)
-        else:
-            self.selector.modify(session.sock, interest, session)
-        session.interest = interest
-
-    def _close(self, session: SocketsSession, *, drop: bool = False) -> None:
-        """Close the socket; ``drop``: reset it, discarding what the peer did not take."""
-        self._register(session, 0)
-        self.sessions.discard(session)
-        self.dirty.pop(session, None)
-        session.closed = True
-        session.armed = None  # its heap entries are stale now
-        if drop:
-            drop_on_close(session.sock)
-        session.sock.close()
+                    timer.callback()
+                except Exception:
+                    log.exception("timer %r failed", timer.callback)
+        if len(self.timers) > self._compact_at:
+            # Cancelled entries pile up while deadlines keep moving (a heartbeat per write).
+            self.timers = [entry for entry in self.timers if not entry[2].cancelled]
+            heapq.heapify(self.timers)
+            self._compact_at = max(COMPACT_AT, 4 * len(self.timers))
 
     # --- shutting down ---------------------------------------------------------------------
 
@@ -384,34 +311,21 @@ class Server:
         if self.listener is not None:
             self.selector.unregister(self.listener)
             self.listener.close()
-        self.app.shutdown()
-        for session in list(self.sessions):
-            session.conn.close(now(), CLOSE_CODE_SHUTDOWN, "server shutting down")
-            self.dirty[session] = None
-        return now() + (self.config.timeouts.close_timeout or 5.0) + 1.0
+        close_all(self.app, [session.pump for session in self.sessions])
+        return now() + grace(self.config)
 
     def _close_everything(self) -> None:
         for session in list(self.sessions):  # past the deadline: drop them
             session.gone = True
-            session.conn.receive_eof(now())
-            self._dispatch(session)
-            self._close(session, drop=True)
-        with self.inbox_lock:
-            self.closed = True  # from now on call_soon_threadsafe raises
-            calls, self.inbox = self.inbox, deque()
-        for call in calls:
-            call.error = RuntimeError("the server has stopped")
-            call.done.set()
+            session.pump.lost()
+            session.pump.abort()
+        self.runtime.close()  # from now on a worker's call onto the loop raises
         if self.listener is not None:
             self.listener.close()
         self.selector.close()
         self._wake_r.close()
         self._wake_w.close()
-        deadline = now() + WORKER_JOIN
-        for thread in list(self.workers):
-            thread.join(max(deadline - now(), 0.0))
-            if thread.is_alive():
-                log.warning("worker %s still running after shutdown", thread.name)
+        self.runtime.workers.join()
 
 
 def run(
@@ -426,19 +340,11 @@ def run(
     Call it from the main thread (signal handlers live there)."""
     server = Server(app, config)
     bound_host, bound_port = server.bind(host, port)
-
-    def on_signal(signum: int, _frame: FrameType | None) -> None:
-        log.info("received %s: shutting down", signal.Signals(signum).name)
-        server.stop()  # sets a flag and writes to the self-pipe: select() returns
-
-    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
+    # stop() sets a flag and writes to the self-pipe: select() returns
+    with process_signals(server.stop):
         if ready is not None:
             ready(bound_host, bound_port)
         server.serve_forever()
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
 
 
 def start_in_thread(
@@ -452,13 +358,5 @@ def start_in_thread(
     _, bound_port = server.bind(host, port)
     thread = threading.Thread(target=server.serve_forever, name="diaproto-sockets", daemon=True)
     thread.start()
-
-    def call(function: Callable[[], T]) -> T:
-        if threading.get_ident() == server.loop_thread:
-            return function()
-        box: list[T] = []
-        server.runtime.call_soon_threadsafe(lambda: box.append(function()))
-        return box[0]
-
     # stop() is safe from any thread, and needs no trip through the loop.
-    return ThreadedServer(server, bound_port, thread, call, request_stop=server.stop)
+    return ThreadedServer(server, bound_port, thread, server.runtime.call, request_stop=server.stop)
