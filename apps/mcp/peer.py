@@ -10,7 +10,6 @@ or droppable by design).
 from __future__ import annotations
 
 import logging
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import Enum
@@ -20,7 +19,6 @@ from diaproto.mcp import (
     BULK,
     CallCancelled,
     EventStore,
-    McpChannel,
     McpSession,
     Outbound,
     RequestId,
@@ -36,6 +34,7 @@ from diaproto.mcp.session import (
 from diaproto.runtime import Runtime, Session
 
 if TYPE_CHECKING:
+    from diaproto.apps.mcp.routes import Route
     from diaproto.apps.mcp.service import McpService
     from diaproto.apps.mcp.speak import SpeakCall
 
@@ -50,17 +49,6 @@ class Transport(Enum):
     LEGACY_SSE = "sse"
     STREAMABLE = "streamable"  # 2025-11-25 and earlier: sessions, resumable streams
     MODERN = "modern"  # 2026-07-28: one request per peer, its stream is its lifetime
-
-
-@dataclass(eq=False)
-class Route:
-    """A live SSE response or WebSocket carrying a peer's messages."""
-
-    conn: Session
-    channel: McpChannel
-    request_id: RequestId | None = None  # None: the standing route
-    stream: str | None = None  # the event store's name for it (resumable streams)
-    backlog: deque[tuple[str, str]] = field(default_factory=deque)  # recorded, not yet re-sent
 
 
 @dataclass(eq=False)
