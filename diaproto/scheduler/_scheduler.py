@@ -189,7 +189,8 @@ class Scheduler(Generic[T]):
         if key is not None and stream.policy is Policy.LATEST:
             stream.latest[key] = item
         self._queue(stream, item)
-        self._check(stream, now)
+        if self._budget.check(stream, now):
+            self._emit(StreamPaused(stream_id))
         return seq
 
     def _refusal(self, stream_id: int, stream: StreamRecord[T] | None) -> LocalProtocolError:
@@ -347,7 +348,8 @@ class Scheduler(Generic[T]):
     def _queue(self, stream: StreamRecord[T], item: Outgoing[T]) -> None:
         stream.queue.append(item)
         self._account(stream, item.size)
-        self._fairness.activate(stream)
+        if not stream.active:  # (the common case asks no more: this runs for every message)
+            self._fairness.activate(stream)
 
     def _unqueue(self, stream: StreamRecord[T], item: Outgoing[T]) -> None:
         """Account for ``item``, already out of the stream's queue."""

@@ -77,9 +77,10 @@ class Budget:
         Starts a DISCONNECT stream's grace clock when it is over its share (or stops it
         when it is back within: a resume may shrink a queue as well as grow it)."""
         if stream.policy is Policy.PAUSE:
-            if not stream.paused and self.is_over(stream):
-                stream.paused = True
-                return True
+            if stream.paused or not self.is_over(stream):
+                return False
+            stream.paused = True
+            return True
         elif stream.policy is Policy.DISCONNECT:
             if not self.is_over(stream):
                 stream.over_since = None
