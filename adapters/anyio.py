@@ -7,11 +7,7 @@ heartbeats, batching and backpressure are the core's; this file moves bytes and 
 
 from __future__ import annotations
 
-import logging
 import math
-import signal
-import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TypeVar
@@ -22,24 +18,19 @@ import anyio.from_thread
 import anyio.lowlevel
 import anyio.to_thread
 from anyio.abc import SocketAttribute
+from diaproto.adapters._pump import dispatch, now, past, write_deadline
+from diaproto.adapters._runtime import LoopRuntime
+from diaproto.adapters._shutdown import SIGNALS, close_all, grace, stop_on_signal
 from diaproto.adapters._tcp import bound_unsent, drop_on_close
 from diaproto.adapters._threaded import Listening, ThreadedServer, start_loop_thread
 
 from diaproto.config import ConnectionConfig
-from diaproto.events import Event
 from diaproto.runtime import Application, Cancellable
 from diaproto.server import ServerConnection
 
-log = logging.getLogger("diaproto.adapters.anyio")
 T = TypeVar("T")
 
 READ_SIZE = 65536
-WORKER_THREADS = 256
-CLOSE_CODE_SHUTDOWN = 1001
-
-
-def now() -> float:
-    return time.monotonic()
 
 
 class _Timer:
@@ -50,24 +41,19 @@ class _Timer:
         self._scope.cancel()
 
 
-class AnyioRuntime:
+class AnyioRuntime(LoopRuntime):
     """The :class:`diaproto.runtime.Runtime` of one running server."""
 
     def __init__(self, task_group: anyio.abc.TaskGroup) -> None:
+        super().__init__()
         self._tg = task_group
         self._token = anyio.lowlevel.current_token()
-        self._loop_thread = threading.get_ident()
-        self._limiter = anyio.CapacityLimiter(WORKER_THREADS)
 
-    def now(self) -> float:
-        return now()
+    def soon(self, callback: Callable[[], None]) -> None:
+        self._tg.start_soon(_call, callback)
 
-    def call_soon_threadsafe(self, callback: Callable[[], None]) -> None:
-        if threading.get_ident() == self._loop_thread:
-            self._tg.start_soon(_call, callback)
-        else:
-            # Blocks the worker until the loop ran it: a producer can never outrun the loop.
-            anyio.from_thread.run_sync(callback, token=self._token)
+    def _from_thread(self, function: Callable[[], T]) -> T:
+        return anyio.from_thread.run_sync(function, token=self._token)
 
     def call_later(self, delay: float, callback: Callable[[], None]) -> Cancellable:
         scope = anyio.CancelScope()
@@ -79,17 +65,6 @@ class AnyioRuntime:
 
         self._tg.start_soon(later)
         return _Timer(scope)
-
-    def start_worker(self, target: Callable[[], None], name: str = "worker") -> None:
-        async def run() -> None:
-            try:
-                await anyio.to_thread.run_sync(
-                    target, abandon_on_cancel=True, limiter=self._limiter
-                )
-            except Exception:
-                log.exception("worker %s failed", name)
-
-        self._tg.start_soon(run, name=name)
 
 
 async def _call(callback: Callable[[], None]) -> None:
@@ -120,7 +95,13 @@ class AnyioSession:
     def _dispatch_now(self) -> None:
         self._dispatch_scheduled = False
         if self.app is not None:
-            _dispatch(self.app, self)
+            dispatch(self.app, self)
+
+    def step(self) -> None:
+        """Hand out the events now; the writer writes what the core produced."""
+        if self.app is not None:
+            dispatch(self.app, self)
+        self.wake()
 
     async def wait(self, timeout: float) -> None:
         with anyio.move_on_after(timeout):
@@ -156,7 +137,7 @@ class Server:
                     await listener.serve(self._handle, tg)
 
         async with anyio.create_task_group() as tg:
-            self.runtime = AnyioRuntime(tg)
+            self.runtime = runtime = AnyioRuntime(tg)
             tg.start_soon(accept, tg)
             if ready is not None:
                 ready(str(bound[0]), int(bound[1]))
@@ -164,15 +145,13 @@ class Server:
             accepting.cancel()
             await self._shut_down()
             tg.cancel_scope.cancel()
+        runtime.close()
+        with anyio.CancelScope(shield=True):
+            await anyio.to_thread.run_sync(runtime.workers.join)  # off the loop
 
     async def _shut_down(self) -> None:
-        self.app.shutdown()
-        for session in list(self.sessions):
-            session.conn.close(now(), CLOSE_CODE_SHUTDOWN, "server shutting down")
-            _dispatch(self.app, session)
-            session.wake()
-        close_timeout = self.config.timeouts.close_timeout or 5.0
-        with anyio.move_on_after(close_timeout + 1.0):
+        close_all(self.app, self.sessions)
+        with anyio.move_on_after(grace(self.config)):
             while self.sessions:
                 await anyio.sleep(0.01)
 
@@ -193,21 +172,6 @@ class Server:
             await stream.aclose()
 
 
-def _dispatch(app: Application, session: AnyioSession) -> None:
-    conn = session.conn
-    while (event := conn.next_event()) is not None:
-        _deliver(app, session, event)
-
-
-def _deliver(app: Application, session: AnyioSession, event: Event) -> None:
-    try:
-        app.handle_event(session, event)
-    except Exception:
-        # The application's bug must not take the server down: this connection ends.
-        log.exception("application failed on %s from %s", type(event).__name__, session.peer)
-        session.conn.close(now(), 1011, "internal error")
-
-
 async def _reader(app: Application, session: AnyioSession, stream: anyio.abc.ByteStream) -> None:
     conn = session.conn
     while not conn.finished:
@@ -218,11 +182,11 @@ async def _reader(app: Application, session: AnyioSession, stream: anyio.abc.Byt
             data = await stream.receive(READ_SIZE)
         except (anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError):
             conn.receive_eof(now())
-            _dispatch(app, session)
+            dispatch(app, session)
             session.wake()
             return
         conn.receive_data(data, now())
-        _dispatch(app, session)
+        dispatch(app, session)
         session.wake()
 
 
@@ -235,7 +199,7 @@ async def _writer(
     conn = session.conn
     while True:
         data = conn.data_to_send(now())
-        _dispatch(app, session)  # taking a batch can resume paused producers
+        dispatch(app, session)  # taking a batch can resume paused producers
         if data:
             conn.set_transport_buffered(len(data), now())
             if not await _send(app, session, stream, data, tg):
@@ -248,9 +212,9 @@ async def _writer(
             return
         deadline = conn.next_deadline()
         await session.wait(math.inf if deadline is None else max(deadline - now(), 0.0))
-        if deadline is not None and now() >= deadline:
+        if past(deadline):
             conn.handle_timer(now())
-            _dispatch(app, session)
+            dispatch(app, session)
 
 
 async def _send(
@@ -274,7 +238,7 @@ async def _send(
                 await stream.send(data)
             except (anyio.BrokenResourceError, anyio.ClosedResourceError):
                 conn.receive_eof(now())
-                _dispatch(app, session)
+                dispatch(app, session)
         sent = True
         session._wakeup.set()
 
@@ -282,17 +246,17 @@ async def _send(
     tg.start_soon(send)
     try:
         while not sent:
-            deadline = conn.flush_deadline if conn.finished else conn.next_deadline()
+            deadline = write_deadline(conn)
             # A wake-up too: the application may have closed the connection meanwhile, and
             # the flush deadline then replaces the deadline this wait began with.
             await session.wait(math.inf if deadline is None else max(deadline - now(), 0))
-            if sent or deadline is None or now() < deadline:
+            if sent or not past(deadline):
                 continue
             if conn.finished:
                 scope.cancel()  # the send is abandoned: the stream is dropped next
                 return False
             conn.handle_timer(now())
-            _dispatch(app, session)
+            dispatch(app, session)
     finally:
         session._sending = False
     return True
@@ -322,10 +286,9 @@ def run(
 
 
 async def _stop_on_signal(server: Server) -> None:
-    with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+    with anyio.open_signal_receiver(*SIGNALS) as signals:
         async for signum in signals:
-            log.info("received %s: shutting down", signal.Signals(signum).name)
-            server.stop()
+            stop_on_signal(server.stop, signum)
             return
 
 
@@ -364,12 +327,8 @@ def start_in_thread(
     async def serve(listening: Listening[Server]) -> None:
         async with anyio.create_task_group() as tg:
             server, bound = await serve_in_background(app, tg, host, port, config)
-            token = anyio.lowlevel.current_token()
-
-            def call(function: Callable[[], T]) -> T:
-                return anyio.from_thread.run_sync(function, token=token)
-
-            listening(server, bound, call)
+            assert server.runtime is not None  # made before it listens
+            listening(server, bound, server.runtime.call)
 
     def main(listening: Listening[Server]) -> None:
         options = {"use_uvloop": True} if backend == "asyncio" and use_uvloop else {}
