@@ -5,22 +5,21 @@ grace for the close handshakes, after which the connections left are dropped.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import signal
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from types import FrameType
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
 from diaproto.adapters._pump import now
+from diaproto.adapters._threaded import AsyncServer, RunLoop
 
 from diaproto.config import ConnectionConfig
 from diaproto.errors import CloseCode
 from diaproto.runtime import Application
 from diaproto.server import ServerConnection
-
-if TYPE_CHECKING:
-    import asyncio
 
 log = logging.getLogger("diaproto.adapters")
 
@@ -65,6 +64,23 @@ def loop_signals(loop: asyncio.AbstractEventLoop, stop: Callable[[], None]) -> I
     finally:
         for signum in SIGNALS:
             loop.remove_signal_handler(signum)
+
+
+def serve_until_signal(
+    make: Callable[[], AsyncServer],
+    host: str,
+    port: int,
+    ready: Callable[[str, int], None] | None,
+    run: RunLoop,
+) -> None:
+    """``make()`` a server on a new asyncio loop and serve until SIGINT or SIGTERM."""
+
+    async def main() -> None:
+        server = make()
+        with loop_signals(asyncio.get_running_loop(), server.stop):
+            await server.serve(host, port, ready)
+
+    run(main())
 
 
 @contextmanager

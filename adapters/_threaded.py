@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from typing import Any, Generic, Protocol, TypeVar
 
 T = TypeVar("T")
 S = TypeVar("S", bound="Stoppable")
+A = TypeVar("A", bound="AsyncServer")
 
 STARTUP_TIMEOUT = 10.0
 LOOP_GONE_POLL = 0.1  # how often a waiting thread checks that the loop still runs
@@ -28,6 +29,25 @@ class LoopCall(Protocol):
     """Run ``function`` on the server's loop thread and return its result (or raise)."""
 
     def __call__(self, function: Callable[[], T], /) -> T: ...
+
+
+class CallsOnLoop(Protocol):
+    def call(self, function: Callable[[], T], /) -> T: ...
+
+
+class AsyncServer(Stoppable, Protocol):
+    """A server that serves in a coroutine until ``stop()`` (the asyncio and tornado ones)."""
+
+    @property
+    def runtime(self) -> CallsOnLoop: ...
+
+    async def serve(
+        self, host: str, port: int, ready: Callable[[str, int], None] | None = None
+    ) -> None: ...
+
+
+#: Runs a coroutine to its end on a new event loop (``asyncio.run``, or on uvloop).
+RunLoop = Callable[[Coroutine[Any, Any, None]], None]
 
 
 class ThreadedServer(Generic[S]):
@@ -93,6 +113,26 @@ def start_loop_thread(name: str, main: Callable[[Listening[S]], None]) -> Thread
     if not started.wait(STARTUP_TIMEOUT) or failure or not box:
         raise RuntimeError(f"the server did not start: {failure or 'timed out'}")
     return box[0]
+
+
+def start_serving_thread(
+    name: str, make: Callable[[], A], host: str, port: int, run: RunLoop
+) -> ThreadedServer[A]:
+    """``make()`` a server on a new loop on a new thread and serve until it stops; returns
+    once it listens (raises if it cannot start)."""
+
+    async def serve(listening: Listening[A]) -> None:
+        server = make()  # on the running loop: its runtime binds to that loop
+
+        def ready(_host: str, bound: int) -> None:
+            listening(server, bound, server.runtime.call)
+
+        await server.serve(host, port, ready)
+
+    def main(listening: Listening[A]) -> None:
+        run(serve(listening))
+
+    return start_loop_thread(name, main)
 
 
 def wait_on_loop(

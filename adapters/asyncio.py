@@ -18,12 +18,12 @@ from typing import Any, TypeVar, cast
 
 from diaproto.adapters._pump import Pump, now
 from diaproto.adapters._runtime import LoopRuntime
-from diaproto.adapters._shutdown import close_all, grace, loop_signals
+from diaproto.adapters._shutdown import close_all, grace, serve_until_signal
 from diaproto.adapters._tcp import bound_unsent, drop_on_close
 from diaproto.adapters._threaded import (
-    Listening,
+    RunLoop,
     ThreadedServer,
-    start_loop_thread,
+    start_serving_thread,
     wait_on_loop,
 )
 
@@ -216,14 +216,16 @@ class Server:
             await asyncio.sleep(0)  # their connection_lost: the application hears the end
 
 
-def _run(main: Coroutine[Any, Any, None], use_uvloop: bool) -> None:
+def _runner(use_uvloop: bool) -> RunLoop:
     if not use_uvloop:
-        asyncio.run(main)
-        return
+        return asyncio.run
     import uvloop  # noqa: PLC0415 (optional)
 
-    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        runner.run(main)
+    def run(main: Coroutine[Any, Any, None]) -> None:
+        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+            runner.run(main)
+
+    return run
 
 
 def run(
@@ -236,13 +238,7 @@ def run(
     ready: Callable[[str, int], None] | None = None,
 ) -> None:
     """Serve ``app`` until SIGINT or SIGTERM, then close every connection with 1001."""
-
-    async def main() -> None:
-        server = Server(app, config)
-        with loop_signals(asyncio.get_running_loop(), server.stop):
-            await server.serve(host, port, ready)
-
-    _run(main(), use_uvloop)
+    serve_until_signal(lambda: Server(app, config), host, port, ready, _runner(use_uvloop))
 
 
 def start_in_thread(
@@ -254,16 +250,5 @@ def start_in_thread(
     use_uvloop: bool = False,
 ) -> ThreadedServer[Server]:
     """Serve ``app`` on a new thread; returns once it listens (raises if it cannot start)."""
-
-    async def serve(listening: Listening[Server]) -> None:
-        server = Server(app, config)
-
-        def ready(_host: str, bound: int) -> None:
-            listening(server, bound, server.runtime.call)
-
-        await server.serve(host, port, ready)
-
-    def main(listening: Listening[Server]) -> None:
-        _run(serve(listening), use_uvloop)
-
-    return start_loop_thread("diaproto-asyncio" + ("-uvloop" if use_uvloop else ""), main)
+    name = "diaproto-asyncio" + ("-uvloop" if use_uvloop else "")
+    return start_serving_thread(name, lambda: Server(app, config), host, port, _runner(use_uvloop))

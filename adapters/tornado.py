@@ -12,18 +12,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Callable
+from functools import partial
 from typing import Any, TypeVar
 
 from diaproto.adapters._pump import Pump, now
 from diaproto.adapters._runtime import LoopRuntime
-from diaproto.adapters._shutdown import close_all, grace, loop_signals
+from diaproto.adapters._shutdown import close_all, grace, serve_until_signal
 from diaproto.adapters._tcp import bound_unsent, drop_on_close
-from diaproto.adapters._threaded import (
-    Listening,
-    ThreadedServer,
-    start_loop_thread,
-    wait_on_loop,
-)
+from diaproto.adapters._threaded import ThreadedServer, start_serving_thread, wait_on_loop
 from tornado.ioloop import IOLoop
 from tornado.iostream import IOStream, StreamBufferFullError, StreamClosedError
 from tornado.locks import Event as LoopEvent
@@ -224,14 +220,7 @@ def run(
     ready: Callable[[str, int], None] | None = None,
 ) -> None:
     """Serve ``app`` until SIGINT or SIGTERM, then close every connection with 1001."""
-
-    async def main() -> None:
-        server = Server(app, config)
-        # tornado 6 runs on asyncio: its signal handling
-        with loop_signals(asyncio.get_running_loop(), server.stop):
-            await server.serve(host, port, ready)
-
-    asyncio.run(main())
+    serve_until_signal(lambda: Server(app, config), host, port, ready, asyncio.run)
 
 
 def start_in_thread(
@@ -241,16 +230,6 @@ def start_in_thread(
     config: ConnectionConfig | None = None,
 ) -> ThreadedServer[Server]:
     """Serve ``app`` on a new thread; returns once it listens (raises if it cannot start)."""
-
-    async def serve(listening: Listening[Server]) -> None:
-        server = Server(app, config)  # on the running loop: its runtime binds to that loop
-
-        def ready(_host: str, bound: int) -> None:
-            listening(server, bound, server.runtime.call)
-
-        await server.serve(host, port, ready)
-
-    def main(listening: Listening[Server]) -> None:
-        asyncio.run(serve(listening))
-
-    return start_loop_thread("diaproto-tornado", main)
+    return start_serving_thread(
+        "diaproto-tornado", partial(Server, app, config), host, port, asyncio.run
+    )
