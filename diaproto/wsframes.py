@@ -13,11 +13,10 @@ from wsproto.events import BytesMessage, TextMessage
 from wsproto.extensions import PerMessageDeflate
 from wsproto.frame_protocol import CloseReason, FrameDecoder, FrameProtocol, Opcode, RsvBits
 
-from diaproto.errors import RemoteProtocolError
+from diaproto.errors import CloseCode, RemoteProtocolError
 
 OP_TEXT = 0x1
 OP_BINARY = 0x2
-CLOSE_MESSAGE_TOO_BIG = 1009
 
 _HEADER_16 = struct.Struct("!BBH")
 _HEADER_64 = struct.Struct("!BBQ")
@@ -63,7 +62,7 @@ class MessageAssembler:
         self._size += len(data)
         if self._size > self.max_size:
             raise RemoteProtocolError(
-                f"message larger than {self.max_size}", close_code=CLOSE_MESSAGE_TOO_BIG
+                f"message larger than {self.max_size}", close_code=CloseCode.MESSAGE_TOO_BIG
             )
         if event.message_finished and not self._parts:
             self._size = 0

@@ -5,7 +5,7 @@
 
 from __future__ import annotations
 
-from diaproto.server._shared import State
 from diaproto.server.connection import ServerConnection
+from diaproto.server.state import State
 
 __all__ = ["ServerConnection", "State"]

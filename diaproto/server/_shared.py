@@ -1,5 +1,5 @@
-"""What every part of a server connection shares: its states, its buffers, and the few
-operations each part uses (close, write a response byte, queue a control message).
+"""What every part of a server connection shares: its buffers, and the few operations each
+part uses (change state, close, write a response byte, queue a control message).
 
 :class:`~diaproto.server.ServerConnection` is this base plus three parts, each in its own
 module: the HTTP/1.1 front (:mod:`diaproto.server.http`), the WebSocket session
@@ -8,8 +8,6 @@ They are mixins over one object, so the pump's hot path reads plain attributes.
 """
 
 from __future__ import annotations
-
-from enum import Enum
 
 import h11
 from wsproto.connection import Connection as WsConnection
@@ -20,21 +18,9 @@ from diaproto.events import ConnectionClosed, Event
 from diaproto.keepalive import Keepalive
 from diaproto.scheduler import Policy, Priority, Scheduler, StreamOptions
 from diaproto.server.framing import Framer, Payload
+from diaproto.server.state import NEXT_STATES, State
 
 CONTROL_STREAM = -1  # internal stream for control messages; never a wire stream id
-CLOSE_NORMAL = 1000
-CLOSE_GOING_AWAY = 1001
-CLOSE_POLICY = 1008
-CLOSE_INTERNAL = 1011
-
-
-class State(Enum):
-    AWAITING_REQUEST = "awaiting_request"  # reading a request, or idle between requests
-    REQUEST_RECEIVED = "request_received"  # the application owes an answer
-    STREAMING = "streaming"  # an SSE or chunked-body response is open
-    WEBSOCKET = "websocket"
-    CLOSING = "closing"  # our WebSocket close frame is out; waiting for the peer's
-    CLOSED = "closed"
 
 
 class ServerConnectionBase:
@@ -50,7 +36,6 @@ class ServerConnectionBase:
         "_body_size",
         "_clock",
         "_closed_at",
-        "_closed_reported",
         "_cycle_bytes",
         "_cycle_started",
         "_drop",
@@ -112,7 +97,6 @@ class ServerConnectionBase:
         self._clock = now  # the latest time the caller gave us
         self._closed_at: float | None = None
         self._drop = False  # closed because the peer stopped reading: abort, do not flush
-        self._closed_reported = False
         #: What was queued and never sent when the connection closed (set on close).
         self.unsent: list[Payload] = []
 
@@ -123,6 +107,8 @@ class ServerConnectionBase:
 
     def _enter(self, state: State) -> None:
         # The one place the state changes, so the per-message check is a bool.
+        if state not in NEXT_STATES[self.state]:
+            raise LocalProtocolError(f"no transition from {self.state.name} to {state.name}")
         self.state = state
         self._output_open = state is State.STREAMING or state is State.WEBSOCKET
 
@@ -172,14 +158,11 @@ class ServerConnectionBase:
         self._scheduler.enqueue(CONTROL_STREAM, text, len(text), now)
 
     def _set_closed(self, code: int | None, reason: str) -> None:
-        self._enter(State.CLOSED)
-        if self._closed_at is None:
-            self._closed_at = self._clock
+        self._enter(State.CLOSED)  # once: the table has no way out of CLOSED
+        self._closed_at = self._clock
         self._framer = None
         # Kept for the application: a resumable stream records what never left.
         self.unsent = [item.payload for item in self._scheduler.queued_items()]
         for stream_id in self._scheduler.stream_ids:
             self._scheduler.discard_stream(stream_id)  # each reports StreamFinished
-        if not self._closed_reported:
-            self._closed_reported = True
-            self._events.append(ConnectionClosed(code, reason))
+        self._events.append(ConnectionClosed(code, reason))

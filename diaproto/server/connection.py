@@ -18,7 +18,7 @@ peer that does not read.
 :class:`ServerConnection` is the pump over three parts, each a mixin in a module of its own:
 :mod:`diaproto.server.http` (h11), :mod:`diaproto.server.websocket` (wsproto) and
 :mod:`diaproto.server.streams` (the application's streams); :mod:`diaproto.server._shared` holds
-:class:`State` and what the parts share.
+what the parts share, :mod:`diaproto.server.state` the states and the changes between them.
 """
 
 from __future__ import annotations
@@ -26,15 +26,11 @@ from __future__ import annotations
 import h11
 
 from diaproto.config import ConnectionConfig
+from diaproto.errors import CloseCode
 from diaproto.events import ConnectionClosed, Event, SlowConsumer
-from diaproto.server._shared import (
-    CLOSE_GOING_AWAY,
-    CLOSE_NORMAL,
-    CLOSE_POLICY,
-    CONTROL_STREAM,
-    State,
-)
+from diaproto.server._shared import CONTROL_STREAM
 from diaproto.server.http import HttpFront
+from diaproto.server.state import State
 from diaproto.server.streams import OutboundStreams
 from diaproto.server.websocket import WebSocketSession
 from diaproto.sse import SseEvent, encode_comment
@@ -92,7 +88,7 @@ class ServerConnection(HttpFront, WebSocketSession, OutboundStreams):
             event = self._scheduler.next_event()
             if event is not None:
                 if isinstance(event, SlowConsumer):
-                    self._abort(CLOSE_POLICY, "slow consumer")
+                    self._abort(CloseCode.POLICY_VIOLATION, "slow consumer")
                 if getattr(event, "stream_id", None) == CONTROL_STREAM:
                     continue  # our own control stream is no business of the application
                 return event
@@ -197,7 +193,7 @@ class ServerConnection(HttpFront, WebSocketSession, OutboundStreams):
             # The peer took none of our bytes for the write timeout: it stopped reading. A
             # close frame or a final event could not reach it either, so drop it now.
             self._drop = True
-            code = 1006 if self._ws is not None else None
+            code = CloseCode.ABNORMAL_CLOSURE if self._ws is not None else None
             self._set_closed(code, "the peer stopped reading")
             return
         if self.state is State.AWAITING_REQUEST:
@@ -230,7 +226,7 @@ class ServerConnection(HttpFront, WebSocketSession, OutboundStreams):
             return False
         return self._held_inbound < self.config.limits.max_buffered_inbound
 
-    def close(self, now: float, code: int = CLOSE_NORMAL, reason: str = "") -> None:
+    def close(self, now: float, code: int = CloseCode.NORMAL_CLOSURE, reason: str = "") -> None:
         """Close now. A WebSocket gets a close frame (queued data is dropped); otherwise the
         transport is closed after ``data_to_send``."""
         if self.state is State.CLOSED:
@@ -238,7 +234,7 @@ class ServerConnection(HttpFront, WebSocketSession, OutboundStreams):
         self._clock = now
         if self.state is State.WEBSOCKET:
             self._start_close(code, reason, now)
-        elif self.state is State.STREAMING and self._sse and code == CLOSE_GOING_AWAY:
+        elif self.state is State.STREAMING and self._sse and code == CloseCode.GOING_AWAY:
             self._end_sse_going_away(reason or "the server is going away")
         elif self.state is not State.CLOSING:
             self._set_closed(None, reason or "closed by the application")
@@ -267,6 +263,8 @@ class ServerConnection(HttpFront, WebSocketSession, OutboundStreams):
         return False
 
     def _abort(self, code: int, reason: str) -> None:
+        if self.state is State.CLOSED:
+            return  # a verdict on a stream the close already dropped
         if self.state is State.WEBSOCKET:
             self._start_close(code, reason, self._keepalive.last_received)
         else:  # SSE or a streamed body: closing the transport is the only signal there is

@@ -18,8 +18,9 @@ from diaproto.headers import (
     header_values,
 )
 from diaproto.scheduler import Scheduler
-from diaproto.server._shared import ServerConnectionBase, State
+from diaproto.server._shared import ServerConnectionBase
 from diaproto.server.framing import Framer, body_frame, sse_framer
+from diaproto.server.state import State
 from diaproto.sse import SSE_RESPONSE_HEADERS, SseEvent, encode_retry
 
 CHUNK_SIZE_LIMIT = 2**64  # a chunk size at or past this is malformed (400), not large (413)

@@ -14,18 +14,13 @@ from wsproto.events import Event as WsEvent
 from wsproto.extensions import Extension
 from wsproto.utilities import generate_accept_token
 
-from diaproto.errors import LocalProtocolError, RemoteProtocolError
+from diaproto.errors import CloseCode, LocalProtocolError, RemoteProtocolError
 from diaproto.events import Headers, RemoteError, WebSocketMessage, WebSocketRequest
 from diaproto.headers import encode_headers, header_values
 from diaproto.keepalive import Due
-from diaproto.server._shared import (
-    CLOSE_INTERNAL,
-    CLOSE_NORMAL,
-    CLOSE_POLICY,
-    ServerConnectionBase,
-    State,
-)
+from diaproto.server._shared import ServerConnectionBase
 from diaproto.server.framing import websocket_framer
+from diaproto.server.state import State
 from diaproto.wire import (
     SUBPROTOCOL,
     CancelStream,
@@ -36,12 +31,7 @@ from diaproto.wire import (
     decode_client_message,
     encode_message,
 )
-from diaproto.wsframes import (
-    CLOSE_MESSAGE_TOO_BIG,
-    MessageAssembler,
-    negotiate_deflate,
-    wsproto_encoder,
-)
+from diaproto.wsframes import MessageAssembler, negotiate_deflate, wsproto_encoder
 
 
 class WebSocketSession(ServerConnectionBase):
@@ -153,7 +143,9 @@ class WebSocketSession(ServerConnectionBase):
             return False
         limit = self._assembler.max_size
         self._protocol_failure(
-            RemoteProtocolError(f"message larger than {limit}", close_code=CLOSE_MESSAGE_TOO_BIG)
+            RemoteProtocolError(
+                f"message larger than {limit}", close_code=CloseCode.MESSAGE_TOO_BIG
+            )
         )
         return True
 
@@ -193,7 +185,7 @@ class WebSocketSession(ServerConnectionBase):
 
     def _protocol_failure(self, error: RemoteProtocolError) -> None:
         self._events.append(RemoteError(error, fatal=True))
-        code = error.close_code or CLOSE_POLICY
+        code = error.close_code or CloseCode.POLICY_VIOLATION
         assert self._ws is not None
         if self._ws.state is WsState.OPEN:
             self._out += self._ws.send(CloseConnection(code=code, reason=error.message[:120]))
@@ -208,12 +200,12 @@ class WebSocketSession(ServerConnectionBase):
             self._out += self._ws.send(Ping(payload=b"diaproto"))
             self._keepalive.on_ping_sent(now)
         elif due is Due.PING_TIMEOUT:
-            self._start_close(CLOSE_INTERNAL, "keepalive ping timeout", now)
+            self._start_close(CloseCode.INTERNAL_ERROR, "keepalive ping timeout", now)
         elif due is Due.IDLE_TIMEOUT:
-            self._start_close(CLOSE_NORMAL, "idle timeout", now)
+            self._start_close(CloseCode.NORMAL_CLOSURE, "idle timeout", now)
         elif due is Due.CLOSE_TIMEOUT:
             self._drop = True  # the peer did not answer: what we still hold is for no one
-            self._set_closed(1006, "close handshake timed out")
+            self._set_closed(CloseCode.ABNORMAL_CLOSURE, "close handshake timed out")
 
     def _start_close(self, code: int, reason: str, now: float) -> None:
         assert self._ws is not None

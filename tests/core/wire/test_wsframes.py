@@ -7,14 +7,8 @@ from wsproto import ConnectionType
 from wsproto.connection import Connection
 from wsproto.events import BytesMessage, TextMessage
 
-from diaproto.errors import RemoteProtocolError
-from diaproto.wsframes import (
-    CLOSE_MESSAGE_TOO_BIG,
-    OP_BINARY,
-    OP_TEXT,
-    MessageAssembler,
-    encode_frame,
-)
+from diaproto.errors import CloseCode, RemoteProtocolError
+from diaproto.wsframes import OP_BINARY, OP_TEXT, MessageAssembler, encode_frame
 
 
 def parse_as_client(data: bytes) -> list[object]:
@@ -93,4 +87,5 @@ def test_assembler_oversize(events: list[TextMessage | BytesMessage]) -> None:
         assert a.feed(event) is None
     with pytest.raises(RemoteProtocolError) as info:
         a.feed(last)
-    assert info.value.close_code == CLOSE_MESSAGE_TOO_BIG == 1009
+    assert info.value.close_code == 1009
+    assert info.value.close_code is CloseCode.MESSAGE_TOO_BIG
