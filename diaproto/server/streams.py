@@ -8,8 +8,9 @@ from collections.abc import Hashable, Sequence
 from diaproto.errors import LocalProtocolError, ReplayGap
 from diaproto.replay import ReplayBuffer
 from diaproto.scheduler import Policy, Priority, Scheduler, StreamOptions
-from diaproto.server._shared import CONTROL_STREAM, ServerConnectionBase, State
+from diaproto.server._shared import CONTROL_STREAM, ServerConnectionBase
 from diaproto.server.framing import Payload, payload_size
+from diaproto.server.state import State
 from diaproto.sse import SseEvent
 from diaproto.wire import (
     MAX_ID,
