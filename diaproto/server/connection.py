@@ -60,14 +60,7 @@ class ServerConnection(HttpFront, WebSocketSession, OutboundStreams):
         if self._ws is not None:
             self._ws.receive_data(data)
         else:
-            if self.state is State.AWAITING_REQUEST:
-                if not self._cycle_bytes and not self._first_cycle:
-                    self._cycle_started = now  # a keep-alive request is timed from its first byte
-                self._cycle_bytes += len(data)
-            else:
-                self._held_inbound += len(data)  # pipelined while we answer: bounded
-            self._h11_fed += len(data)
-            self._http.receive_data(data)
+            self._receive_http(data, now)
 
     def receive_eof(self, now: float) -> None:
         """The peer half-closed (or the transport is gone)."""
@@ -139,11 +132,9 @@ class ServerConnection(HttpFront, WebSocketSession, OutboundStreams):
         deadlines: list[float] = []
         timeouts = self.config.timeouts
         if self.state is State.AWAITING_REQUEST:
-            if self._cycle_bytes or self._first_cycle:
-                if timeouts.handshake is not None:
-                    deadlines.append(self._cycle_started + timeouts.handshake)
-            elif timeouts.idle is not None:
-                deadlines.append(self._cycle_started + timeouts.idle)
+            deadline = self._request_deadline()
+            if deadline is not None:
+                deadlines.append(deadline)
         elif self.state in (State.WEBSOCKET, State.CLOSING):
             deadline = self._keepalive.deadline()
             if deadline is not None:
@@ -222,9 +213,7 @@ class ServerConnection(HttpFront, WebSocketSession, OutboundStreams):
     @property
     def wants_data(self) -> bool:
         """False while the peer's unread bytes are at their bound: stop reading for now."""
-        if self.state is State.CLOSED:
-            return False
-        return self._held_inbound < self.config.limits.max_buffered_inbound
+        return self.state is not State.CLOSED and self._inbound_below_bound()
 
     def close(self, now: float, code: int = CloseCode.NORMAL_CLOSURE, reason: str = "") -> None:
         """Close now. A WebSocket gets a close frame (queued data is dropped); otherwise the

@@ -113,18 +113,41 @@ class HttpFront(ServerConnectionBase):
 
     # --- reading requests ------------------------------------------------------------------
 
+    def _receive_http(self, data: bytes, now: float) -> None:
+        """Hand the peer's bytes to h11, counted against this cycle's bounds."""
+        if self.state is State.AWAITING_REQUEST:
+            if not self._cycle_bytes and not self._first_cycle:
+                self._cycle_started = now  # a keep-alive request is timed from its first byte
+            self._cycle_bytes += len(data)
+        else:
+            self._held_inbound += len(data)  # pipelined while we answer: bounded
+        self._h11_fed += len(data)
+        self._http.receive_data(data)
+
+    def _inbound_below_bound(self) -> bool:
+        """Whether the peer's bytes held while we answer leave room to read more."""
+        return self._held_inbound < self.config.limits.max_buffered_inbound
+
+    def _request_deadline(self) -> float | None:
+        """While a request is awaited: when the handshake or keep-alive idle timeout fires.
+
+        The handshake timeout runs for the first request and for one already begun; between
+        requests on a kept-alive connection, the idle timeout."""
+        timeouts = self.config.timeouts
+        begun = self._cycle_bytes > 0 or self._first_cycle
+        limit = timeouts.handshake if begun else timeouts.idle
+        return None if limit is None else self._cycle_started + limit
+
     def _request_timer(self, now: float) -> None:
         """The handshake and keep-alive idle timeouts, while a request is awaited."""
-        timeouts = self.config.timeouts
-        if self._cycle_bytes or self._first_cycle:
-            if timeouts.handshake is not None and now >= self._cycle_started + timeouts.handshake:
-                if self._cycle_bytes:
-                    self._refuse(
-                        RemoteProtocolError("request not complete in time", http_status=408)
-                    )
-                else:
-                    self._close_quietly("no request in time")
-        elif timeouts.idle is not None and now >= self._cycle_started + timeouts.idle:
+        deadline = self._request_deadline()
+        if deadline is None or now < deadline:
+            return
+        if self._cycle_bytes:
+            self._refuse(RemoteProtocolError("request not complete in time", http_status=408))
+        elif self._first_cycle:
+            self._close_quietly("no request in time")
+        else:
             self._close_quietly("idle keep-alive connection")
 
     def _advance_http(self) -> bool:
