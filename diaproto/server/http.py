@@ -162,33 +162,40 @@ class HttpFront(ServerConnectionBase):
             # A chunk's size is known once its line is read: refuse now, not at the timeout.
             return event is h11.NEED_DATA and self._refuse_chunk_size(0)
         if isinstance(event, h11.Request):
-            self._request = event
-            self._body = []
-            self._body_size = 0
-            length = _content_length(event)
-            # h11 bounds only a head that arrives in pieces; this bounds one that came whole.
-            head_end = self._h11_fed - _h11_buffered(self._http)
-            framing_error = _framing_error(event)
-            if head_end - self._head_start > self.config.limits.max_header_bytes:
-                self._refuse(RemoteProtocolError(self._head_too_large(), http_status=431))
-            elif framing_error is not None:
-                self._refuse(framing_error)
-            elif length is not None and length > self.config.limits.max_body_bytes:
-                self._refuse(RemoteProtocolError("request body too large", http_status=413))
-            elif self._http.they_are_waiting_for_100_continue:
-                self._h11_send(h11.InformationalResponse(status_code=100, headers=[]))
+            self._on_request_head(event)
         elif isinstance(event, h11.Data):
-            self._body_size += len(event.data)
-            if self._body_size > self.config.limits.max_body_bytes:
-                self._refuse(RemoteProtocolError("request body too large", http_status=413))
-            else:
-                self._body.append(bytes(event.data))
-                self._refuse_chunk_size(len(event.data))
+            self._on_body_data(event.data)
         elif isinstance(event, h11.EndOfMessage):
             self._route_request()
         else:  # h11.ConnectionClosed, the only other event h11 gives a server
             self._set_closed(None, "the client closed the connection")
         return True
+
+    def _on_request_head(self, request: h11.Request) -> None:
+        """Check the head against the limits before any of the body is read."""
+        self._request = request
+        self._body = []
+        self._body_size = 0
+        length = _content_length(request)
+        # h11 bounds only a head that arrives in pieces; this bounds one that came whole.
+        head_end = self._h11_fed - _h11_buffered(self._http)
+        framing_error = _framing_error(request)
+        if head_end - self._head_start > self.config.limits.max_header_bytes:
+            self._refuse(RemoteProtocolError(self._head_too_large(), http_status=431))
+        elif framing_error is not None:
+            self._refuse(framing_error)
+        elif length is not None and length > self.config.limits.max_body_bytes:
+            self._refuse(RemoteProtocolError("request body too large", http_status=413))
+        elif self._http.they_are_waiting_for_100_continue:
+            self._h11_send(h11.InformationalResponse(status_code=100, headers=[]))
+
+    def _on_body_data(self, data: bytes) -> None:
+        self._body_size += len(data)
+        if self._body_size > self.config.limits.max_body_bytes:
+            self._refuse(RemoteProtocolError("request body too large", http_status=413))
+        else:
+            self._body.append(bytes(data))
+            self._refuse_chunk_size(len(data))
 
     def _route_request(self) -> None:
         request = self._request
