@@ -26,12 +26,13 @@ RUNTIMES: dict[str, tuple[str, dict[str, Any]]] = {
 }
 
 
-def _adapter(runtime: str) -> tuple[Any, dict[str, Any]]:
+def _adapter(runtime: str, use_uvloop: bool) -> tuple[Any, dict[str, Any]]:
     if runtime not in RUNTIMES:
         msg = f"unknown runtime {runtime!r}; choose one of {', '.join(RUNTIMES)}"
         raise ValueError(msg)
     module_name, options = RUNTIMES[runtime]
-    return importlib.import_module(f"diaproto.adapters.{module_name}"), dict(options)
+    module = importlib.import_module(f"diaproto.adapters.{module_name}")
+    return module, {**options, "use_uvloop": True} if use_uvloop else dict(options)
 
 
 def run(
@@ -45,9 +46,7 @@ def run(
     use_uvloop: bool = False,
 ) -> None:
     """Serve ``app`` on ``runtime`` until SIGINT or SIGTERM."""
-    module, options = _adapter(runtime)
-    if use_uvloop:
-        options["use_uvloop"] = True
+    module, options = _adapter(runtime, use_uvloop)
     module.run(app, host, port, config=config, ready=ready, **options)
 
 
@@ -57,8 +56,10 @@ def start_in_thread(
     host: str = "127.0.0.1",
     port: int = 0,
     config: ConnectionConfig | None = None,
+    *,
+    use_uvloop: bool = False,
 ) -> ServerHandle:
     """Serve ``app`` on ``runtime`` in a thread of its own; returns once it listens."""
-    module, options = _adapter(runtime)
+    module, options = _adapter(runtime, use_uvloop)
     handle: ServerHandle = module.start_in_thread(app, host, port, config, **options)
     return handle

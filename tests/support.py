@@ -28,13 +28,20 @@ def wait_until(predicate: Callable[[], bool], what: str, limit: float = POLL_LIM
         time.sleep(0.02)
 
 
+def start(runtime: str, app: Application, config: ConnectionConfig | None = None) -> ServerHandle:
+    """``app`` served on 127.0.0.1 by the runtime's adapter, in a thread; ``runtime`` is an
+    adapter runtime name, or ``asyncio+uvloop``."""
+    name, _, loop = runtime.partition("+")
+    return adapters.start_in_thread(name, app, "127.0.0.1", 0, config, use_uvloop=loop == "uvloop")
+
+
 @contextmanager
 def serving(
     runtime: str, app: Application, config: ConnectionConfig | None = None
 ) -> Iterator[ServerHandle]:
     """``app`` served on 127.0.0.1 by the runtime's adapter, in a thread, for the block;
     stopped (and its stop checked) on exit."""
-    handle = adapters.start_in_thread(runtime, app, "127.0.0.1", 0, config)
+    handle = start(runtime, app, config)
     try:
         yield handle
     finally:

@@ -10,63 +10,35 @@ from __future__ import annotations
 import base64
 import json
 import os
+import select
 import socket
 import struct
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+import httpx
 from diaproto.apps.serve.app import DiaService
 from diaproto.apps.serve.generation import Generation
 from diaproto.apps.serve.sources import Source, SyntheticSource
+from support import POLL_LIMIT
+from websockets.sync.client import ClientConnection, connect
+from websockets.typing import Subprotocol
 
-from diaproto import adapters
-from diaproto.config import ConnectionConfig
+from diaproto.client import WebSocketClientConnection
 from diaproto.events import (
     ConnectionClosed,
     Event,
     Request,
     StreamPaused,
+    WebSocketAccepted,
     WebSocketRequest,
 )
-from diaproto.runtime import Application, ServerHandle, Session
+from diaproto.runtime import ServerHandle, Session
 from diaproto.scheduler import Policy
 from diaproto.wire import SUBPROTOCOL, ErrorCode, OpenStream
 
 RUNTIMES = ("asyncio", "anyio", "trio", "tornado", "sockets")
-POLL_LIMIT = 10.0  # seconds any bounded wait may take before the test fails
-STOP_LIMIT = 15.0
-
-
-def start_server(
-    runtime: str, app: Application, config: ConnectionConfig | None = None
-) -> ServerHandle:
-    """The runtime's adapter serving ``app`` in a thread (an adapter that fails to import
-    is a failure: every runtime must pass this suite)."""
-    return adapters.start_in_thread(runtime, app, "127.0.0.1", 0, config)
-
-
-@contextmanager
-def serving(
-    runtime: str, app: Application, config: ConnectionConfig | None = None
-) -> Iterator[ServerHandle]:
-    """A server for the block; stopped (and its stop checked) on exit."""
-    handle = start_server(runtime, app, config)
-    try:
-        yield handle
-    finally:
-        stopped = handle.stop(STOP_LIMIT)
-    assert stopped, f"the {runtime} server did not stop within {STOP_LIMIT} s"
-
-
-def wait_until(predicate: Callable[[], bool], what: str, limit: float = POLL_LIMIT) -> None:
-    deadline = time.monotonic() + limit
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting until {what}")
-        time.sleep(0.02)
 
 
 def open_fds() -> int:
@@ -325,3 +297,94 @@ class RawWebSocket:
         """Close with SO_LINGER 0: the peer gets a TCP reset."""
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         self.sock.close()
+
+
+# --- peers that stop reading --------------------------------------------------------------
+
+
+def long_text(sentences: int) -> str:
+    return " ".join(
+        f"Sentence number {n} goes on for quite a while indeed." for n in range(sentences)
+    )
+
+
+def open_and_stop_reading(port: int, text: str) -> tuple[socket.socket, WebSocketClientConnection]:
+    """A diaproto.v1 WebSocket with a tiny receive window that opens stream 1 and reads no more."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # before connect: a small window
+    sock.settimeout(POLL_LIMIT)
+    sock.connect(("127.0.0.1", port))
+    client = WebSocketClientConnection(
+        time.monotonic(), f"127.0.0.1:{port}", "/ws", subprotocols=(SUBPROTOCOL,)
+    )
+    sock.sendall(client.data_to_send(time.monotonic()))
+    while not isinstance(event := client.next_event(), WebSocketAccepted):
+        assert event is None
+        client.receive_data(sock.recv(65536), time.monotonic())
+    client.send_wire(OpenStream(1, text, "S1"), time.monotonic())
+    sock.sendall(client.data_to_send(time.monotonic()))
+    return sock, client
+
+
+def a_stream_paused(server: ServerHandle, service: DiaService) -> bool:
+    """Whether a listener of the Dia service is paused (its peer stopped reading)."""
+    return server.call(
+        lambda: any(
+            listener.paused
+            for state in service._sessions.values()
+            for _, listener in state.listeners.values()
+        )
+    )
+
+
+# --- a peer that pipelines without end ----------------------------------------------------
+
+OFFERED = 64 * 1024 * 1024
+
+
+def pipeline_until_refused(sock: socket.socket) -> int:
+    """Send pipelined requests until the server stops taking bytes; how many it took."""
+    request = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
+    chunk = request * (65536 // len(request))
+    sock.setblocking(False)
+    sent = 0
+    while sent < OFFERED:
+        _, writable, _ = select.select([], [sock], [], 1.0)
+        if not writable:
+            break  # the server stopped taking bytes (bounded wait, not a timing claim)
+        try:
+            sent += sock.send(chunk)
+        except BlockingIOError:
+            continue
+    return sent
+
+
+# --- clients --------------------------------------------------------------------------------
+
+
+def ws_connect(port: int, *subprotocols: str) -> ClientConnection:
+    offered = [Subprotocol(p) for p in subprotocols] if subprotocols else None
+    return connect(
+        f"ws://127.0.0.1:{port}/ws", subprotocols=offered, proxy=None, open_timeout=POLL_LIMIT
+    )
+
+
+def healthz(port: int) -> int:
+    response = httpx.get(f"http://127.0.0.1:{port}/healthz", trust_env=False, timeout=POLL_LIMIT)
+    return response.status_code
+
+
+def raw_http(port: int, request: bytes, *, timeout: float = POLL_LIMIT) -> bytes:
+    """Send raw bytes; return everything the server sends until it closes."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+        sock.sendall(request)
+        out = bytearray()
+        while True:
+            try:
+                data = sock.recv(65536)
+            except ConnectionResetError:
+                break
+            if not data:
+                break
+            out += data
+        return bytes(out)

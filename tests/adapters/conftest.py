@@ -1,6 +1,6 @@
-"""The conformance suite runs every test on every runtime: asyncio and trio (the anyio
-adapter), tornado and sockets. A runtime whose adapter does not import yet is skipped with
-the reason (see ``conformance_support.start_server``)."""
+"""The conformance suite runs every test on every runtime: asyncio, anyio and trio (the anyio
+adapter), tornado and sockets; an adapter that fails to import is a failure. Behaviours that
+each loop implements on its own (stopping, workers) also run on asyncio with uvloop."""
 
 from __future__ import annotations
 
@@ -10,5 +10,12 @@ from conformance_support import RUNTIMES
 
 @pytest.fixture(params=RUNTIMES)
 def runtime(request: pytest.FixtureRequest) -> str:
+    name: str = request.param
+    return name
+
+
+@pytest.fixture(params=[*RUNTIMES, "asyncio+uvloop"])
+def runtime_or_uvloop(request: pytest.FixtureRequest) -> str:
+    """Every runtime, and the asyncio adapter on uvloop (``support.start`` reads the name)."""
     name: str = request.param
     return name

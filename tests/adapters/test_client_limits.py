@@ -14,16 +14,10 @@ import json
 import socket
 
 import httpx
-from conformance_support import (
-    OP_TEXT,
-    POLL_LIMIT,
-    RawWebSocket,
-    fast_source,
-    serving,
-    wait_until,
-)
+from conformance_support import OP_TEXT, RawWebSocket, fast_source
 from diaproto.apps.serve.app import DiaService
 from diaproto.apps.serve.limits import ServiceLimits
+from support import POLL_LIMIT, serving, wait_until
 from websockets.sync.client import connect
 from websockets.typing import Subprotocol
 

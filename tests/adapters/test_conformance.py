@@ -1,5 +1,5 @@
-"""One behaviour suite for every runtime: each test runs on asyncio, trio, tornado and sockets
-(the ``runtime`` fixture), starts the server through the adapter's ``start_in_thread`` and
+"""One behaviour suite for every runtime: each test runs on asyncio, anyio, trio, tornado and
+sockets (the ``runtime`` fixture), starts the server through the adapter's ``start_in_thread`` and
 checks what a peer sees over real sockets, with clients nobody here wrote (``websockets``,
 ``httpx``, ``httpx-sse``) or raw sockets for peers that misbehave on purpose. The server side
 is inspected only through ``ServerHandle.call``. Waits are bounded polls, never timing
@@ -22,40 +22,29 @@ from conformance_support import (
     OP_CLOSE,
     OP_PING,
     OP_TEXT,
-    POLL_LIMIT,
     Probe,
     RawWebSocket,
     RecordingService,
-    open_fds,
+    healthz,
+    raw_http,
     records,
-    rss_bytes,
-    serving,
-    start_server,
-    wait_until,
+    ws_connect,
 )
 from diaproto.apps.serve.sources import SyntheticSource
 from diaproto.apps.serve.text import split_sentences
 from httpx_sse import connect_sse
+from support import POLL_LIMIT, serving, start, wait_until
 from websockets.exceptions import ConnectionClosed, InvalidStatus
-from websockets.sync.client import ClientConnection, connect
+from websockets.sync.client import ClientConnection
 from websockets.typing import Subprotocol
 
-from diaproto.config import ConnectionConfig, Limits, SchedulerConfig, Timeouts
-from diaproto.events import Event, Request, WebSocketMessage, WebSocketRequest
-from diaproto.runtime import Session
+from diaproto.config import ConnectionConfig, SchedulerConfig, Timeouts
 
 SUBPROTOCOL = Subprotocol("diaproto.v1")
 TEXT = "Hello there. This is a short test of streaming speech."
 MEDIUM_TEXT = " ".join(f"Sentence number {n} is here to make the stream last." for n in range(12))
 LONG_TEXT = " ".join(f"Sentence number {n} is here to make the stream last." for n in range(40))
 NO_PINGS = Timeouts(ping_interval=None, ping_timeout=None)
-
-
-def ws_connect(port: int, *subprotocols: str) -> ClientConnection:
-    offered = [Subprotocol(p) for p in subprotocols] if subprotocols else None
-    return connect(
-        f"ws://127.0.0.1:{port}/ws", subprotocols=offered, proxy=None, open_timeout=POLL_LIMIT
-    )
 
 
 def recv_json(ws: ClientConnection) -> dict[str, Any]:
@@ -113,27 +102,6 @@ def synthetic_audio(text: str, voice: str = "S1", speed: float = 1.0) -> bytes:
         for sentence in split_sentences(text)
         for chunk in source.generate(sentence, voice, speed)
     )
-
-
-def healthz(port: int) -> int:
-    response = httpx.get(f"http://127.0.0.1:{port}/healthz", trust_env=False, timeout=POLL_LIMIT)
-    return response.status_code
-
-
-def raw_http(port: int, request: bytes, *, timeout: float = POLL_LIMIT) -> bytes:
-    """Send raw bytes; return everything the server sends until it closes."""
-    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
-        sock.sendall(request)
-        out = bytearray()
-        while True:
-            try:
-                data = sock.recv(65536)
-            except ConnectionResetError:
-                break
-            if not data:
-                break
-            out += data
-        return bytes(out)
 
 
 # --- handshake ----------------------------------------------------------------------------
@@ -370,7 +338,7 @@ def test_sse_resume_with_last_event_id(runtime: str) -> None:
 
 
 def test_graceful_shutdown_sends_1001(runtime: str) -> None:
-    handle = start_server(runtime, RecordingService())
+    handle = start(runtime, RecordingService())
     try:
         with ws_connect(handle.port, SUBPROTOCOL) as ws:
             ws.send(json.dumps({"type": "open", "stream": 1, "text": LONG_TEXT}))
@@ -421,117 +389,3 @@ def test_half_open_connection_is_noticed(runtime: str) -> None:
             while data := sock.recv(65536):
                 answer += data
         assert answer.startswith(b"HTTP/1.1 200"), answer[:100]
-
-
-class RaisingEcho:
-    """Plain WebSocket echo that raises on "boom"; HTTP requests get 200 "ok"."""
-
-    def __init__(self) -> None:
-        self.shut_down = False
-
-    def handle_event(self, session: Session, event: Event) -> None:
-        conn, now = session.conn, session.runtime.now()
-        match event:
-            case Request():
-                conn.respond(200, (("content-type", "text/plain"),), b"ok", now=now)
-            case WebSocketRequest():
-                conn.accept_websocket(None, now=now)
-                conn.open_stream(1, now)
-            case WebSocketMessage(data=str() as text):
-                if text == "boom":
-                    raise RuntimeError("the application failed")
-                conn.send(1, f"echo: {text}", now)
-            case _:
-                pass
-
-    def shutdown(self) -> None:
-        self.shut_down = True
-
-
-def test_application_exception_closes_only_that_connection(runtime: str) -> None:
-    """An application that raises loses only that connection (1011); the server keeps
-    serving the others and new ones, and calls shutdown() when it stops."""
-    app = RaisingEcho()
-    with serving(runtime, app) as handle, ws_connect(handle.port) as healthy:
-        with ws_connect(handle.port) as doomed:
-            healthy.send("one")
-            assert healthy.recv(timeout=POLL_LIMIT) == "echo: one"
-            doomed.send("boom")
-            with pytest.raises(ConnectionClosed):
-                doomed.recv(timeout=POLL_LIMIT)
-            assert doomed.close_code == 1011
-        healthy.send("two")
-        assert healthy.recv(timeout=POLL_LIMIT) == "echo: two"
-        with ws_connect(handle.port) as fresh:
-            fresh.send("three")
-            assert fresh.recv(timeout=POLL_LIMIT) == "echo: three"
-        response = httpx.get(f"http://127.0.0.1:{handle.port}/", trust_env=False)
-        assert response.status_code == 200 and response.text == "ok"
-    assert app.shut_down
-
-
-# --- bad input ----------------------------------------------------------------------------
-
-
-def test_oversized_message_closes_1009(runtime: str) -> None:
-    config = ConnectionConfig(limits=Limits(max_message_bytes=1024))
-    with serving(runtime, Probe(), config) as handle:
-        with ws_connect(handle.port, SUBPROTOCOL) as ws:
-            ws.send("x" * 2000)
-            with pytest.raises(ConnectionClosed):
-                ws.recv(timeout=POLL_LIMIT)
-            assert ws.close_code == 1009
-        assert healthz(handle.port) == 200
-
-
-def test_oversized_header_gets_431(runtime: str) -> None:
-    config = ConnectionConfig(limits=Limits(max_header_bytes=4096))
-    with serving(runtime, Probe(), config) as handle:
-        big = b"x" * 8000
-        answer = raw_http(handle.port, b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: " + big + b"\r\n\r\n")
-        assert answer.startswith(b"HTTP/1.1 431"), answer[:100]
-        assert healthz(handle.port) == 200
-
-
-def test_invalid_utf8_text_closes_1007(runtime: str) -> None:
-    with serving(runtime, Probe()) as handle, RawWebSocket(handle.port) as ws:
-        ws.send_frame(OP_TEXT, b'{"type":"\xff\xfe"}')
-        code, _ = ws.recv_until_close()
-        assert code == 1007
-
-
-def test_slowloris_is_cut_off(runtime: str) -> None:
-    config = ConnectionConfig(timeouts=Timeouts(handshake=0.3))
-    with serving(runtime, Probe(), config) as handle:
-        answer = raw_http(handle.port, b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: ")
-        assert answer == b"" or answer.startswith(b"HTTP/1.1 408"), answer[:100]
-        # A connection that sends nothing at all is closed too.
-        silent = raw_http(handle.port, b"")
-        assert silent == b"" or silent.startswith(b"HTTP/1.1 408"), silent[:100]
-        assert healthz(handle.port) == 200
-
-
-def test_huge_frame_header_closes_1009(runtime: str) -> None:
-    """A frame that declares 2 GiB (and sends nothing more) is refused at once: 1009, and
-    no memory is set aside for it."""
-    probe = Probe()
-    with serving(runtime, probe) as handle, RawWebSocket(handle.port, timeout=3.0) as ws:
-        before = rss_bytes()
-        ws.sock.sendall(struct.pack("!BBQ", 0x82, 0x80 | 127, 2**31) + b"\x01\x02\x03\x04")
-        code, _ = ws.recv_until_close()
-        assert code == 1009
-        assert rss_bytes() - before < 64 * 1024 * 1024
-
-
-def test_connect_burst_leaks_nothing(runtime: str) -> None:
-    with serving(runtime, Probe()) as handle:
-        assert healthz(handle.port) == 200
-        wait_until(lambda: open_fds() == open_fds(), "a steady descriptor count")
-        before = open_fds()
-        for n in range(1000):
-            with socket.create_connection(("127.0.0.1", handle.port), timeout=POLL_LIMIT) as sock:
-                if n % 2:
-                    sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
-        wait_until(lambda: open_fds() <= before, "the server closed every connection")
-        assert healthz(handle.port) == 200
-        wait_until(lambda: open_fds() <= before, "the health check's connection closed")

@@ -12,8 +12,9 @@ import socket
 
 import httpx
 import pytest
-from conformance_support import POLL_LIMIT, RawWebSocket, RecordingService, serving, wait_until
+from conformance_support import RawWebSocket, RecordingService
 from httpx_sse import connect_sse
+from support import POLL_LIMIT, serving, wait_until
 
 from diaproto.runtime import ServerHandle
 

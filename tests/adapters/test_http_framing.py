@@ -11,9 +11,9 @@ from __future__ import annotations
 import logging
 import socket
 
-import httpx
 import pytest
-from conformance_support import POLL_LIMIT, RecordingService, serving, wait_until
+from conformance_support import RecordingService, healthz
+from support import POLL_LIMIT, serving, wait_until
 
 from diaproto.config import ConnectionConfig, Timeouts
 
@@ -52,11 +52,6 @@ def logged(caplog: pytest.LogCaptureFixture, message: str) -> None:
         lambda: any(message in record.getMessage() for record in caplog.records),
         f"the service logged {message!r}",
     )
-
-
-def healthz(port: int) -> int:
-    response = httpx.get(f"http://127.0.0.1:{port}/healthz", trust_env=False, timeout=POLL_LIMIT)
-    return response.status_code
 
 
 @pytest.mark.parametrize(

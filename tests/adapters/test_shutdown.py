@@ -1,7 +1,10 @@
-"""Server shutdown ends every open SSE response properly on every runtime: a final ``error``
-event with code ``going_away``, the chunked body's terminating chunk, then the connection
-closes (issue 12, defect 6). A bare EOF would leave the client unable to tell a shutdown
-from a network failure, and the body truncated."""
+"""Server shutdown on every runtime.
+
+An open SSE response ends properly: a final ``error`` event with code ``going_away``, the
+chunked body's terminating chunk, then the connection closes (issue 12, defect 6). A bare EOF
+would leave the client unable to tell a shutdown from a network failure, and the body
+truncated. A client that neither reads nor answers is dropped after the close timeout, and
+the application still hears the end."""
 
 from __future__ import annotations
 
@@ -11,8 +14,17 @@ import threading
 from urllib.parse import quote
 
 import h11
-from conformance_support import POLL_LIMIT, RecordingService, start_server
+from conformance_support import (
+    RecordingService,
+    a_stream_paused,
+    fast_source,
+    long_text,
+    open_and_stop_reading,
+)
+from diaproto.apps.serve.app import DiaService
+from support import POLL_LIMIT, STOP_LIMIT, start, wait_until
 
+from diaproto.config import ConnectionConfig, Timeouts
 from diaproto.sse import SseParser
 from diaproto.wire import ErrorCode
 
@@ -20,7 +32,7 @@ LONG_TEXT = " ".join(f"Sentence number {n} is here to make the stream last." for
 
 
 def test_shutdown_ends_sse_with_going_away_and_the_last_chunk(runtime: str) -> None:
-    handle = start_server(runtime, RecordingService())
+    handle = start(runtime, RecordingService())
     stopper: threading.Thread | None = None
     try:
         with socket.create_connection(("127.0.0.1", handle.port), timeout=POLL_LIMIT) as sock:
@@ -68,3 +80,17 @@ def test_shutdown_ends_sse_with_going_away_and_the_last_chunk(runtime: str) -> N
         if stopper is not None:
             stopper.join(POLL_LIMIT * 2)
         handle.stop(POLL_LIMIT)
+
+
+def test_shutdown_drops_a_client_that_neither_reads_nor_answers(runtime_or_uvloop: str) -> None:
+    # The transport is full and the close frame can never go out: after the close timeout
+    # (+1 s) the adapter drops the transport; the application still hears the end.
+    service = DiaService(fast_source())
+    config = ConnectionConfig(timeouts=Timeouts(close_timeout=0.5))
+    server = start(runtime_or_uvloop, service, config)
+    sock, _client = open_and_stop_reading(server.port, long_text(30))
+    with sock:
+        wait_until(lambda: a_stream_paused(server, service), "the stream pauses")
+        assert server.stop(STOP_LIMIT), "the server thread did not end"
+        assert service._sessions == {}  # ConnectionClosed reached the application
+        assert all(generation.stopped for generation in service.generations.live.values())

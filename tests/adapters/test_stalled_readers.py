@@ -12,7 +12,8 @@ import socket
 from dataclasses import dataclass
 from functools import partial
 
-from conformance_support import Probe, RawWebSocket, serving, wait_until
+from conformance_support import Probe, RawWebSocket
+from support import serving, wait_until
 
 from diaproto.config import ConnectionConfig, SchedulerConfig, Timeouts
 from diaproto.events import Event, SseRequest
