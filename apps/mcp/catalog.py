@@ -20,11 +20,11 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from diaproto.mcp import JsonRpcError
+from diaproto.mcp.events import CompletionRequest, PromptGet, ResourceRead, TaskRequest, ToolCall
 from diaproto.mcp.features import Features
 from diaproto.mcp.jsonrpc import INVALID_PARAMS
 from diaproto.mcp.prompts import Prompt
 from diaproto.mcp.resources import Resource, ResourceTemplate
-from diaproto.mcp.session import CompletionRequest, PromptGet, ResourceRead, TaskRequest, ToolCall
 from diaproto.mcp.tasks import Task, TaskStore
 
 if TYPE_CHECKING:

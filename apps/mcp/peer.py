@@ -24,7 +24,7 @@ from diaproto.mcp import (
     RequestId,
     ToolCall,
 )
-from diaproto.mcp.session import (
+from diaproto.mcp.events import (
     ClientReply,
     CompletionRequest,
     PromptGet,

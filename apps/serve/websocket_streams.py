@@ -1,0 +1,113 @@
+"""``/ws``: the diaproto.v1 WebSocket, on which a client opens, resumes and cancels streams.
+
+Each ``open`` starts a generation for one stream of the connection; a ``resume`` names a
+generation by its token and continues it after the last record the client had. A stream that
+cannot be opened fails alone, with a code (the connection goes on).
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
+
+from diaproto.apps.serve.limits import peer_host
+from diaproto.apps.serve.listeners import StreamListener
+from diaproto.apps.serve.model_queue import ModelBusy
+from diaproto.apps.serve.requests import BadRequest, parse_stream_options
+
+from diaproto.events import WebSocketRequest
+from diaproto.runtime import Session
+from diaproto.wire import SUBPROTOCOL, ErrorCode, OpenStream, ResumeStream
+
+if TYPE_CHECKING:
+    from diaproto.apps.serve.app import ConnectionState, DiaService
+
+log = logging.getLogger("diaproto.serve")
+
+
+class WebSocketStreams:
+    """The diaproto.v1 WebSocket endpoint and the streams its clients open on it."""
+
+    def __init__(self, service: DiaService) -> None:
+        self.service = service
+
+    def accept(self, session: Session, request: WebSocketRequest) -> None:
+        path = urlsplit(request.target).path
+        responder = self.service.responder
+        if path != "/ws":
+            responder.error(session, "ws", 404, f"no WebSocket endpoint at {path}")
+        elif SUBPROTOCOL not in request.subprotocols:
+            responder.error(session, "ws", 400, f"offer the subprotocol {SUBPROTOCOL!r}")
+        else:
+            session.conn.accept_websocket(SUBPROTOCOL, now=session.runtime.now())
+            self.service.metrics.requests.labels("ws", "101").inc()
+
+    def open(self, session: Session, state: ConnectionState, event: OpenStream) -> None:
+        service = self.service
+        conn, now = session.conn, session.runtime.now()
+        if event.stream_id in state.listeners or conn.scheduler.has_stream(event.stream_id):
+            conn.fail_stream(
+                None, ErrorCode.STREAM_EXISTS, f"stream {event.stream_id} is already open", now
+            )
+            return
+        try:
+            parsed = parse_stream_options(event.text, event.voice, event.options)
+        except BadRequest as exc:
+            conn.fail_stream(event.stream_id, ErrorCode.INVALID_REQUEST, str(exc), now)
+            return
+        limited = self._stream_limit_message(session, state) or service.peer_limit_message(
+            peer_host(session.peer)
+        )
+        if limited is not None:
+            conn.fail_stream(event.stream_id, ErrorCode.LIMIT_EXCEEDED, limited, now)
+            return
+        try:
+            admission = service.admit()
+        except ModelBusy as exc:
+            log.warning("ws refused: %s", exc)
+            conn.fail_stream(event.stream_id, ErrorCode.BUSY, str(exc), now)
+            return
+        token = secrets.token_urlsafe(12)
+        generation = service.start_generation(session, token, parsed, admission)
+        listener = StreamListener(session, event.stream_id)
+        service.attach(session, generation, listener, after=None, credit=event.credit)
+
+    def resume(self, session: Session, state: ConnectionState, event: ResumeStream) -> None:
+        conn, now = session.conn, session.runtime.now()
+        generation = self.service.generations.get(event.token) if event.token else None
+        if generation is None:
+            conn.fail_stream(
+                event.stream_id,
+                ErrorCode.UNKNOWN_STREAM,
+                "no generation with that resume token",
+                now,
+            )
+            return
+        if event.stream_id in state.listeners or conn.scheduler.has_stream(event.stream_id):
+            conn.fail_stream(
+                None, ErrorCode.STREAM_EXISTS, f"stream {event.stream_id} is already open", now
+            )
+            return
+        if event.after > generation.replay.last_seq:
+            # The client claims records never sent: continuing would look seamless and not be.
+            message = (
+                f"after={event.after} is past the last record sent ({generation.replay.last_seq})"
+            )
+            conn.fail_stream(event.stream_id, ErrorCode.INVALID_REQUEST, message, now)
+            return
+        limited = self._stream_limit_message(session, state)
+        if limited is not None:
+            conn.fail_stream(event.stream_id, ErrorCode.LIMIT_EXCEEDED, limited, now)
+            return
+        listener = StreamListener(session, event.stream_id)
+        self.service.attach(session, generation, listener, after=event.after, credit=None)
+
+    def _stream_limit_message(self, session: Session, state: ConnectionState) -> str | None:
+        limit = self.service.limits.max_streams_per_connection
+        if len(state.listeners) < limit:
+            return None
+        log.warning("peer %s refused: %d streams open on its connection", session.peer, limit)
+        self.service.metrics.refused.labels("streams_per_connection").inc()
+        return f"this connection already has {limit} streams open (the limit)"
