@@ -14,11 +14,11 @@ from diaproto.apps.mcp.catalog import MAX_COMPLETIONS, Catalog, TaskWork
 from diaproto.apps.mcp.peer import McpPeer
 
 from diaproto.mcp import JsonRpcError, McpSession, ServerInfo, Tool, ToolCall, parse_message
+from diaproto.mcp.events import CompletionRequest, PromptGet, ResourceRead, TaskRequest
 from diaproto.mcp.jsonrpc import INVALID_PARAMS
 from diaproto.mcp.mrtr import input_request
 from diaproto.mcp.prompts import Prompt, PromptArgument
 from diaproto.mcp.resources import Resource, ResourceTemplate
-from diaproto.mcp.session import CompletionRequest, PromptGet, ResourceRead, TaskRequest
 
 INFO = ServerInfo("catalog-test", "1")
 TASKS: dict[str, Any] = {"extensions": {"io.modelcontextprotocol/tasks": {}}}
