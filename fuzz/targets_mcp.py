@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 
+from diaproto.mcp import CallCancelled, McpSession, ServerInfo, Tool, ToolCall
 from diaproto.mcp.http import McpHttpConfig, check_access, check_post, check_stream
 from diaproto.mcp.jsonrpc import (
     HEADER_MISMATCH,
@@ -24,7 +25,6 @@ from diaproto.mcp.jsonrpc import (
     parse_message,
 )
 from diaproto.mcp.protocol import Kind
-from diaproto.mcp.session import CallCancelled, McpSession, ServerInfo, Tool, ToolCall
 from diaproto.mcp.stateless import check_request, is_modern
 from fuzz.harness import target
 

@@ -4,7 +4,9 @@ rest of the core: the application and an adapter supply the sockets and the cloc
 """
 
 from diaproto.mcp.channel import BULK, McpChannel
+from diaproto.mcp.events import CallCancelled, ToolCall
 from diaproto.mcp.eventstore import EventStore, MemoryEventStore, ReplayRefused
+from diaproto.mcp.features import Tool
 from diaproto.mcp.http import HttpRefusal, McpHttpConfig, check_access, check_post, check_stream
 from diaproto.mcp.jsonrpc import (
     JsonRpcError,
@@ -17,17 +19,11 @@ from diaproto.mcp.jsonrpc import (
     encode_message,
     parse_message,
 )
+from diaproto.mcp.negotiation import ServerInfo
+from diaproto.mcp.outbox import Outbound
 from diaproto.mcp.protocol import SUPPORTED_VERSIONS, Kind
 from diaproto.mcp.registry import SessionRegistry
-from diaproto.mcp.session import (
-    CallCancelled,
-    McpSession,
-    Outbound,
-    ServerInfo,
-    SessionState,
-    Tool,
-    ToolCall,
-)
+from diaproto.mcp.session import McpSession, SessionState
 
 __all__ = [
     "BULK",

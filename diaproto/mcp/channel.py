@@ -20,10 +20,10 @@ closed (1008 on a WebSocket) and ``send`` returns False. Nothing blocks the serv
 
 from __future__ import annotations
 
-from diaproto.errors import LocalProtocolError
+from diaproto.errors import CloseCode, LocalProtocolError
 from diaproto.mcp.jsonrpc import RequestId
+from diaproto.mcp.outbox import Outbound
 from diaproto.mcp.protocol import Kind
-from diaproto.mcp.session import Outbound
 from diaproto.scheduler import Policy, Priority
 from diaproto.server import ServerConnection
 from diaproto.sse import SseEvent
@@ -31,7 +31,6 @@ from diaproto.sse import SseEvent
 CONTROL, PROGRESS, LOG, BULK = 1, 2, 3, 4
 LOG_LIMIT = 64 * 1024  # log lines a client may lag by before the oldest are dropped
 BULK_LIMIT = 256 * 1024  # streamed output queued per connection before its producer pauses
-CLOSE_POLICY_VIOLATION = 1008
 
 
 class McpChannel:
@@ -74,7 +73,7 @@ class McpChannel:
         except LocalProtocolError:
             # Past the hard budget: this client stopped reading long ago.
             self.closed = True
-            self.conn.close(now, CLOSE_POLICY_VIOLATION, "the client is too far behind")
+            self.conn.close(now, CloseCode.POLICY_VIOLATION, "the client is too far behind")
             return False
         return True
 

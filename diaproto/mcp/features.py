@@ -1,8 +1,9 @@
-"""What a server offers besides tools: resources, resource templates, prompts, completion.
+"""What a server offers: its tools, and resources, resource templates, prompts, completion.
 
-One immutable value, shared by every session the server opens; the session answers the
-list methods from it, declares the matching capabilities (``initialize``,
-``server/discover``) and refuses requests for anything not offered.
+:class:`Features` is one immutable value, shared by every session the server opens, as is
+the tuple of :class:`Tool`; the session answers the list methods from them, declares the
+matching capabilities (``initialize``, ``server/discover``) and refuses requests for
+anything not offered.
 """
 
 from __future__ import annotations
@@ -12,6 +13,32 @@ from typing import Any
 
 from diaproto.mcp.prompts import Prompt
 from diaproto.mcp.resources import Resource, ResourceTemplate
+
+
+@dataclass(frozen=True, slots=True)
+class Tool:
+    """A tool the server offers: ``input_schema`` is a JSON Schema object."""
+
+    name: str
+    description: str
+    input_schema: dict[str, Any]
+    title: str | None = None
+    annotations: dict[str, Any] | None = None  # hints: readOnlyHint, streamingHint (SEP-2998)
+    #: SEP-2663 tasks: None (never a task), "optional" (a task for a client that declared
+    #: the extension, else run as a plain call) or "required" (others get -32021).
+    task_support: str | None = None
+
+    def describe(self) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "name": self.name,
+            "description": self.description,
+            "inputSchema": self.input_schema,
+        }
+        if self.title is not None:
+            body["title"] = self.title
+        if self.annotations is not None:
+            body["annotations"] = self.annotations
+        return body
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,7 +2,7 @@
 
 The session lists them (``prompts/list``) and checks a ``prompts/get`` against them (an
 unknown name or a missing required argument is -32602); producing the messages is the
-application's decision (a :class:`~diaproto.mcp.session.PromptGet` event).
+application's decision (a :class:`~diaproto.mcp.events.PromptGet` event).
 """
 
 from __future__ import annotations

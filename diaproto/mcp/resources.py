@@ -2,7 +2,7 @@
 
 The session lists them (``resources/list``, ``resources/templates/list``) and tracks
 subscriptions itself; reading one is the application's decision (a
-:class:`~diaproto.mcp.session.ResourceRead` event). :meth:`ResourceTemplate.match` gives a
+:class:`~diaproto.mcp.events.ResourceRead` event). :meth:`ResourceTemplate.match` gives a
 URI's variables, so an application can route a read without parsing URIs twice.
 """
 

@@ -18,6 +18,7 @@ from diaproto.events import (
     StreamResumed,
     WebSocketMessage,
 )
+from diaproto.mcp import McpSession, Outbound, ServerInfo, Tool
 from diaproto.mcp.channel import BULK, LOG, LOG_LIMIT, PROGRESS, McpChannel
 from diaproto.mcp.eventstore import MemoryEventStore
 from diaproto.mcp.jsonrpc import (
@@ -28,7 +29,6 @@ from diaproto.mcp.jsonrpc import (
     encode_message,
 )
 from diaproto.mcp.protocol import Kind
-from diaproto.mcp.session import McpSession, Outbound, ServerInfo, Tool
 from diaproto.sse import SseEvent, SseParser
 from diaproto.testing import Loopback, sse_pair, websocket_pair
 

@@ -14,7 +14,17 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 from diaproto.errors import LocalProtocolError
-from diaproto.mcp.features import Features
+from diaproto.mcp.events import (
+    CallCancelled,
+    ClientReply,
+    CompletionRequest,
+    McpEvent,
+    PromptGet,
+    ResourceRead,
+    TaskRequest,
+    ToolCall,
+)
+from diaproto.mcp.features import Features, Tool
 from diaproto.mcp.jsonrpc import (
     INVALID_PARAMS,
     INVALID_REQUEST,
@@ -25,6 +35,8 @@ from diaproto.mcp.jsonrpc import (
     RequestId,
     parse_message,
 )
+from diaproto.mcp.negotiation import CACHE_TTL_MS, ServerInfo
+from diaproto.mcp.outbox import Outbound
 from diaproto.mcp.prompts import Prompt, PromptArgument
 from diaproto.mcp.protocol import (
     LOG_LEVELS,
@@ -33,22 +45,7 @@ from diaproto.mcp.protocol import (
     Kind,
 )
 from diaproto.mcp.resources import Resource, ResourceTemplate
-from diaproto.mcp.session import (
-    CACHE_TTL_MS,
-    CallCancelled,
-    ClientReply,
-    CompletionRequest,
-    McpEvent,
-    McpSession,
-    Outbound,
-    PromptGet,
-    ResourceRead,
-    ServerInfo,
-    SessionState,
-    TaskRequest,
-    Tool,
-    ToolCall,
-)
+from diaproto.mcp.session import McpSession, SessionState
 
 INFO = ServerInfo("diaproto-test", "1.2")
 SPEAK = Tool("speak", "Speak text", {"type": "object", "required": ["text"]})

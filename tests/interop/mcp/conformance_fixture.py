@@ -26,11 +26,11 @@ from diaproto.apps.serve.app import DiaService
 from diaproto.apps.serve.sources import SyntheticSource
 
 from diaproto.mcp import JsonRpcError, Tool, ToolCall
+from diaproto.mcp.events import ClientReply, CompletionRequest, PromptGet, ResourceRead
 from diaproto.mcp.jsonrpc import MISSING_CLIENT_CAPABILITY
 from diaproto.mcp.mrtr import StateSigner, client_can, input_request, input_required
 from diaproto.mcp.prompts import Prompt, PromptArgument
 from diaproto.mcp.resources import Resource, ResourceTemplate
-from diaproto.mcp.session import ClientReply, CompletionRequest, PromptGet, ResourceRead
 from diaproto.runtime import Cancellable
 
 #: A 1x1 red PNG and a minimal WAV: the suite's own test data.
