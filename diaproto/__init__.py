@@ -36,7 +36,7 @@ from diaproto.events import (
 )
 from diaproto.metrics import StreamMetrics
 from diaproto.replay import ReplayBuffer
-from diaproto.scheduler import Outgoing, Policy, Priority, Scheduler
+from diaproto.scheduler import Outgoing, Policy, Priority, Scheduler, StreamOptions
 from diaproto.server import ServerConnection, State
 from diaproto.sse import SseEvent, SseParser
 from diaproto.wire import (
@@ -97,6 +97,7 @@ __all__ = [
     "StreamFinished",
     "StreamMetrics",
     "StreamOpened",
+    "StreamOptions",
     "StreamPaused",
     "StreamResumed",
     "Timeouts",
