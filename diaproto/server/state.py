@@ -21,6 +21,10 @@ class State(Enum):
     CLOSING = "closing"
     CLOSED = "closed"
 
+    # Members are singletons, equal only to themselves: the identity hash is a correct one,
+    # and in C, where Enum's own runs Python code on each of _enter's table lookups.
+    __hash__ = object.__hash__
+
 
 #: What each state is, in a phrase.
 MEANINGS: dict[State, str] = {
