@@ -38,14 +38,6 @@ class WorkerThreads:
         self._waiting: deque[tuple[Target, str]] = deque()
         self._closed = False
 
-    @property
-    def running(self) -> int:
-        return len(self._running)
-
-    @property
-    def waiting(self) -> int:
-        return len(self._waiting)
-
     def start(self, target: Target, name: str = "worker") -> None:
         """Run ``target`` on a worker thread, now or once one of the running ones returns."""
         with self._lock:
