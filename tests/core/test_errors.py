@@ -25,8 +25,8 @@ def test_every_exception_of_the_core_has_one_root() -> None:
 
 
 def test_close_codes_are_the_rfc_numbers() -> None:
-    assert CloseCode.NORMAL_CLOSURE == 1000
-    assert CloseCode.GOING_AWAY == 1001
-    assert CloseCode.POLICY_VIOLATION == 1008
-    assert CloseCode.INTERNAL_ERROR == 1011
+    assert CloseCode.NORMAL_CLOSURE.value == 1000
+    assert CloseCode.GOING_AWAY.value == 1001
+    assert CloseCode.POLICY_VIOLATION.value == 1008
+    assert CloseCode.INTERNAL_ERROR.value == 1011
     assert CloseCode(1009) is CloseCode.MESSAGE_TOO_BIG
