@@ -73,7 +73,11 @@ class Runtime(Protocol):
         ...
 
     def start_worker(self, target: Callable[[], None], name: str = "worker") -> None:
-        """Run a blocking function on a worker thread (not the loop)."""
+        """Run a blocking function on a worker thread (not the loop).
+
+        Every adapter keeps one policy: at most 256 workers run at once (more wait, in
+        order, for a free one); every thread is tracked and joined (up to 2 s) when the
+        server stops; after shutdown this raises ``RuntimeError``."""
         ...
 
 
