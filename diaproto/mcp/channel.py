@@ -14,6 +14,12 @@ Four scheduler streams per connection, so a slow client costs only itself:
   request whose partial results are still queued follows them on this stream, so a client
   never sees a result before the output it completes.
 
+A resumed stream (:meth:`McpChannel.replay`) sends everything it replays before anything
+new: until the last replayed message has left, every message joins it on the bulk stream, in
+order. Event ids are given as events leave, so otherwise a new progress report or control
+message would leave (with a new id) ahead of a replayed one (with its old, smaller id): the
+client would see progress go back, and a second resume from the last id it saw would repeat.
+
 Past the connection's hard budget the client is too far behind to serve: the connection is
 closed (1008 on a WebSocket) and ``send`` returns False. Nothing blocks the server.
 """
@@ -49,6 +55,9 @@ class McpChannel:
         )
         conn.open_stream(BULK, now, priority=Priority.STREAM, limit=BULK_LIMIT)
         self._streaming: set[RequestId] = set()  # requests with partial results sent
+        # The bulk stream's sequence number of the last replayed message: bulk is lossless,
+        # in order and opened here, so its n-th message has left once n messages have.
+        self._replayed_through = 0
         self.closed = False
 
     def send(self, message: Outbound, now: float) -> bool:
@@ -57,6 +66,9 @@ class McpChannel:
             return False
         stream = _STREAM_OF[message.kind]
         related = message.related
+        key = message.progress_token
+        if self.replaying:
+            stream, key = BULK, None  # behind the replay, in order (never coalesced)
         if message.kind is Kind.PARTIAL and related is not None:
             self._streaming.add(related)
         elif message.final and related in self._streaming:
@@ -69,7 +81,7 @@ class McpChannel:
             SseEvent(data=message.text, event="message") if self.sse else message.text
         )
         try:
-            self.conn.send(stream, payload, now, key=message.progress_token)
+            self.conn.send(stream, payload, now, key=key)
         except LocalProtocolError:
             # Past the hard budget: this client stopped reading long ago.
             self.closed = True
@@ -82,7 +94,19 @@ class McpChannel:
         with what follows: a response to ``related`` will not overtake it."""
         if related is not None:
             self._streaming.add(related)
-        self.conn.send(BULK, SseEvent(data=text, event="message", id=event_id), now)
+        seq = self.conn.send(BULK, SseEvent(data=text, event="message", id=event_id), now)
+        assert seq is not None  # a PAUSE stream never drops
+        self._replayed_through = seq
+
+    @property
+    def replaying(self) -> bool:
+        """True while a replayed message is still queued: anything new waits behind it."""
+        scheduler = self.conn.scheduler
+        return (
+            self._replayed_through > 0
+            and scheduler.has_stream(BULK)  # (gone with the connection)
+            and self._replayed_through > scheduler.metrics(BULK).messages_sent
+        )
 
     def endpoint(self, uri: str, now: float) -> None:
         """The legacy HTTP+SSE transport's first event: where to POST messages."""

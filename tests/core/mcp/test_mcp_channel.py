@@ -320,6 +320,51 @@ def test_replay_keeps_order_with_the_response() -> None:
     ]
 
 
+def test_nothing_new_overtakes_a_replay() -> None:
+    """A resumed stream sends what it replays first, then anything new (progress and control
+    messages included): ids on the wire only increase, so progress never goes back and a
+    second resume from the last id seen replays nothing twice."""
+    store = MemoryEventStore()
+    for text in ("", partial(1, 0).text, progress(1, "t", 0.5).text):
+        store.store("r1", text)  # what the lost connection recorded: priming, a partial, 0.5
+    loop, channel = sse(store)
+    now = loop.clock.now
+    lag(loop)  # the replay is still queued when the call reports again
+    for event_id, text in store.replay_after("r1.1")[1]:
+        channel.replay(event_id, text, 1, now)
+    channel.send(progress(1, "t", 0.6), now)
+    channel.send(Outbound(encode_message(JsonRpcRequest(9, "ping")), Kind.CONTROL), now)
+    channel.send(partial(1, 1), now)
+    loop.server.set_transport_buffered(0)
+    sent = [(e.id, summary(json.loads(e.data))) for e in events(loop)]
+    assert sent == [
+        ("r1.2", ("partial_result", 0)),
+        ("r1.3", ("progress", 0.5)),
+        ("r1.4", ("progress", 0.6)),
+        ("r1.5", ("ping", None)),
+        ("r1.6", ("partial_result", 1)),
+    ]
+    # Once the replay has left, priorities apply again: progress overtakes queued output.
+    lag(loop)
+    channel.send(partial(1, 2), now)
+    channel.send(progress(1, "t", 0.7), now)
+    loop.server.set_transport_buffered(0)
+    assert [summary(json.loads(e.data)) for e in events(loop)] == [
+        ("progress", 0.7),
+        ("partial_result", 2),
+    ]
+
+
+def test_a_replay_cut_short_by_the_client_leaving() -> None:
+    loop, channel = sse(MemoryEventStore())
+    lag(loop)
+    channel.replay("r1.2", partial(1, 0).text, 1, loop.clock.now)
+    assert channel.replaying
+    loop.server.close(loop.clock.now)
+    assert not channel.replaying
+    assert not channel.send(progress(1, "t", 0.6), loop.clock.now)
+
+
 def test_replay_of_the_standing_stream() -> None:
     loop, channel = sse(MemoryEventStore())
     channel.replay("g1.1", encode_message(JsonRpcNotification("n")), None, loop.clock.now)
