@@ -353,6 +353,8 @@ class McpService:
         for conn, (peer, _route) in list(self.carried.items()):
             if peer.transport is Transport.STREAMABLE:
                 conn.conn.close(now)
+                # Now, not at ConnectionClosed: what calls send next goes to the event store.
+                self._route_closed(conn, *self.carried.pop(conn), now)
                 conn.wake()
                 closed += 1
         return closed

@@ -271,6 +271,32 @@ def test_resume_after_the_server_drops_the_stream(server: RunningServer) -> None
     assert wav[44:] == streamed and len(streamed) > 100_000
 
 
+def test_a_message_sent_as_its_stream_is_closed_waits_for_the_resume(
+    server: RunningServer,
+) -> None:
+    """close_streams hands a call's stream to the event store at once: what the call sends
+    before ConnectionClosed comes round is kept for the resume, not lost on the closed
+    connection (one loop callback: no thread timing involved)."""
+    with mcp_client(server) as (client, url):
+        session_id = initialize(client, url, {"partialResults": {}})
+        seen = new_seen()
+        with client.stream("POST", url, json=speak(7, SENTENCES), headers=session(session_id)) as r:
+            assert not read_call(events(r), seen, stop_after=1)
+
+            def close_then_report() -> list[str]:
+                now = time.monotonic()
+                mcp = server.service.mcp
+                mcp.close_streams(now)
+                peer = mcp.sessions.get(session_id, now)
+                assert peer is not None and peer.store is not None
+                assert peer.session.progress(7, 1000.0)
+                peer.pump(now)
+                return [text for _, text in peer.store.replay_after(seen["last_id"])[1]]
+
+            kept = server.call(close_then_report)
+    assert any(json.loads(text).get("params", {}).get("progress") == 1000.0 for text in kept)
+
+
 def result_wav(result: dict[str, Any]) -> bytes:
     """A speak result's WAV, inline or behind its link."""
     block = result["content"][0]
