@@ -294,6 +294,7 @@ def test_a_message_sent_as_its_stream_is_closed_waits_for_the_resume(
                 return [text for _, text in peer.store.replay_after(seen["last_id"])[1]]
 
             kept = server.call(close_then_report)
+        client.delete(url, headers=session(session_id))  # the held call stops with it
     assert any(json.loads(text).get("params", {}).get("progress") == 1000.0 for text in kept)
 
 
