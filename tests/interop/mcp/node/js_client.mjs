@@ -1,5 +1,5 @@
 // diaproto's own JavaScript MCP client (clients/js/src/mcp.js) against an MCP server;
-// tests/interop/mcp/test_js_client.py asserts on the one JSON line this prints last.
+// tests/interop/mcp/test_mcp_js_client.py asserts on the one JSON line this prints last.
 //
 //   node js_client.mjs <mode> <base-url>
 //     speak    Streamable HTTP: initialize, tools/list, speak with progress + partial results
@@ -12,7 +12,7 @@
 // test can act on the server at that moment (drop the streams, read /metrics).
 import { createInterface } from 'node:readline';
 import WebSocket from 'ws';
-import { McpClient, McpError } from '../../../clients/js/src/mcp.js';
+import { McpClient, McpError } from '../../../../clients/js/src/mcp.js';
 
 const [mode, base] = process.argv.slice(2);
 const CLIENT_INFO = { name: 'diaproto-tests-js-client', version: '0' };
