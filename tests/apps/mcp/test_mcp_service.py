@@ -1,7 +1,7 @@
 """The MCP server of ``diaproto serve`` on the wire, with independent clients (httpx,
 httpx-sse, websockets, raw sockets): the HTTP rules, WebSocket and 2026-07-28, and one test
 for each known failure of other MCP servers (the MCP transports design notes). Streamable
-HTTP's sessions and resume are in ``transports/test_streamable_http.py``.
+HTTP's sessions and resume are in ``test_streamable_http.py``.
 
 The official SDKs' own suites are in ``tests/interop/mcp``; these tests reach what the SDKs cannot
 (raw statuses, dropped streams, frozen readers, partial results).
@@ -13,6 +13,7 @@ import json
 import logging
 import socket
 import time
+from collections.abc import Iterator
 from contextlib import ExitStack
 from typing import Any
 
@@ -36,7 +37,7 @@ from mcp_service_support import (
     session,
     speak,
 )
-from server_fixture import RunningServer, fast_source, running_app
+from server_fixture import RunningServer, fast_source, running_app, running_server
 from support import wait_until
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect
@@ -44,6 +45,13 @@ from websockets.typing import Subprotocol
 
 from diaproto.config import ConnectionConfig
 from diaproto.mcp import McpHttpConfig
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[RunningServer]:
+    with running_server() as running:
+        yield running
+
 
 # --- the HTTP rules ------------------------------------------------------------------------
 

@@ -8,6 +8,7 @@ import base64
 import json
 import logging
 import time
+from collections.abc import Iterator
 from contextlib import ExitStack
 from typing import Any
 
@@ -28,10 +29,17 @@ from mcp_service_support import (
     session,
     speak,
 )
-from server_fixture import RunningServer, fast_source, running_app
+from server_fixture import RunningServer, fast_source, running_app, running_server
 from support import POLL_LIMIT, wait_until
 
 from diaproto.mcp import McpHttpConfig
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[RunningServer]:
+    with running_server() as running:
+        yield running
+
 
 # --- sessions ------------------------------------------------------------------------------
 
