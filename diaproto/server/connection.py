@@ -17,7 +17,7 @@ peer that does not read.
 
 :class:`ServerConnection` is the pump over three parts, each a mixin in a module of its own:
 :mod:`diaproto.server.http` (h11), :mod:`diaproto.server.websocket` (wsproto) and
-:mod:`diaproto.server.streams` (the application's streams); :mod:`diaproto.server._shared` holds
+:mod:`diaproto.server.streams` (the application's streams); :mod:`diaproto.server.core` holds
 what the parts share, :mod:`diaproto.server.state` the states and the changes between them.
 """
 
@@ -28,7 +28,7 @@ import h11
 from diaproto.config import ConnectionConfig
 from diaproto.errors import CloseCode
 from diaproto.events import ConnectionClosed, Event, SlowConsumer
-from diaproto.server._shared import CONTROL_STREAM
+from diaproto.server.core import CONTROL_STREAM
 from diaproto.server.http import HttpFront
 from diaproto.server.state import State
 from diaproto.server.streams import OutboundStreams
@@ -42,7 +42,7 @@ __all__ = ["ServerConnection", "State"]
 class ServerConnection(HttpFront, WebSocketSession, OutboundStreams):
     """One server-side connection. See the module docstring for the pump contract."""
 
-    __slots__ = ()  # all in ServerConnectionBase
+    __slots__ = ()  # all in ConnectionCore
 
     def __init__(self, now: float, config: ConnectionConfig | None = None) -> None:
         super().__init__(now, config)

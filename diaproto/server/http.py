@@ -18,7 +18,7 @@ from diaproto.headers import (
     header_values,
 )
 from diaproto.scheduler import Scheduler
-from diaproto.server._shared import ServerConnectionBase
+from diaproto.server.core import ConnectionCore
 from diaproto.server.framing import Framer, body_frame, sse_framer
 from diaproto.server.state import State
 from diaproto.sse import SSE_RESPONSE_HEADERS, SseEvent, encode_retry
@@ -26,10 +26,10 @@ from diaproto.sse import SSE_RESPONSE_HEADERS, SseEvent, encode_retry
 CHUNK_SIZE_LIMIT = 2**64  # a chunk size at or past this is malformed (400), not large (413)
 
 
-class HttpFront(ServerConnectionBase):
+class HttpFront(ConnectionCore):
     """Requests in, answers out; hands a WebSocket upgrade or an SSE stream to the others."""
 
-    __slots__ = ()  # in ServerConnectionBase
+    __slots__ = ()  # in ConnectionCore
 
     def _init_http_front(self, now: float) -> None:
         self._cycle_started = now

@@ -8,7 +8,7 @@ from collections.abc import Hashable, Sequence
 from diaproto.errors import LocalProtocolError, ReplayGap
 from diaproto.replay import ReplayBuffer
 from diaproto.scheduler import Policy, Priority, Scheduler, StreamOptions
-from diaproto.server._shared import CONTROL_STREAM, ServerConnectionBase
+from diaproto.server.core import CONTROL_STREAM, ConnectionCore
 from diaproto.server.framing import Payload, payload_size
 from diaproto.server.state import State
 from diaproto.sse import SseEvent
@@ -22,10 +22,10 @@ from diaproto.wire import (
 )
 
 
-class OutboundStreams(ServerConnectionBase):
+class OutboundStreams(ConnectionCore):
     """The application's side of the scheduler; framing happens in ``data_to_send``."""
 
-    __slots__ = ()  # in ServerConnectionBase
+    __slots__ = ()  # in ConnectionCore
 
     def open_stream(
         self,

@@ -18,7 +18,7 @@ from diaproto.errors import CloseCode, LocalProtocolError, RemoteProtocolError
 from diaproto.events import Headers, RemoteError, WebSocketMessage, WebSocketRequest
 from diaproto.headers import encode_headers, header_values
 from diaproto.keepalive import Due
-from diaproto.server._shared import ServerConnectionBase
+from diaproto.server.core import ConnectionCore
 from diaproto.server.framing import websocket_framer
 from diaproto.server.state import State
 from diaproto.wire import (
@@ -34,10 +34,10 @@ from diaproto.wire import (
 from diaproto.wsframes import MessageAssembler, negotiate_deflate, wsproto_encoder
 
 
-class WebSocketSession(ServerConnectionBase):
+class WebSocketSession(ConnectionCore):
     """From the accepted upgrade to the close handshake."""
 
-    __slots__ = ()  # in ServerConnectionBase
+    __slots__ = ()  # in ConnectionCore
 
     def _init_websocket_session(self) -> None:
         self.subprotocol: str | None = None

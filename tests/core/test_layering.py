@@ -20,25 +20,55 @@ FORBIDDEN_IN_CORE = {
 }  # fmt: skip
 # Protocol machinery lives in the core; an adapter that imports it is deciding protocol.
 FORBIDDEN_IN_ADAPTERS = {"h11", "wsproto"}
-FORBIDDEN_CORE_MODULES_IN_ADAPTERS = {
+# Matched with their submodules: "diaproto.mcp" forbids "diaproto.mcp.session" too.
+FORBIDDEN_CORE_MODULES_IN_ADAPTERS = (
     "diaproto.wire", "diaproto.sse", "diaproto.scheduler", "diaproto.keepalive",
-    "diaproto.wsframes", "diaproto.server.framing", "diaproto.headers", "diaproto.server._shared",
-    "diaproto.server.http", "diaproto.server.websocket", "diaproto.server.streams",
-    "diaproto.mcp",
-}  # fmt: skip
+    "diaproto.wsframes", "diaproto.headers", "diaproto.client", "diaproto.mcp",
+    "diaproto.server.core", "diaproto.server.framing", "diaproto.server.http",
+    "diaproto.server.websocket", "diaproto.server.streams", "diaproto.server.state",
+)  # fmt: skip
+# The core stands under the outer layers: it never imports them (the one exception is
+# ``python -m diaproto``, which runs the command line).
+OUTER_LAYERS = ("diaproto.adapters", "diaproto.apps")
+ENTRY_POINT = CORE / "__main__.py"
+
+
+def package_of(path: Path) -> str:
+    """The package a source file belongs to, by the names it installs under."""
+    relative = path.resolve().relative_to(ROOT)
+    parts = list(relative.parts[:-1])
+    if parts and parts[0] in ("adapters", "apps"):
+        parts.insert(0, "diaproto")
+    return ".".join(parts)
 
 
 def imported_modules(path: Path) -> list[tuple[int, str]]:
-    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    return modules_in(path.read_text(encoding="utf-8"), package_of(path))
+
+
+def modules_in(source: str, package_name: str) -> list[tuple[int, str]]:
+    """Every module a source imports, absolute: ``from X import a`` counts as X and X.a (a
+    may be a submodule), a relative import is resolved from the file's package."""
+    tree = ast.parse(source)
     found: list[tuple[int, str]] = []
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
             found.extend((node.lineno, alias.name) for alias in node.names)
-        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            found.append((node.lineno, node.module))
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                package = package_name.split(".")
+                anchor = package[: len(package) - node.level + 1]
+                base = ".".join([*anchor, base] if base else anchor)
+            found.append((node.lineno, base))
+            found.extend((node.lineno, f"{base}.{alias.name}") for alias in node.names)
         elif isinstance(node, ast.Call) and getattr(node.func, "id", None) == "__import__":
             found.append((node.lineno, "__import__(...)"))
     return found
+
+
+def within(name: str, modules: tuple[str, ...]) -> bool:
+    return any(name == module or name.startswith(f"{module}.") for module in modules)
 
 
 def core_files() -> list[Path]:
@@ -79,16 +109,19 @@ def test_the_scheduler_imports_nothing_from_server_client_or_mcp() -> None:
         f"{path.relative_to(ROOT)}:{line} imports {name}"
         for path in files
         for line, name in imported_modules(path)
-        if name.startswith(FORBIDDEN_IN_SCHEDULER)
+        if within(name, FORBIDDEN_IN_SCHEDULER)
     ]
     assert offences == []
 
 
-def test_the_checker_catches_a_forbidden_import(tmp_path: Path) -> None:
-    bad = tmp_path / "bad.py"
-    bad.write_text("import time\nfrom asyncio import sleep\nimport os.path\n")
-    names = [name for _, name in imported_modules(bad)]
-    assert [n for n in names if n.split(".")[0] in FORBIDDEN_IN_CORE] == ["time", "asyncio"]
+def test_the_checker_catches_a_forbidden_import() -> None:
+    bad = "import time\nfrom asyncio import sleep\nimport os.path\n"
+    names = [name for _, name in modules_in(bad, "diaproto")]
+    assert [n for n in names if n.split(".")[0] in FORBIDDEN_IN_CORE] == [
+        "time",
+        "asyncio",
+        "asyncio.sleep",
+    ]
 
 
 def test_adapters_make_no_protocol_decisions() -> None:
@@ -97,10 +130,35 @@ def test_adapters_make_no_protocol_decisions() -> None:
         for path in ADAPTERS.rglob("*.py")
         for line, name in imported_modules(path)
         if name.split(".")[0] in FORBIDDEN_IN_ADAPTERS
-        or name in FORBIDDEN_CORE_MODULES_IN_ADAPTERS
-        or name.startswith("diaproto.mcp.")
+        or within(name, FORBIDDEN_CORE_MODULES_IN_ADAPTERS)
     ]
     assert offences == []
+
+
+def test_the_core_never_imports_the_outer_layers() -> None:
+    offences = [
+        f"{path.relative_to(ROOT)}:{line} imports {name}"
+        for path in core_files()
+        if path != ENTRY_POINT
+        for line, name in imported_modules(path)
+        if within(name, OUTER_LAYERS)
+    ]
+    assert offences == []
+
+
+def test_the_checker_sees_every_form_of_import() -> None:
+    source = (
+        "from diaproto import wire, scheduler\nimport diaproto.client.state\n"
+        "from diaproto.server.state import State\nfrom ..server import http\n"
+        "from . import _pump\n"
+    )
+    names = {name for _, name in modules_in(source, "diaproto.adapters")}
+    assert {"diaproto.wire", "diaproto.scheduler", "diaproto.client.state"} <= names
+    assert {"diaproto.server.http", "diaproto.adapters._pump"} <= names
+    assert within("diaproto.server.state.State", FORBIDDEN_CORE_MODULES_IN_ADAPTERS)
+    assert not within("diaproto.serverless", ("diaproto.server",))
+    assert package_of(ADAPTERS / "_pump.py") == "diaproto.adapters"
+    assert package_of(CORE / "server" / "http.py") == "diaproto.server"
 
 
 def test_adapters_are_importable_under_the_package() -> None:
@@ -132,13 +190,13 @@ def test_import_needs_only_h11_and_wsproto() -> None:
 
 
 def test_testing_strategies_is_the_only_module_needing_hypothesis() -> None:
-    users = [
+    users = {
         str(path.relative_to(ROOT))
         for path in core_files()
         for _, name in imported_modules(path)
         if name.split(".")[0] == "hypothesis"
-    ]
-    assert users == ["diaproto/testing/strategies.py"]
+    }
+    assert users == {"diaproto/testing/strategies.py"}
 
 
 # An application runs unchanged on every adapter: it names no runtime, and it speaks

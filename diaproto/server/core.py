@@ -1,7 +1,7 @@
 """What every part of a server connection shares: its buffers, and the few operations each
 part uses (change state, close, write a response byte, queue a control message).
 
-:class:`~diaproto.server.ServerConnection` is this base plus three parts, each in its own
+:class:`~diaproto.server.ServerConnection` is this core plus three parts, each in its own
 module: the HTTP/1.1 front (:mod:`diaproto.server.http`), the WebSocket session
 (:mod:`diaproto.server.websocket`) and the outbound streams (:mod:`diaproto.server.streams`).
 They are mixins over one object, so the pump's hot path reads plain attributes.
@@ -23,10 +23,10 @@ from diaproto.server.state import NEXT_STATES, State
 CONTROL_STREAM = -1  # internal stream for control messages; never a wire stream id
 
 
-class ServerConnectionBase:
+class ConnectionCore:
     """The shared state of one server connection; the parts add their own."""
 
-    # One slotted layout for the whole connection, this base's attributes and the parts'
+    # One slotted layout for the whole connection, the core's attributes and the parts'
     # (mixins over one object cannot each add slots): a connection has too many attributes
     # for a shared-key instance dict, and a dict of its own cost ~1.6 KiB.
     __slots__ = (
