@@ -16,7 +16,6 @@ from enum import Enum
 from typing import TYPE_CHECKING, Any
 
 from diaproto.mcp import (
-    BULK,
     CallCancelled,
     EventStore,
     McpSession,
@@ -271,7 +270,3 @@ class McpPeer:
                 route.conn.wake()
         self.routes.clear()
         self.standing = None
-
-
-def bulk_stream(stream_id: int) -> bool:
-    return stream_id == BULK

@@ -18,12 +18,7 @@ from urllib.parse import urlsplit
 from diaproto.apps.mcp.service import McpService
 from diaproto.apps.serve.event_stream import EventStream
 from diaproto.apps.serve.generation import Generation, GenerationRegistry, Listener
-from diaproto.apps.serve.limits import (
-    GenerationRefused,
-    ServiceLimits,
-    peer_host,
-    refused_origin,
-)
+from diaproto.apps.serve.limits import GenerationRefused, ServiceLimits, refused_origin
 from diaproto.apps.serve.listeners import StreamListener
 from diaproto.apps.serve.metrics import CONTENT_TYPE, ServiceMetrics
 from diaproto.apps.serve.model_queue import Admission, ModelBusy
@@ -47,7 +42,7 @@ from diaproto.events import (
     WebSocketRequest,
 )
 from diaproto.mcp import McpHttpConfig
-from diaproto.mcp.http import accepts
+from diaproto.mcp.http import accepts, peer_host
 from diaproto.runtime import Runtime, Session
 from diaproto.scheduler import Policy, Priority
 from diaproto.wire import CancelStream, ErrorCode, OpenStream, ResumeStream

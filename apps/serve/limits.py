@@ -18,9 +18,9 @@ from dataclasses import dataclass
 
 from diaproto.events import Headers
 from diaproto.headers import header_values
-from diaproto.mcp.http import McpHttpConfig, origin_allowed, peer_host
+from diaproto.mcp.http import McpHttpConfig, origin_allowed
 
-__all__ = ["GenerationRefused", "ServiceLimits", "peer_host", "refused_origin"]
+__all__ = ["GenerationRefused", "ServiceLimits", "refused_origin"]
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Literal
 from urllib.parse import parse_qs, urlsplit
 
-from .text import MAX_INPUT_CHARS
+from diaproto.apps.serve.text import MAX_INPUT_CHARS
 
 VOICES = ("S1", "S2")
 # OpenAI's built-in voices, mapped onto Dia's two speakers: deeper voices to S1 (Dia's

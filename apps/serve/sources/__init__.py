@@ -7,10 +7,15 @@ voice of :mod:`.voice_synth`; the real Dia model streams through Hugging Face tr
 install).
 """
 
-from .loading import load_source
-from .source import Source, SourceUnavailable, check_voice_and_speed, framed
-from .synthetic import SyntheticSource
-from .voice_synth import synthesize
+from diaproto.apps.serve.sources.loading import load_source
+from diaproto.apps.serve.sources.source import (
+    Source,
+    SourceUnavailable,
+    check_voice_and_speed,
+    framed,
+)
+from diaproto.apps.serve.sources.synthetic import SyntheticSource
+from diaproto.apps.serve.sources.voice_synth import synthesize
 
 __all__ = [
     "Source",

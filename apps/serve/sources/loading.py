@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from .source import Source, SourceUnavailable
-from .synthetic import SyntheticSource
+from diaproto.apps.serve.sources.source import Source, SourceUnavailable
+from diaproto.apps.serve.sources.synthetic import SyntheticSource
 
 DIA_INSTALL_HINT = (
     "the Dia source needs PyTorch and Hugging Face transformers: "

@@ -11,8 +11,8 @@ import threading
 from collections.abc import Generator, Iterator
 from typing import Protocol
 
-from ..audio import FRAME_BYTES
-from ..model_queue import Admission, ModelQueue
+from diaproto.apps.serve.audio import FRAME_BYTES
+from diaproto.apps.serve.model_queue import Admission, ModelQueue
 
 VOICES = ("S1", "S2")
 MIN_SPEED = 0.25

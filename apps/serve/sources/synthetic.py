@@ -6,9 +6,9 @@ import threading
 import time
 from collections.abc import Callable, Generator, Iterator
 
-from ..audio import duration
-from ..model_queue import Admission, ModelQueue
-from .voice_synth import synthesize
+from diaproto.apps.serve.audio import duration
+from diaproto.apps.serve.model_queue import Admission, ModelQueue
+from diaproto.apps.serve.sources.voice_synth import synthesize
 
 
 class SyntheticSource:

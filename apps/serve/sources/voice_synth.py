@@ -15,9 +15,9 @@ import zlib
 from collections.abc import Generator, Iterator
 from dataclasses import dataclass
 
-from ..audio import SAMPLE_RATE, float_to_pcm16
-from ..text import SPEAKER_TAG, split_sentences
-from .source import check_voice_and_speed, framed
+from diaproto.apps.serve.audio import SAMPLE_RATE, float_to_pcm16
+from diaproto.apps.serve.sources.source import check_voice_and_speed, framed
+from diaproto.apps.serve.text import SPEAKER_TAG, split_sentences
 
 _PITCH = {"S1": 115.0, "S2": 210.0}
 # First three formants (Hz) of the vowels, roughly those of an adult speaker.

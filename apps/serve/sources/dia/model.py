@@ -24,15 +24,19 @@ from dataclasses import dataclass
 from typing import Any, cast
 
 import torch
+from diaproto.apps.serve.audio import FRAME_SAMPLES, SAMPLE_RATE
+from diaproto.apps.serve.model_queue import Admission, ModelQueue
+from diaproto.apps.serve.sources.dia.frames import Undelay, Window, WindowPlan
+from diaproto.apps.serve.sources.dia.steps import (
+    CancelOnEvent,
+    EndOfSteps,
+    StepStreamer,
+    log_unread_errors,
+)
+from diaproto.apps.serve.sources.dia.tensor_audio import LinearResampler, pcm16
+from diaproto.apps.serve.sources.dia.text_batches import MAX_CHARS_PER_CALL, tagged_batches
+from diaproto.apps.serve.sources.source import SourceUnavailable, check_voice_and_speed, framed
 from transformers import DiaForConditionalGeneration, DiaProcessor, StoppingCriteriaList
-
-from ...audio import FRAME_SAMPLES, SAMPLE_RATE
-from ...model_queue import Admission, ModelQueue
-from ..source import SourceUnavailable, check_voice_and_speed, framed
-from .frames import Undelay, Window, WindowPlan
-from .steps import CancelOnEvent, EndOfSteps, StepStreamer, log_unread_errors
-from .tensor_audio import LinearResampler, pcm16
-from .text_batches import MAX_CHARS_PER_CALL, tagged_batches
 
 log = logging.getLogger("diaproto.serve.dia")
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from ...text import SPEAKER_TAG, split_sentences
+from diaproto.apps.serve.text import SPEAKER_TAG, split_sentences
 
 MAX_CHARS_PER_CALL = 300  # about 20 s of speech: Dia's advice for one generation
 # Dia's tokenizer keeps 1024 bytes; the speaker tag prefixed to every text needs 5 of them.
