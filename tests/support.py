@@ -1,4 +1,5 @@
-"""What many tests share: one way to wait, one way to run a server, one echo application.
+"""What many tests share: one way to wait, one way to run a server, one echo application,
+the fast synthetic voice, and a small independent reader of the diaproto.v1 wire protocol.
 
 Waits are on conditions with generous limits, never on how fast an idle CPU is: the suite
 must pass on a loaded machine.
@@ -6,14 +7,25 @@ must pass on a loaded machine.
 
 from __future__ import annotations
 
+import json
+import struct
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from diaproto.apps.serve.sources import Source, SyntheticSource
+from diaproto.apps.serve.text import split_sentences
 
 from diaproto import adapters
 from diaproto.config import ConnectionConfig
 from diaproto.events import Event, Request, WebSocketMessage, WebSocketRequest
 from diaproto.runtime import Application, ServerHandle, Session
+
+if TYPE_CHECKING:
+    from websockets.sync.client import ClientConnection
+
+T = TypeVar("T")
 
 POLL_LIMIT = 10.0  # seconds a bounded wait may take before the test fails
 STOP_LIMIT = 15.0  # seconds a server may take to stop
@@ -26,6 +38,21 @@ def wait_until(predicate: Callable[[], bool], what: str, limit: float = POLL_LIM
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {limit} s waiting until {what}")
         time.sleep(0.02)
+
+
+def wait_for(produce: Callable[[], T | None], what: str, limit: float = POLL_LIMIT) -> T:
+    """The first value ``produce()`` gives that is not None; fail with ``what`` after
+    ``limit`` seconds."""
+    found: list[T] = []
+
+    def produced() -> bool:
+        value = produce()
+        if value is not None:
+            found.append(value)
+        return bool(found)
+
+    wait_until(produced, what, limit)
+    return found[0]
 
 
 def start(runtime: str, app: Application, config: ConnectionConfig | None = None) -> ServerHandle:
@@ -72,3 +99,69 @@ class Echo:
 
     def shutdown(self) -> None:
         self.shut_down = True
+
+
+# --- the Dia service's voice and its wire protocol (docs/protocol.md §5) ------------------
+
+
+def fast_source() -> Source:
+    """The synthetic voice, paced 50x faster than real time so tests stay short."""
+    return SyntheticSource(real_time_factor=0.02, first_chunk_latency=0.005)
+
+
+def synthetic_audio(text: str, voice: str = "S1", speed: float = 1.0) -> bytes:
+    """What an uninterrupted stream carries (the synthetic voice is deterministic)."""
+    source = SyntheticSource(real_time_factor=0, first_chunk_latency=0)
+    return b"".join(
+        chunk
+        for sentence in split_sentences(text)
+        for chunk in source.generate(sentence, voice, speed)
+    )
+
+
+def records(message: bytes) -> list[tuple[int, int, bytes]]:
+    """Split one binary message into (stream, seq, payload) records."""
+    out: list[tuple[int, int, bytes]] = []
+    offset = 0
+    while offset < len(message):
+        stream, seq, length = struct.unpack_from("!III", message, offset)
+        offset += 12
+        payload = message[offset : offset + length]
+        assert len(payload) == length, "truncated record"
+        out.append((stream, seq, payload))
+        offset += length
+    assert out, "an empty binary message"
+    return out
+
+
+def recv_json(ws: ClientConnection) -> dict[str, Any]:
+    """The next message, which must be a control message."""
+    message = ws.recv(timeout=POLL_LIMIT)
+    assert isinstance(message, str), f"expected a control message, got {len(message)} bytes"
+    value = json.loads(message)
+    assert isinstance(value, dict)
+    return value
+
+
+def receive_stream(
+    ws: ClientConnection, stream: int, on_record: Callable[[bytes], None] | None = None
+) -> tuple[list[int], bytes, dict[str, Any]]:
+    """Read until the stream's end: its sequence numbers, payload and end message; fails on
+    an error or a record of another stream. ``on_record`` sees each payload as it comes."""
+    seqs: list[int] = []
+    data = bytearray()
+    for _ in range(100_000):  # bounded: far more messages than any stream here has
+        message = ws.recv(timeout=POLL_LIMIT)
+        if isinstance(message, str):
+            control = json.loads(message)
+            assert control["type"] != "error", control
+            if control["type"] == "end" and control["stream"] == stream:
+                return seqs, bytes(data), control
+            continue
+        for record_stream, seq, payload in records(message):
+            assert record_stream == stream
+            seqs.append(seq)
+            data += payload
+            if on_record is not None:
+                on_record(payload)
+    raise AssertionError("the stream did not end")

@@ -20,8 +20,9 @@ from typing import Any
 import httpx
 from diaproto.apps.serve.app import DiaService
 from diaproto.apps.serve.generation import Generation
-from diaproto.apps.serve.sources import Source, SyntheticSource
-from support import POLL_LIMIT
+from diaproto.apps.serve.limits import ServiceLimits
+from diaproto.apps.serve.sources import Source
+from support import POLL_LIMIT, fast_source
 from websockets.sync.client import ClientConnection, connect
 from websockets.typing import Subprotocol
 
@@ -53,34 +54,20 @@ def rss_bytes() -> int:
     raise AssertionError("no VmRSS in /proc/self/status")
 
 
-def fast_source() -> Source:
-    """The synthetic voice, paced 50x faster than real time so tests stay short."""
-    return SyntheticSource(real_time_factor=0.02, first_chunk_latency=0.005)
-
-
-def records(message: bytes) -> list[tuple[int, int, bytes]]:
-    """Split one binary message into (stream, seq, payload) records (protocol §5)."""
-    out: list[tuple[int, int, bytes]] = []
-    offset = 0
-    while offset < len(message):
-        stream, seq, length = struct.unpack_from("!III", message, offset)
-        offset += 12
-        payload = message[offset : offset + length]
-        assert len(payload) == length, "truncated record"
-        out.append((stream, seq, payload))
-        offset += length
-    assert out, "an empty binary message"
-    return out
-
-
 # --- applications -------------------------------------------------------------------------
 
 
 class RecordingService(DiaService):
     """The Dia service, recording how each connection ended and which streams paused."""
 
-    def __init__(self, source: Source | None = None, *, resume_grace: float = 10.0) -> None:
-        super().__init__(source or fast_source(), resume_grace=resume_grace)
+    def __init__(
+        self,
+        source: Source | None = None,
+        *,
+        resume_grace: float = 10.0,
+        limits: ServiceLimits | None = None,
+    ) -> None:
+        super().__init__(source or fast_source(), resume_grace=resume_grace, limits=limits)
         self.closed: list[tuple[int | None, str]] = []
         self.paused: list[int] = []
 
@@ -375,7 +362,8 @@ def healthz(port: int) -> int:
 
 
 def raw_http(port: int, request: bytes, *, timeout: float = POLL_LIMIT) -> bytes:
-    """Send raw bytes; return everything the server sends until it closes."""
+    """Send raw bytes; return everything the server sends until it closes (each read
+    bounded by ``timeout``)."""
     with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
         sock.sendall(request)
         out = bytearray()
@@ -384,6 +372,10 @@ def raw_http(port: int, request: bytes, *, timeout: float = POLL_LIMIT) -> bytes
                 data = sock.recv(65536)
             except ConnectionResetError:
                 break
+            except TimeoutError:
+                raise AssertionError(
+                    f"the server neither answered in full nor closed: {bytes(out)!r}"
+                ) from None
             if not data:
                 break
             out += data

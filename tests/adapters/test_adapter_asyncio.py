@@ -25,7 +25,6 @@ from typing import cast
 
 import pytest
 from conformance_support import (
-    fast_source,
     long_text,
     open_and_stop_reading,
     pipeline_until_refused,
@@ -33,7 +32,7 @@ from conformance_support import (
 from diaproto.adapters._threaded import ThreadedServer
 from diaproto.adapters.asyncio import AsyncioSession, Server
 from diaproto.apps.serve.app import DiaService
-from support import POLL_LIMIT, Echo, serving, wait_until
+from support import POLL_LIMIT, Echo, fast_source, serving, wait_until
 from websockets.sync.client import ClientConnection, connect
 
 from diaproto.config import ConnectionConfig, Limits

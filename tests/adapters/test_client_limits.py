@@ -14,10 +14,10 @@ import json
 import socket
 
 import httpx
-from conformance_support import OP_TEXT, RawWebSocket, fast_source
+from conformance_support import OP_TEXT, RawWebSocket
 from diaproto.apps.serve.app import DiaService
 from diaproto.apps.serve.limits import ServiceLimits
-from support import POLL_LIMIT, serving, wait_until
+from support import POLL_LIMIT, fast_source, serving, wait_until
 from websockets.sync.client import connect
 from websockets.typing import Subprotocol
 

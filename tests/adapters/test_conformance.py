@@ -27,15 +27,20 @@ from conformance_support import (
     RecordingService,
     healthz,
     raw_http,
-    records,
     ws_connect,
 )
-from diaproto.apps.serve.sources import SyntheticSource
-from diaproto.apps.serve.text import split_sentences
 from httpx_sse import connect_sse
-from support import POLL_LIMIT, serving, start, wait_until
+from support import (
+    POLL_LIMIT,
+    receive_stream,
+    records,
+    recv_json,
+    serving,
+    start,
+    synthetic_audio,
+    wait_until,
+)
 from websockets.exceptions import ConnectionClosed, InvalidStatus
-from websockets.sync.client import ClientConnection
 from websockets.typing import Subprotocol
 
 from diaproto.config import ConnectionConfig, SchedulerConfig, Timeouts
@@ -45,33 +50,6 @@ TEXT = "Hello there. This is a short test of streaming speech."
 MEDIUM_TEXT = " ".join(f"Sentence number {n} is here to make the stream last." for n in range(12))
 LONG_TEXT = " ".join(f"Sentence number {n} is here to make the stream last." for n in range(40))
 NO_PINGS = Timeouts(ping_interval=None, ping_timeout=None)
-
-
-def recv_json(ws: ClientConnection) -> dict[str, Any]:
-    message = ws.recv(timeout=POLL_LIMIT)
-    assert isinstance(message, str), f"expected a control message, got {len(message)} bytes"
-    value = json.loads(message)
-    assert isinstance(value, dict)
-    return value
-
-
-def receive_stream(ws: ClientConnection, stream: int) -> tuple[list[int], bytes, dict[str, Any]]:
-    """Read until the stream's end: its sequence numbers, payload and end message."""
-    seqs: list[int] = []
-    data = bytearray()
-    for _ in range(100_000):
-        message = ws.recv(timeout=POLL_LIMIT)
-        if isinstance(message, str):
-            control = json.loads(message)
-            assert control["type"] != "error", control
-            if control["type"] == "end" and control["stream"] == stream:
-                return seqs, bytes(data), control
-            continue
-        for record_stream, seq, payload in records(message):
-            assert record_stream == stream
-            seqs.append(seq)
-            data += payload
-    raise AssertionError("the stream did not end")
 
 
 def raw_receive_stream(ws: RawWebSocket, stream: int) -> tuple[list[int], bytes]:
@@ -92,16 +70,6 @@ def raw_receive_stream(ws: RawWebSocket, stream: int) -> tuple[list[int], bytes]
                 seqs.append(seq)
                 data += chunk
     raise AssertionError("the stream did not end")
-
-
-def synthetic_audio(text: str, voice: str = "S1", speed: float = 1.0) -> bytes:
-    """What an uninterrupted stream carries (the synthetic voice is deterministic)."""
-    source = SyntheticSource(real_time_factor=0, first_chunk_latency=0)
-    return b"".join(
-        chunk
-        for sentence in split_sentences(text)
-        for chunk in source.generate(sentence, voice, speed)
-    )
 
 
 # --- handshake ----------------------------------------------------------------------------

@@ -9,11 +9,10 @@ than HTTP/1.x gets 505; a chunk size past 64 bits gets 400 as soon as its line i
 from __future__ import annotations
 
 import logging
-import socket
 
 import pytest
-from conformance_support import RecordingService, healthz
-from support import POLL_LIMIT, serving, wait_until
+from conformance_support import RecordingService, healthz, raw_http
+from support import serving, wait_until
 
 from diaproto.config import ConnectionConfig, Timeouts
 
@@ -21,24 +20,6 @@ from diaproto.config import ConnectionConfig, Timeouts
 # (a request left hanging would be cut off by the client, never answered with 408 in time).
 PATIENT = ConnectionConfig(timeouts=Timeouts(handshake=600.0))
 HIDDEN = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
-
-
-def exchange(port: int, request: bytes) -> bytes:
-    """Send raw bytes; everything the server sends until it closes (bounded by POLL_LIMIT)."""
-    with socket.create_connection(("127.0.0.1", port), timeout=POLL_LIMIT) as sock:
-        sock.sendall(request)
-        out = bytearray()
-        while True:
-            try:
-                data = sock.recv(65536)
-            except ConnectionResetError:
-                break
-            except TimeoutError:
-                pytest.fail(f"the server neither answered in full nor closed: {bytes(out)!r}")
-            if not data:
-                break
-            out += data
-        return bytes(out)
 
 
 def statuses(answer: bytes) -> list[int]:
@@ -67,7 +48,7 @@ def test_content_length_with_transfer_encoding_is_400_and_closed(
     caplog.set_level(logging.INFO, logger="diaproto.serve")
     request = b"POST /v1/stream HTTP/1.1\r\nHost: x\r\n" + framing + b"\r\n0\r\n\r\n" + HIDDEN
     with serving(runtime, RecordingService(), PATIENT) as handle:
-        answer = exchange(handle.port, request)
+        answer = raw_http(handle.port, request)
         assert statuses(answer) == [400], answer
         assert b"connection: close" in answer.lower()
         logged(caplog, "both Content-Length and Transfer-Encoding")
@@ -81,7 +62,7 @@ def test_unsupported_http_version_is_505_and_closed(
     caplog.set_level(logging.INFO, logger="diaproto.serve")
     request = b"GET /healthz HTTP/" + version + b"\r\nHost: x\r\n\r\n" + HIDDEN
     with serving(runtime, RecordingService(), PATIENT) as handle:
-        answer = exchange(handle.port, request)
+        answer = raw_http(handle.port, request)
         assert statuses(answer) == [505], answer
         logged(caplog, f"HTTP/{version.decode()} is not supported")
         assert healthz(handle.port) == 200
@@ -94,7 +75,7 @@ def test_overflowing_chunk_size_is_400_at_once(
     caplog.set_level(logging.INFO, logger="diaproto.serve")
     request = b"POST /v1/stream HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
     with serving(runtime, RecordingService(), PATIENT) as handle:
-        answer = exchange(handle.port, request + size + b"\r\nabc")
+        answer = raw_http(handle.port, request + size + b"\r\nabc")
         assert statuses(answer) == [400], answer
         logged(caplog, "chunk size overflows 64 bits")
         assert healthz(handle.port) == 200

@@ -19,9 +19,8 @@ from collections.abc import Iterator
 from typing import Any
 
 import httpx
-from conformance_support import fast_source
 from diaproto.apps.serve.app import DiaService
-from support import POLL_LIMIT, serving
+from support import POLL_LIMIT, fast_source, serving
 
 JSON_AND_SSE = {"accept": "application/json, text/event-stream", "content-type": "application/json"}
 TEXT = " ".join(f"word{i}" for i in range(40))  # about 12 s of audio: 1 MB of WAV

@@ -17,12 +17,11 @@ import h11
 from conformance_support import (
     RecordingService,
     a_stream_paused,
-    fast_source,
     long_text,
     open_and_stop_reading,
 )
 from diaproto.apps.serve.app import DiaService
-from support import POLL_LIMIT, STOP_LIMIT, start, wait_until
+from support import POLL_LIMIT, STOP_LIMIT, fast_source, start, wait_until
 
 from diaproto.config import ConnectionConfig, Timeouts
 from diaproto.sse import SseParser

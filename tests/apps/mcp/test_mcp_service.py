@@ -37,8 +37,8 @@ from mcp_service_support import (
     session,
     speak,
 )
-from server_fixture import RunningServer, fast_source, running_app, running_server
-from support import wait_until
+from server_fixture import RunningServer, running_app, running_server
+from support import fast_source, wait_until
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect
 from websockets.typing import Subprotocol

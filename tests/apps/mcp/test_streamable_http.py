@@ -29,8 +29,8 @@ from mcp_service_support import (
     session,
     speak,
 )
-from server_fixture import RunningServer, fast_source, running_app, running_server
-from support import POLL_LIMIT, wait_until
+from server_fixture import RunningServer, running_app, running_server
+from support import POLL_LIMIT, fast_source, wait_until
 
 from diaproto.mcp import McpHttpConfig
 

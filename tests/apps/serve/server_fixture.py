@@ -18,7 +18,8 @@ import anyio.from_thread
 import anyio.lowlevel
 from diaproto.adapters.anyio import Server, serve_in_background
 from diaproto.apps.serve.app import DiaService
-from diaproto.apps.serve.sources import Source, SyntheticSource
+from diaproto.apps.serve.sources import Source
+from support import fast_source
 
 from diaproto.config import ConnectionConfig
 from diaproto.runtime import Application
@@ -58,11 +59,6 @@ class RunningApp:
 @dataclass
 class RunningServer(RunningApp):
     service: DiaService
-
-
-def fast_source() -> Source:
-    """The synthetic voice, paced 20x faster than Dia so tests stay short."""
-    return SyntheticSource(real_time_factor=0.02, first_chunk_latency=0.005)
 
 
 @contextmanager

@@ -23,7 +23,7 @@ import pytest
 from diaproto.apps.serve.app import AUDIO_STREAM_LIMIT
 from diaproto.apps.serve.generation import Generation
 from server_fixture import RunningServer, running_server
-from support import POLL_LIMIT, wait_until
+from support import POLL_LIMIT, receive_stream, wait_for, wait_until
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import ClientConnection, connect
 from websockets.typing import Subprotocol
@@ -42,24 +42,10 @@ def ws_connect(server: RunningServer) -> ClientConnection:
 
 def stream_to_end(ws: ClientConnection, stream: int) -> tuple[int, int]:
     """(records, audio bytes) of a stream read to its end; fails on an error."""
-    count = nbytes = 0
-    for _ in range(100_000):
-        message = ws.recv(timeout=POLL_LIMIT)
-        if isinstance(message, str):
-            control = json.loads(message)
-            assert control["type"] != "error", control
-            if control["type"] == "end" and control["stream"] == stream:
-                assert control["seq"] == count
-                return count, nbytes
-            continue
-        offset = 0
-        while offset < len(message):
-            _, seq, length = struct.unpack_from("!III", message, offset)
-            count += 1
-            assert seq == count
-            nbytes += length
-            offset += 12 + length
-    raise AssertionError("the stream did not end")
+    seqs, audio, end = receive_stream(ws, stream)
+    assert seqs == list(range(1, len(seqs) + 1))
+    assert end["seq"] == len(seqs)
+    return len(seqs), len(audio)
 
 
 @contextmanager
@@ -299,10 +285,7 @@ def generation_for(server: RunningServer, text: str) -> Generation:
                 return generation
         return None
 
-    deadline = time.monotonic() + POLL_LIMIT
-    while (generation := server.call(find)) is None:
-        assert time.monotonic() < deadline, "the generation did not start"
-        time.sleep(0.02)
+    generation = wait_for(lambda: server.call(find), "the generation started")
     assert isinstance(generation, Generation)
     return generation
 

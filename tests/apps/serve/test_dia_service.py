@@ -29,7 +29,7 @@ from httpx_sse import connect_sse
 from mcp import Client
 from mcp_types import AudioContent
 from server_fixture import RunningServer, running_server
-from test_interop_clients import records
+from support import records
 from tiny_dia import EOS, StepCounter, StepGate, add_logits_processor
 from websockets.sync.client import connect
 from websockets.typing import Subprotocol

@@ -9,9 +9,8 @@ from __future__ import annotations
 
 import base64
 import json
-import struct
 import wave
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,11 +18,17 @@ import httpx
 import openai
 import pytest
 from diaproto.apps.serve.generation import Generation
-from diaproto.apps.serve.sources import SyntheticSource
 from httpx_sse import connect_sse
 from prometheus_client.parser import text_string_to_metric_families
 from server_fixture import RunningServer, running_server
-from support import POLL_LIMIT, wait_until
+from support import (
+    POLL_LIMIT,
+    receive_stream,
+    records,
+    recv_json,
+    synthetic_audio,
+    wait_until,
+)
 from websockets.sync.client import ClientConnection, connect
 from websockets.typing import Subprotocol
 
@@ -40,57 +45,8 @@ def server() -> Iterator[RunningServer]:
         yield running
 
 
-# --- a tiny independent decoder of the wire protocol (docs/protocol.md §5) --------------------
-
-
-def records(message: bytes) -> list[tuple[int, int, bytes]]:
-    """Split one binary message into (stream, seq, payload) records."""
-    out: list[tuple[int, int, bytes]] = []
-    offset = 0
-    while offset < len(message):
-        stream, seq, length = struct.unpack_from("!III", message, offset)
-        offset += 12
-        payload = message[offset : offset + length]
-        assert len(payload) == length, "truncated record"
-        out.append((stream, seq, payload))
-        offset += length
-    assert out, "an empty binary message"
-    return out
-
-
 def ws_connect(server: RunningServer) -> ClientConnection:
     return connect(server.ws_url, subprotocols=[SUBPROTOCOL], proxy=None, open_timeout=5)
-
-
-def recv_json(ws: ClientConnection) -> dict[str, Any]:
-    message = ws.recv(timeout=POLL_LIMIT)
-    assert isinstance(message, str), f"expected a control message, got {len(message)} bytes"
-    value = json.loads(message)
-    assert isinstance(value, dict)
-    return value
-
-
-def receive_stream(
-    ws: ClientConnection, stream: int, on_record: Callable[[bytes], None] | None = None
-) -> tuple[list[int], bytes, dict[str, Any]]:
-    """Read until the stream's end: its sequence numbers, audio and end message."""
-    seqs: list[int] = []
-    audio = bytearray()
-    for _ in range(100_000):  # bounded: far more messages than any stream here has
-        message = ws.recv(timeout=POLL_LIMIT)
-        if isinstance(message, str):
-            control = json.loads(message)
-            assert control["type"] != "error", control
-            if control["type"] == "end" and control["stream"] == stream:
-                return seqs, bytes(audio), control
-            continue
-        for record_stream, seq, payload in records(message):
-            assert record_stream == stream
-            seqs.append(seq)
-            audio += payload
-            if on_record is not None:
-                on_record(payload)
-    raise AssertionError("the stream did not end")
 
 
 def assert_speech(audio: bytes, text: str = TEXT) -> None:
@@ -102,18 +58,6 @@ def assert_speech(audio: bytes, text: str = TEXT) -> None:
     assert words * 0.1 < seconds < words * 1.5, (seconds, words)
     samples = memoryview(audio).cast("h")
     assert max(abs(s) for s in samples[:: max(len(samples) // 20000, 1)]) > 1000
-
-
-def synthetic_audio(text: str, voice: str = "S1", speed: float = 1.0) -> bytes:
-    """What an uninterrupted stream carries (the synthetic voice is deterministic)."""
-    source = SyntheticSource(real_time_factor=0, first_chunk_latency=0)
-    from diaproto.apps.serve.text import split_sentences  # noqa: PLC0415
-
-    return b"".join(
-        chunk
-        for sentence in split_sentences(text)
-        for chunk in source.generate(sentence, voice, speed)
-    )
 
 
 def generation_of(server: RunningServer, token: str) -> Generation:

@@ -9,7 +9,8 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 from diaproto.apps.serve.app import DiaService
-from server_fixture import fast_source, running_app
+from server_fixture import running_app
+from support import fast_source
 
 from diaproto.mcp import Tool, ToolCall
 from diaproto.mcp.jsonrpc import HEADER_MISMATCH, MISSING_CLIENT_CAPABILITY

@@ -1,0 +1,71 @@
+"""Server-sent event streams on every runtime (the ``runtime`` fixture), read with httpx over
+real sockets: a stream runs to its ``end`` event and its connection then serves the next
+request, and fifty streams run at once on the one loop.
+"""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+from conformance_support import RecordingService
+from diaproto.apps.serve.limits import ServiceLimits
+from support import POLL_LIMIT, serving
+
+STREAM_HEADERS = {"accept": "text/event-stream"}
+
+
+def sse_stream(port: int, text: str) -> list[str]:
+    """The SSE event names of one /v1/stream response, read to its end."""
+    events: list[str] = []
+    url = f"http://127.0.0.1:{port}/v1/stream"
+    with (
+        httpx.Client(trust_env=False, timeout=POLL_LIMIT) as client,
+        client.stream("GET", url, params={"text": text}, headers=STREAM_HEADERS) as response,
+    ):
+        assert response.status_code == 200
+        for line in response.iter_lines():
+            if line.startswith("event: "):
+                events.append(line.removeprefix("event: "))
+    return events
+
+
+def client_address(response: httpx.Response) -> tuple[str, int]:
+    """The local end of the connection that carries ``response`` (read while it is open)."""
+    address: tuple[str, int] = response.extensions["network_stream"].get_extra_info("client_addr")
+    return address
+
+
+def test_sse_stream_to_the_end_then_keep_alive(runtime: str) -> None:
+    with (
+        serving(runtime, RecordingService()) as server,
+        httpx.Client(trust_env=False, timeout=POLL_LIMIT) as client,
+    ):
+        url = f"http://127.0.0.1:{server.port}/v1/stream"
+        ids: list[int] = []
+        names: list[str] = []
+        with client.stream("GET", url, params={"text": "Hi."}, headers=STREAM_HEADERS) as response:
+            assert response.status_code == 200
+            assert response.headers["content-type"].startswith("text/event-stream")
+            stream_from = client_address(response)
+            for line in response.iter_lines():
+                if line.startswith("event: "):
+                    names.append(line.removeprefix("event: "))
+                elif line.startswith("id: "):
+                    ids.append(int(line.removeprefix("id: ")))
+        assert names[-1] == "end" and names.count("data") == len(names) - 1 > 0
+        assert ids == list(range(1, len(ids) + 1))
+        # The same connection serves the next request (keep-alive after the stream ended).
+        with client.stream("GET", f"http://127.0.0.1:{server.port}/healthz") as health:
+            assert client_address(health) == stream_from
+            assert health.status_code == 200 and health.read() == b"ok\n"
+
+
+def test_fifty_sse_streams_at_once(runtime: str) -> None:
+    # Fifty streams from one address: past the default per-peer bound of 16.
+    service = RecordingService(limits=ServiceLimits(max_generations_per_peer=50))
+    with serving(runtime, service) as server, ThreadPoolExecutor(50) as pool:
+        texts = [f"Hi {n}." for n in range(50)]
+        results = list(pool.map(lambda text: sse_stream(server.port, text), texts))
+        assert all(events and events[-1] == "end" for events in results)
+        assert server.call(lambda: len(service.sessions())) <= 50
