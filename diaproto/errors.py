@@ -1,6 +1,8 @@
 """What can go wrong, and the WebSocket close codes that say so on the wire.
 
-Every exception diaproto raises derives from :class:`DiaprotoError`. As in h11:
+Every protocol, replay and MCP error diaproto raises derives from :class:`DiaprotoError`
+(a constructor given an impossible setting, such as ``Limits(max_body_bytes=0)``, raises
+``ValueError`` like any Python API). As in h11:
 :class:`LocalProtocolError` means *you* (the caller) misused the API;
 :class:`RemoteProtocolError` means *the peer* sent something invalid. A remote error
 never escapes ``receive_data``: it is turned into an event and an answer on the wire

@@ -1,7 +1,7 @@
 """The runtime-neutral application interface: what every adapter gives an application.
 
-An application is written once against these three types and runs unchanged on every
-adapter (asyncio Protocols, anyio on trio, tornado, raw sockets). Types only: no I/O here.
+An application is written once against :class:`Application`, :class:`Session` and
+:class:`Runtime` and runs unchanged on every adapter (asyncio Protocols, anyio on trio, tornado, raw sockets). Types only: no I/O here.
 
 - The adapter owns sockets, one timer per connection, the event loop and worker threads.
 - It hands every core event of a connection to :meth:`Application.handle_event`, on the loop
@@ -29,7 +29,7 @@ T = TypeVar("T")
 
 
 class Connection(Protocol):
-    """The pump contract: what an adapter drives, server and client connections alike.
+    """The pump contract every connection object meets, server and client alike.
 
     Bytes and the time go in; events and bytes come out. ``next_event`` takes no time: an
     event carries the ``now`` of the ``receive_data`` (or ``handle_timer``) call that

@@ -3,48 +3,16 @@ against a server connection, and what a connection hands out, read back."""
 
 from __future__ import annotations
 
-import struct
-
+from core_support import drain
 from wsproto import ConnectionType, WSConnection
 from wsproto.events import AcceptConnection
 from wsproto.events import Event as WsEvent
 from wsproto.events import Request as WsRequest
 
-from diaproto.config import ConnectionConfig, Timeouts
-from diaproto.events import ConnectionClosed, Event, WebSocketRequest
-from diaproto.runtime import Connection
+from diaproto.config import ConnectionConfig
+from diaproto.events import Event, WebSocketRequest
 from diaproto.server import ServerConnection, State
 from diaproto.testing import FakeClock
-
-NO_HEARTBEAT = Timeouts(ping_interval=None, ping_timeout=None, idle=None)
-
-QUIET = ConnectionConfig(timeouts=NO_HEARTBEAT)
-
-
-def client_frame(
-    opcode: int, payload: bytes, *, fin: bool = True, masked: bool = True, rsv: int = 0
-) -> bytes:
-    """One client frame built by hand (masked unless told otherwise)."""
-    first = (0x80 if fin else 0) | rsv | opcode
-    mask_bit = 0x80 if masked else 0
-    length = len(payload)
-    if length < 126:
-        header = bytes((first, mask_bit | length))
-    elif length < 65536:
-        header = struct.pack("!BBH", first, mask_bit | 126, length)
-    else:
-        header = struct.pack("!BBQ", first, mask_bit | 127, length)
-    if not masked:
-        return header + payload
-    key = b"\x11\x22\x33\x44"
-    return header + key + bytes(b ^ key[i % 4] for i, b in enumerate(payload))
-
-
-def drain(conn: Connection) -> list[Event]:
-    events: list[Event] = []
-    while (event := conn.next_event()) is not None:
-        events.append(event)
-    return events
 
 
 class RawClient:
@@ -91,7 +59,3 @@ class RawClient:
 def state_of(server: ServerConnection) -> State:
     """The state, read through a call so that mypy does not narrow it between steps."""
     return server.state
-
-
-def closed_events(events: list[Event]) -> list[ConnectionClosed]:
-    return [e for e in events if isinstance(e, ConnectionClosed)]

@@ -5,7 +5,8 @@ the connection."""
 from __future__ import annotations
 
 import pytest
-from server_websocket_support import QUIET, RawClient, client_frame, closed_events, drain, state_of
+from core_support import QUIET, client_frame, closed_events, drain
+from server_websocket_support import RawClient, state_of
 from wsproto import ConnectionType, WSConnection
 from wsproto.events import BytesMessage, CloseConnection, Ping, Pong, TextMessage
 from wsproto.events import Request as WsRequest

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import struct
 
-from server_websocket_support import RawClient, client_frame, closed_events, drain, state_of
+from core_support import client_frame, closed_events, drain
+from server_websocket_support import RawClient, state_of
 from wsproto.events import CloseConnection, TextMessage
 
 from diaproto.client import ClientState, WebSocketClientConnection

@@ -3,7 +3,8 @@ an unanswered ping closing with 1011, and an idle connection closing with 1000."
 
 from __future__ import annotations
 
-from server_websocket_support import QUIET, RawClient, closed_events, state_of
+from core_support import QUIET, closed_events
+from server_websocket_support import RawClient, state_of
 from wsproto.events import CloseConnection, Ping, TextMessage
 
 from diaproto.client import WebSocketClientConnection

@@ -4,7 +4,8 @@ cancelling and resuming streams, credit, priorities and backpressure."""
 from __future__ import annotations
 
 import pytest
-from server_websocket_support import NO_HEARTBEAT, QUIET, RawClient, closed_events, drain, state_of
+from core_support import NO_HEARTBEAT, QUIET, closed_events, drain
+from server_websocket_support import RawClient, state_of
 from wsproto.events import BytesMessage, TextMessage
 
 from diaproto.client import WebSocketClientConnection

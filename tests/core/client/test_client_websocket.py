@@ -4,7 +4,7 @@ timeout, keepalive, close and the messages it refuses."""
 from __future__ import annotations
 
 import pytest
-from server_websocket_support import QUIET, client_frame, closed_events, drain
+from core_support import QUIET, client_frame, closed_events, drain
 
 from diaproto.client import ClientState, WebSocketClientConnection
 from diaproto.config import ConnectionConfig, Limits, Timeouts
