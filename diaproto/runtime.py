@@ -1,7 +1,8 @@
 """The runtime-neutral application interface: what every adapter gives an application.
 
 An application is written once against :class:`Application`, :class:`Session` and
-:class:`Runtime` and runs unchanged on every adapter (asyncio Protocols, anyio on trio, tornado, raw sockets). Types only: no I/O here.
+:class:`Runtime` and runs unchanged on every adapter (asyncio Protocols, anyio on trio,
+tornado, raw sockets). Types only: no I/O here.
 
 - The adapter owns sockets, one timer per connection, the event loop and worker threads.
 - It hands every core event of a connection to :meth:`Application.handle_event`, on the loop
