@@ -9,11 +9,10 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 
 import httpx
 import pytest
-from support import POLL_LIMIT, STOP_LIMIT, Echo, start
+from support import POLL_LIMIT, STOP_LIMIT, Echo, start, wait_for
 
 START_LIMIT = 20.0  # seconds a fresh interpreter may take to import and listen
 
@@ -30,14 +29,15 @@ def serve_on_the_command_line(options: list[str]) -> str:
     )
     try:
         url = f"http://127.0.0.1:{port}/healthz"
-        deadline = time.monotonic() + START_LIMIT
-        while True:
+
+        def answer() -> httpx.Response | None:
+            assert process.poll() is None, "the server exited before it answered"
             try:
-                health = httpx.get(url, trust_env=False, timeout=POLL_LIMIT)
-                break
+                return httpx.get(url, trust_env=False, timeout=POLL_LIMIT)
             except httpx.ConnectError:
-                assert process.poll() is None and time.monotonic() < deadline, "did not start"
-                time.sleep(0.05)
+                return None
+
+        health = wait_for(answer, "the server answered /healthz", START_LIMIT)
         assert health.status_code == 200 and health.text == "ok\n"
         process.send_signal(signal.SIGINT)
         output, _ = process.communicate(timeout=STOP_LIMIT)

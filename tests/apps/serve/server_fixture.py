@@ -20,12 +20,15 @@ from diaproto.adapters.anyio import Server, serve_in_background
 from diaproto.apps.serve.app import DiaService
 from diaproto.apps.serve.sources import Source
 from support import fast_source
+from websockets.sync.client import ClientConnection, connect
+from websockets.typing import Subprotocol
 
 from diaproto.config import ConnectionConfig
 from diaproto.runtime import Application
 
 STARTUP_TIMEOUT = 10.0
 STOP_TIMEOUT = 15.0
+SUBPROTOCOL = Subprotocol("diaproto.v1")
 
 
 @dataclass
@@ -59,6 +62,11 @@ class RunningApp:
 @dataclass
 class RunningServer(RunningApp):
     service: DiaService
+
+
+def ws_connect(server: RunningApp) -> ClientConnection:
+    """A websockets client on the server's /ws, offering diaproto.v1."""
+    return connect(server.ws_url, subprotocols=[SUBPROTOCOL], proxy=None, open_timeout=5)
 
 
 @contextmanager

@@ -22,7 +22,7 @@ import httpx
 import pytest
 from diaproto.apps.serve.app import AUDIO_STREAM_LIMIT
 from diaproto.apps.serve.generation import Generation
-from server_fixture import RunningServer, running_server
+from server_fixture import RunningServer, running_server, ws_connect
 from support import POLL_LIMIT, receive_stream, wait_for, wait_until
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import ClientConnection, connect
@@ -30,14 +30,9 @@ from websockets.typing import Subprotocol
 
 from diaproto.config import ConnectionConfig, SchedulerConfig
 
-SUBPROTOCOL = Subprotocol("diaproto.v1")
 HEALTHY_TEXT = "A healthy stream. It keeps going while others misbehave. And it ends well."
 LONG_TEXT = " ".join(f"Sentence number {n} is here to make the stream last." for n in range(40))
 OPENAI_VOICES = ("alloy", "ash", "ballad", "coral", "echo", "fable", "nova", "onyx", "sage")
-
-
-def ws_connect(server: RunningServer) -> ClientConnection:
-    return connect(server.ws_url, subprotocols=[SUBPROTOCOL], proxy=None, open_timeout=5)
 
 
 def stream_to_end(ws: ClientConnection, stream: int) -> tuple[int, int]:

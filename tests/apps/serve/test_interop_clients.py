@@ -20,7 +20,7 @@ import pytest
 from diaproto.apps.serve.generation import Generation
 from httpx_sse import connect_sse
 from prometheus_client.parser import text_string_to_metric_families
-from server_fixture import RunningServer, running_server
+from server_fixture import SUBPROTOCOL, RunningServer, running_server, ws_connect
 from support import (
     POLL_LIMIT,
     receive_stream,
@@ -29,10 +29,8 @@ from support import (
     synthetic_audio,
     wait_until,
 )
-from websockets.sync.client import ClientConnection, connect
-from websockets.typing import Subprotocol
+from websockets.sync.client import ClientConnection
 
-SUBPROTOCOL = Subprotocol("diaproto.v1")
 SAMPLE_RATE = 44100
 FRAME_BYTES = 1024  # the service's chunk size (the last chunk of a sentence may be shorter)
 TEXT = "Hello there. This is a short test of streaming speech."
@@ -43,10 +41,6 @@ LONG_TEXT = " ".join(f"Sentence number {n} is here to make the stream last." for
 def server() -> Iterator[RunningServer]:
     with running_server() as running:
         yield running
-
-
-def ws_connect(server: RunningServer) -> ClientConnection:
-    return connect(server.ws_url, subprotocols=[SUBPROTOCOL], proxy=None, open_timeout=5)
 
 
 def assert_speech(audio: bytes, text: str = TEXT) -> None:
