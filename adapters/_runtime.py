@@ -14,7 +14,6 @@ from typing import TypeVar
 
 from diaproto.adapters._pump import now
 from diaproto.adapters._workers import WorkerThreads
-
 from diaproto.runtime import Cancellable
 
 T = TypeVar("T")

@@ -15,7 +15,6 @@ from typing import Protocol
 
 from diaproto.adapters._pump import now
 from diaproto.adapters._threaded import AsyncServer, RunLoop
-
 from diaproto.config import ConnectionConfig
 from diaproto.errors import CloseCode
 from diaproto.runtime import Application

@@ -18,12 +18,12 @@ import anyio.from_thread
 import anyio.lowlevel
 import anyio.to_thread
 from anyio.abc import SocketAttribute
+
 from diaproto.adapters._pump import dispatch, now, past, write_deadline
 from diaproto.adapters._runtime import LoopRuntime
 from diaproto.adapters._shutdown import SIGNALS, close_all, grace, stop_on_signal
 from diaproto.adapters._tcp import bound_unsent, drop_on_close
 from diaproto.adapters._threaded import Listening, ThreadedServer, start_loop_thread
-
 from diaproto.config import ConnectionConfig
 from diaproto.runtime import Application, Cancellable
 from diaproto.server import ServerConnection

@@ -26,7 +26,6 @@ from diaproto.adapters._threaded import (
     start_serving_thread,
     wait_on_loop,
 )
-
 from diaproto.config import ConnectionConfig
 from diaproto.runtime import Application, Cancellable
 from diaproto.server import ServerConnection

@@ -25,7 +25,6 @@ from diaproto.adapters._runtime import LoopRuntime
 from diaproto.adapters._shutdown import close_all, grace, process_signals
 from diaproto.adapters._tcp import bound_unsent, drop_on_close
 from diaproto.adapters._threaded import ThreadedServer, wait_on_loop
-
 from diaproto.config import ConnectionConfig
 from diaproto.runtime import Application
 from diaproto.server import ServerConnection

@@ -15,17 +15,17 @@ from collections.abc import Callable
 from functools import partial
 from typing import Any, TypeVar
 
-from diaproto.adapters._pump import Pump, now
-from diaproto.adapters._runtime import LoopRuntime
-from diaproto.adapters._shutdown import close_all, grace, serve_until_signal
-from diaproto.adapters._tcp import bound_unsent, drop_on_close
-from diaproto.adapters._threaded import ThreadedServer, start_serving_thread, wait_on_loop
 from tornado.ioloop import IOLoop
 from tornado.iostream import IOStream, StreamBufferFullError, StreamClosedError
 from tornado.locks import Event as LoopEvent
 from tornado.netutil import bind_sockets
 from tornado.tcpserver import TCPServer
 
+from diaproto.adapters._pump import Pump, now
+from diaproto.adapters._runtime import LoopRuntime
+from diaproto.adapters._shutdown import close_all, grace, serve_until_signal
+from diaproto.adapters._tcp import bound_unsent, drop_on_close
+from diaproto.adapters._threaded import ThreadedServer, start_serving_thread, wait_on_loop
 from diaproto.config import ConnectionConfig
 from diaproto.runtime import Application, Cancellable
 from diaproto.server import ServerConnection

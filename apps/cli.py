@@ -9,9 +9,8 @@ import logging
 import sys
 from collections.abc import Iterator, Sequence
 
-from diaproto.apps.serve.limits import ServiceLimits
-
 from diaproto import __version__
+from diaproto.apps.serve.limits import ServiceLimits
 
 RUNTIMES = ("asyncio", "anyio", "trio", "tornado", "sockets")  # see diaproto.adapters.RUNTIMES
 MODELS = ("synthetic", "dia")
@@ -115,10 +114,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     try:
+        from diaproto import adapters  # noqa: PLC0415 (keeps `--help` fast)
         from diaproto.apps.serve.app import DiaService  # noqa: PLC0415
         from diaproto.apps.serve.sources import SourceUnavailable, load_source  # noqa: PLC0415
-
-        from diaproto import adapters  # noqa: PLC0415 (keeps `--help` fast)
         from diaproto.mcp.http import LOOPBACK_HOSTS, McpHttpConfig  # noqa: PLC0415
     except ModuleNotFoundError as exc:
         # `pip install diaproto` is the core alone (h11, wsproto): say what serve needs.

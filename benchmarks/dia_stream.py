@@ -28,6 +28,7 @@ class _Tiny:
 
     def __init__(self, steps: int) -> None:
         import torch  # noqa: PLC0415 (an optional install: the scenario skips without it)
+
         from diaproto.apps.serve.sources.dia.model import TransformersDiaSource  # noqa: PLC0415
         from diaproto.apps.serve.sources.dia.random_weights import tiny_dia  # noqa: PLC0415
         from diaproto.apps.serve.sources.dia.tensor_audio import pcm16  # noqa: PLC0415

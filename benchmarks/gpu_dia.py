@@ -51,11 +51,12 @@ from typing import Any
 
 import torch
 import transformers
+from transformers import StoppingCriteria, StoppingCriteriaList
+from transformers.generation.streamers import BaseStreamer
+
 from diaproto.apps.serve.sources.dia.frames import Window, WindowPlan
 from diaproto.apps.serve.sources.dia.model import DTYPES, ChunkReady, TransformersDiaSource
 from diaproto.apps.serve.sources.dia.random_weights import full_size_dia, tiny_dia
-from transformers import StoppingCriteria, StoppingCriteriaList
-from transformers.generation.streamers import BaseStreamer
 
 TEXT = "[S1] Streaming speech from Dia, one frame at a time, so the first audio leaves early."
 PLANS = ("4:10,16:10,12", "4:4,16:10,8")

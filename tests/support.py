@@ -14,10 +14,9 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from diaproto import adapters
 from diaproto.apps.serve.sources import Source, SyntheticSource
 from diaproto.apps.serve.text import split_sentences
-
-from diaproto import adapters
 from diaproto.config import ConnectionConfig
 from diaproto.events import Event, Request, WebSocketMessage, WebSocketRequest
 from diaproto.runtime import Application, ServerHandle, Session

@@ -14,7 +14,6 @@ from dataclasses import dataclass, field, replace
 from functools import partial
 
 from diaproto.apps.mcp.peer import McpPeer, Transport
-
 from diaproto.mcp import EventStore, McpChannel, RequestId
 from diaproto.mcp.channel import CONTROL
 from diaproto.runtime import Session

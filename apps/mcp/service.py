@@ -34,7 +34,6 @@ from diaproto.apps.mcp.transports.streamable_http import StreamableHttp
 from diaproto.apps.mcp.transports.websocket import McpWebSocket
 from diaproto.apps.serve.limits import GenerationRefused
 from diaproto.apps.serve.requests import BadRequest, StreamRequest
-
 from diaproto.events import (
     ConnectionClosed,
     Event,

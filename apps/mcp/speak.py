@@ -19,7 +19,6 @@ from diaproto.apps.serve.audio import SAMPLE_RATE, duration, wav_header
 
 if TYPE_CHECKING:
     from diaproto.apps.serve.generation import Generation, Waker
-
     from diaproto.mcp import McpSession, RequestId
 
 INLINE_AUDIO_LIMIT = 384 * 1024  # bytes of WAV carried in the result itself (a 512 KiB event)

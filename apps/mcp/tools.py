@@ -16,7 +16,6 @@ from diaproto.apps.serve.requests import (
     parse_voice,
 )
 from diaproto.apps.serve.text import MAX_INPUT_CHARS
-
 from diaproto.mcp import Tool
 
 #: Longest text one ``speak`` call takes: the service-wide limit (about four minutes).

@@ -28,7 +28,6 @@ from diaproto.apps.serve.sources import Source
 from diaproto.apps.serve.speech_api import SpeechApi
 from diaproto.apps.serve.static_files import StaticFiles
 from diaproto.apps.serve.websocket_streams import WebSocketStreams
-
 from diaproto.events import (
     ConnectionClosed,
     Event,

@@ -22,7 +22,6 @@ from diaproto.apps.serve.requests import (
     parse_stream_json,
     parse_stream_query,
 )
-
 from diaproto.events import SseRequest
 from diaproto.runtime import Session
 from diaproto.wire import ErrorCode

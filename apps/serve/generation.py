@@ -28,7 +28,6 @@ from diaproto.apps.serve.model_queue import Admission, ModelBusy
 from diaproto.apps.serve.requests import StreamRequest
 from diaproto.apps.serve.sources import Source
 from diaproto.apps.serve.text import split_sentences
-
 from diaproto.replay import ReplayBuffer
 from diaproto.runtime import Cancellable, Runtime
 from diaproto.server.framing import Payload

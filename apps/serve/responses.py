@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 
 from diaproto.apps.serve.metrics import ServiceMetrics
-
 from diaproto.runtime import Session
 
 

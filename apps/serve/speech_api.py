@@ -14,7 +14,6 @@ from diaproto.apps.serve.audio import wav_header
 from diaproto.apps.serve.event_stream import SSE_STREAM_ID
 from diaproto.apps.serve.listeners import SpeechBodyListener, SpeechSseListener, StreamListener
 from diaproto.apps.serve.requests import BadRequest, StreamRequest, parse_speech_request
-
 from diaproto.events import Request
 from diaproto.runtime import Session
 

@@ -10,7 +10,6 @@ import re
 from pathlib import Path
 
 from diaproto.apps.serve.responses import Responder
-
 from diaproto.runtime import Session
 
 HERE = Path(__file__).resolve().parent

@@ -15,7 +15,6 @@ from urllib.parse import urlsplit
 from diaproto.apps.serve.listeners import StreamListener
 from diaproto.apps.serve.model_queue import ModelBusy
 from diaproto.apps.serve.requests import BadRequest, parse_stream_options
-
 from diaproto.events import WebSocketRequest
 from diaproto.mcp.http import peer_host
 from diaproto.runtime import Session

@@ -10,12 +10,11 @@ the same information.
 
 from __future__ import annotations
 
+from diaproto import adapters
 from diaproto.apps.mcp.peer import McpPeer
 from diaproto.apps.serve.app import DiaService
 from diaproto.apps.serve.limits import ServiceLimits
 from diaproto.apps.serve.sources import SyntheticSource
-
-from diaproto import adapters
 from diaproto.mcp import Tool, ToolCall
 
 BATCH = 1  # one report per loop iteration, like one `await ctx.report_progress` each

@@ -18,14 +18,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
-from diaproto.apps.serve.app import DiaService
-from diaproto.apps.serve.generation import Generation
-from diaproto.apps.serve.limits import ServiceLimits
-from diaproto.apps.serve.sources import Source
 from support import POLL_LIMIT, fast_source
 from websockets.sync.client import ClientConnection, connect
 from websockets.typing import Subprotocol
 
+from diaproto.apps.serve.app import DiaService
+from diaproto.apps.serve.generation import Generation
+from diaproto.apps.serve.limits import ServiceLimits
+from diaproto.apps.serve.sources import Source
 from diaproto.client import WebSocketClientConnection
 from diaproto.events import (
     ConnectionClosed,

@@ -29,12 +29,12 @@ from conformance_support import (
     open_and_stop_reading,
     pipeline_until_refused,
 )
-from diaproto.adapters._threaded import ThreadedServer
-from diaproto.adapters.asyncio import AsyncioSession, Server
-from diaproto.apps.serve.app import DiaService
 from support import POLL_LIMIT, Echo, fast_source, serving, wait_until
 from websockets.sync.client import ClientConnection, connect
 
+from diaproto.adapters._threaded import ThreadedServer
+from diaproto.adapters.asyncio import AsyncioSession, Server
+from diaproto.apps.serve.app import DiaService
 from diaproto.config import ConnectionConfig, Limits
 from diaproto.runtime import Application
 

@@ -13,10 +13,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import cast
 
-from diaproto.adapters._threaded import ThreadedServer
-from diaproto.adapters.sockets import Server
 from support import POLL_LIMIT, Echo, serving, wait_until
 
+from diaproto.adapters._threaded import ThreadedServer
+from diaproto.adapters.sockets import Server
 from diaproto.config import ConnectionConfig, Timeouts
 from diaproto.runtime import Application
 

@@ -15,12 +15,12 @@ import socket
 
 import httpx
 from conformance_support import OP_TEXT, RawWebSocket
-from diaproto.apps.serve.app import DiaService
-from diaproto.apps.serve.limits import ServiceLimits
 from support import POLL_LIMIT, fast_source, serving, wait_until
 from websockets.sync.client import connect
 from websockets.typing import Subprotocol
 
+from diaproto.apps.serve.app import DiaService
+from diaproto.apps.serve.limits import ServiceLimits
 from diaproto.runtime import ServerHandle
 
 ATTACKER = "127.0.0.1"

@@ -8,9 +8,9 @@ from __future__ import annotations
 import socket
 
 from conformance_support import OFFERED, long_text, pipeline_until_refused
-from diaproto.apps.serve.app import DiaService
 from support import POLL_LIMIT, fast_source, serving, wait_until
 
+from diaproto.apps.serve.app import DiaService
 from diaproto.config import ConnectionConfig, Limits
 
 

@@ -19,8 +19,9 @@ from collections.abc import Iterator
 from typing import Any
 
 import httpx
-from diaproto.apps.serve.app import DiaService
 from support import POLL_LIMIT, fast_source, serving
+
+from diaproto.apps.serve.app import DiaService
 
 JSON_AND_SSE = {"accept": "application/json, text/event-stream", "content-type": "application/json"}
 TEXT = " ".join(f"word{i}" for i in range(40))  # about 12 s of audio: 1 MB of WAV

@@ -20,9 +20,9 @@ from conformance_support import (
     long_text,
     open_and_stop_reading,
 )
-from diaproto.apps.serve.app import DiaService
 from support import POLL_LIMIT, STOP_LIMIT, fast_source, start, wait_until
 
+from diaproto.apps.serve.app import DiaService
 from diaproto.config import ConnectionConfig, Timeouts
 from diaproto.sse import SseParser
 from diaproto.wire import ErrorCode

@@ -9,8 +9,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 from conformance_support import RecordingService
-from diaproto.apps.serve.limits import ServiceLimits
 from support import POLL_LIMIT, serving
+
+from diaproto.apps.serve.limits import ServiceLimits
 
 STREAM_HEADERS = {"accept": "text/event-stream"}
 

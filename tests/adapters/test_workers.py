@@ -12,9 +12,9 @@ import time
 
 import httpx
 import pytest
-from diaproto.adapters._workers import WORKER_THREADS
 from support import POLL_LIMIT, STOP_LIMIT, Echo, serving, start, wait_until
 
+from diaproto.adapters._workers import WORKER_THREADS
 from diaproto.events import Event
 from diaproto.runtime import Runtime, ServerHandle, Session
 

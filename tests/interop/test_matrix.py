@@ -31,14 +31,14 @@ from typing import Any, NoReturn
 import httpx
 import pytest
 import websocket
-from diaproto.apps.serve.app import DiaService
-from diaproto.apps.serve.sources import SyntheticSource
-from diaproto.apps.serve.text import split_sentences
 from httpx_sse import connect_sse
 from websockets.sync.client import connect
 from websockets.typing import Subprotocol
 
 from diaproto import adapters
+from diaproto.apps.serve.app import DiaService
+from diaproto.apps.serve.sources import SyntheticSource
+from diaproto.apps.serve.text import split_sentences
 from diaproto.config import ConnectionConfig
 from diaproto.runtime import ServerHandle, Session
 

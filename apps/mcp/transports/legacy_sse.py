@@ -14,7 +14,6 @@ from urllib.parse import parse_qs
 from diaproto.apps.mcp.peer import McpPeer, Transport
 from diaproto.apps.mcp.responses import answer, method_not_allowed, refuse
 from diaproto.apps.mcp.routes import Route
-
 from diaproto.events import Headers
 from diaproto.mcp import HttpRefusal, JsonRpcError, McpChannel, check_stream, parse_message
 from diaproto.mcp.http import peer_host

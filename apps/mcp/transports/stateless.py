@@ -13,7 +13,6 @@ from typing import TYPE_CHECKING
 
 from diaproto.apps.mcp.peer import McpPeer, Transport
 from diaproto.apps.mcp.responses import answer, answer_json, method_not_allowed, refuse
-
 from diaproto.events import Headers
 from diaproto.headers import header_values
 from diaproto.mcp import (

@@ -12,7 +12,6 @@ from urllib.parse import urlsplit
 from diaproto.apps.mcp.peer import McpPeer, Transport
 from diaproto.apps.mcp.responses import refuse
 from diaproto.apps.mcp.routes import Route
-
 from diaproto.errors import CloseCode
 from diaproto.events import WebSocketRequest
 from diaproto.mcp import HttpRefusal, JsonRpcError, McpChannel, check_access, parse_message

@@ -10,9 +10,9 @@ from dataclasses import dataclass, field
 from typing import Any, cast
 
 import pytest
+
 from diaproto.apps.mcp.catalog import MAX_COMPLETIONS, Catalog, TaskWork
 from diaproto.apps.mcp.peer import McpPeer
-
 from diaproto.mcp import JsonRpcError, McpSession, ServerInfo, Tool, ToolCall, parse_message
 from diaproto.mcp.events import CompletionRequest, PromptGet, ResourceRead, TaskRequest
 from diaproto.mcp.jsonrpc import INVALID_PARAMS

@@ -19,9 +19,6 @@ from typing import Any
 
 import httpx
 import pytest
-from diaproto.apps.serve.app import DiaService
-from diaproto.apps.serve.limits import ServiceLimits
-from diaproto.apps.serve.sources import SyntheticSource
 from mcp_service_support import (
     JSON_AND_SSE,
     LONG_TEXT,
@@ -43,6 +40,9 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect
 from websockets.typing import Subprotocol
 
+from diaproto.apps.serve.app import DiaService
+from diaproto.apps.serve.limits import ServiceLimits
+from diaproto.apps.serve.sources import SyntheticSource
 from diaproto.config import ConnectionConfig
 from diaproto.mcp import McpHttpConfig
 
@@ -299,7 +299,6 @@ def test_an_application_adds_its_own_tool() -> None:
     machinery (its call answered over a 2025-11-25 SSE stream). Its progress reports, all
     made before the answer, are coalesced and then withdrawn by the answer: none is sent."""
     from diaproto.apps.mcp.peer import McpPeer  # noqa: PLC0415
-
     from diaproto.mcp import Tool, ToolCall  # noqa: PLC0415
 
     def count_to(peer: McpPeer, call: ToolCall, now: float) -> None:

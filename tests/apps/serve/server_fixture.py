@@ -16,13 +16,13 @@ from typing import Any
 import anyio
 import anyio.from_thread
 import anyio.lowlevel
-from diaproto.adapters.anyio import Server, serve_in_background
-from diaproto.apps.serve.app import DiaService
-from diaproto.apps.serve.sources import Source
 from support import fast_source
 from websockets.sync.client import ClientConnection, connect
 from websockets.typing import Subprotocol
 
+from diaproto.adapters.anyio import Server, serve_in_background
+from diaproto.apps.serve.app import DiaService
+from diaproto.apps.serve.sources import Source
 from diaproto.config import ConnectionConfig
 from diaproto.runtime import Application
 

@@ -7,6 +7,9 @@ import struct
 import wave
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
 from diaproto.apps.serve.audio import (
     FRAME_BYTES,
     SAMPLE_RATE,
@@ -16,8 +19,6 @@ from diaproto.apps.serve.audio import (
     frames,
     wav_header,
 )
-from hypothesis import given
-from hypothesis import strategies as st
 
 pcm_bytes = st.binary(max_size=4000).map(lambda b: b[: len(b) - len(b) % 2])
 

@@ -20,14 +20,14 @@ from typing import Any
 
 import httpx
 import pytest
-from diaproto.apps.serve.app import AUDIO_STREAM_LIMIT
-from diaproto.apps.serve.generation import Generation
 from server_fixture import RunningServer, running_server, ws_connect
 from support import POLL_LIMIT, receive_stream, wait_for, wait_until
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import ClientConnection, connect
 from websockets.typing import Subprotocol
 
+from diaproto.apps.serve.app import AUDIO_STREAM_LIMIT
+from diaproto.apps.serve.generation import Generation
 from diaproto.config import ConnectionConfig, SchedulerConfig
 
 HEALTHY_TEXT = "A healthy stream. It keeps going while others misbehave. And it ends well."

@@ -10,9 +10,10 @@ from pathlib import Path
 
 import httpx
 import pytest
-from diaproto.apps.cli import main
 from test_make_run import EXIT_LIMIT, free_port, read_until_url
 from tiny_dia import EOS, save_tiny_dia
+
+from diaproto.apps.cli import main
 
 STEPS = 40
 IMPORT_LIMIT = 120.0  # torch and transformers take seconds to import on a loaded machine

@@ -21,10 +21,6 @@ import httpx
 import openai
 import pytest
 import torch
-from diaproto.apps.serve.model_queue import ModelQueue
-from diaproto.apps.serve.sources.dia.model import TransformersDiaSource
-from diaproto.apps.serve.sources.dia.random_weights import tiny_dia
-from diaproto.apps.serve.sources.dia.tensor_audio import pcm16
 from httpx_sse import connect_sse
 from mcp import Client
 from mcp_types import AudioContent
@@ -33,6 +29,11 @@ from support import records
 from tiny_dia import EOS, StepCounter, StepGate, add_logits_processor
 from websockets.sync.client import connect
 from websockets.typing import Subprotocol
+
+from diaproto.apps.serve.model_queue import ModelQueue
+from diaproto.apps.serve.sources.dia.model import TransformersDiaSource
+from diaproto.apps.serve.sources.dia.random_weights import tiny_dia
+from diaproto.apps.serve.sources.dia.tensor_audio import pcm16
 
 STEPS = 60
 OPTIONS: dict[str, object] = {"max_new_tokens": STEPS, "do_sample": False, "suppress_tokens": [EOS]}

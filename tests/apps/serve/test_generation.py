@@ -12,6 +12,7 @@ from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 
 import pytest
+
 from diaproto.apps.serve.generation import Generation, GenerationRegistry
 from diaproto.apps.serve.model_queue import Admission, ModelQueue
 from diaproto.apps.serve.requests import StreamRequest

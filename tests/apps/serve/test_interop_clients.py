@@ -17,7 +17,6 @@ from typing import Any
 import httpx
 import openai
 import pytest
-from diaproto.apps.serve.generation import Generation
 from httpx_sse import connect_sse
 from prometheus_client.parser import text_string_to_metric_families
 from server_fixture import SUBPROTOCOL, RunningServer, running_server, ws_connect
@@ -30,6 +29,8 @@ from support import (
     wait_until,
 )
 from websockets.sync.client import ClientConnection
+
+from diaproto.apps.serve.generation import Generation
 
 SAMPLE_RATE = 44100
 FRAME_BYTES = 1024  # the service's chunk size (the last chunk of a sentence may be shorter)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 
 import pytest
+
 from diaproto.apps.serve.model_queue import ModelBusy, ModelQueue
 
 WAIT = 30.0

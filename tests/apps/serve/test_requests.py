@@ -6,6 +6,9 @@ import contextlib
 import json
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
 from diaproto.apps.serve.requests import (
     MODELS,
     OPENAI_VOICE_ALIASES,
@@ -18,8 +21,6 @@ from diaproto.apps.serve.requests import (
     parse_stream_query,
 )
 from diaproto.apps.serve.text import MAX_INPUT_CHARS
-from hypothesis import given
-from hypothesis import strategies as st
 
 
 def body(**fields: object) -> bytes:

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import pytest
-from diaproto.apps.serve.text import MAX_INPUT_CHARS, split_sentences
 from hypothesis import example, given
 from hypothesis import strategies as st
+
+from diaproto.apps.serve.text import MAX_INPUT_CHARS, split_sentences
 
 
 @pytest.mark.parametrize(

@@ -8,8 +8,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from diaproto.apps.serve.sources.dia.random_weights import SEED, tiny_dia
 from transformers import LogitsProcessor
+
+from diaproto.apps.serve.sources.dia.random_weights import SEED, tiny_dia
 
 EOS = 1024
 

@@ -24,7 +24,6 @@ from diaproto.apps.mcp.catalog import TaskWork
 from diaproto.apps.mcp.peer import McpPeer
 from diaproto.apps.serve.app import DiaService
 from diaproto.apps.serve.sources import SyntheticSource
-
 from diaproto.mcp import JsonRpcError, Tool, ToolCall
 from diaproto.mcp.events import ClientReply, CompletionRequest, PromptGet, ResourceRead
 from diaproto.mcp.jsonrpc import MISSING_CLIENT_CAPABILITY

@@ -20,10 +20,11 @@ from typing import NoReturn
 
 import httpx
 import pytest
+from server_fixture import running_server
+
 from diaproto.adapters import start_in_thread
 from diaproto.apps.serve.app import DiaService
 from diaproto.apps.serve.sources import SyntheticSource
-from server_fixture import running_server
 
 HERE = Path(__file__).resolve().parent
 # diaproto on every runtime: the same service, the same answers (issue 4's promise).

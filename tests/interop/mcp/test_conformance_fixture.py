@@ -12,8 +12,9 @@ from typing import Any
 import httpx
 import pytest
 from conformance_fixture import conformance_service
-from diaproto.adapters import start_in_thread
 from httpx_sse import EventSource
+
+from diaproto.adapters import start_in_thread
 
 TIMEOUT = 30.0
 HEADERS = {"accept": "application/json, text/event-stream", "content-type": "application/json"}

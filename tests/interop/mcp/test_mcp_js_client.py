@@ -21,9 +21,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from diaproto.apps.serve.sources import SyntheticSource
 from mcp_targets import McpTarget, active_generations, missing, settled_generations
 from server_fixture import RunningServer, running_server
+
+from diaproto.apps.serve.sources import SyntheticSource
 
 NODE_DIR = Path(__file__).resolve().parent / "node"
 NODE_TIMEOUT = 30.0

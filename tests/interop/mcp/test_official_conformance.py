@@ -35,9 +35,9 @@ from typing import Any
 
 import pytest
 from conformance_fixture import conformance_service
-from diaproto.adapters import start_in_thread
 from mcp_targets import missing
 
+from diaproto.adapters import start_in_thread
 from diaproto.runtime import ServerHandle
 
 SUITE_DIR = Path(__file__).resolve().parent / "conformance_suite"

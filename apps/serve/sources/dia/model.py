@@ -24,6 +24,8 @@ from dataclasses import dataclass
 from typing import Any, cast
 
 import torch
+from transformers import DiaForConditionalGeneration, DiaProcessor, StoppingCriteriaList
+
 from diaproto.apps.serve.audio import FRAME_SAMPLES, SAMPLE_RATE
 from diaproto.apps.serve.model_queue import Admission, ModelQueue
 from diaproto.apps.serve.sources.dia.frames import Undelay, Window, WindowPlan
@@ -36,7 +38,6 @@ from diaproto.apps.serve.sources.dia.steps import (
 from diaproto.apps.serve.sources.dia.tensor_audio import LinearResampler, pcm16
 from diaproto.apps.serve.sources.dia.text_batches import MAX_CHARS_PER_CALL, tagged_batches
 from diaproto.apps.serve.sources.source import SourceUnavailable, check_voice_and_speed, framed
-from transformers import DiaForConditionalGeneration, DiaProcessor, StoppingCriteriaList
 
 log = logging.getLogger("diaproto.serve.dia")
 

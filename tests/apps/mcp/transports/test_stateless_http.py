@@ -8,10 +8,10 @@ import base64
 from typing import TYPE_CHECKING, Any
 
 import httpx
-from diaproto.apps.serve.app import DiaService
 from server_fixture import running_app
 from support import fast_source
 
+from diaproto.apps.serve.app import DiaService
 from diaproto.mcp import Tool, ToolCall
 from diaproto.mcp.jsonrpc import HEADER_MISMATCH, MISSING_CLIENT_CAPABILITY
 

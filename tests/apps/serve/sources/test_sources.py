@@ -9,6 +9,7 @@ import sys
 from collections.abc import Generator
 
 import pytest
+
 from diaproto.apps.serve.audio import FRAME_BYTES, SAMPLE_RATE, duration, float_to_pcm16
 from diaproto.apps.serve.sources import (
     Source,

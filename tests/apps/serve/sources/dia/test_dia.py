@@ -13,6 +13,9 @@ from typing import Any
 
 import pytest
 import torch
+from support import wait_until
+from tiny_dia import EOS, EosAt, StepCounter, StepGate, add_logits_processor, save_tiny_dia
+
 from diaproto.apps.serve.model_queue import ModelBusy, ModelQueue
 from diaproto.apps.serve.sources import SourceUnavailable, load_source
 from diaproto.apps.serve.sources.dia.frames import ChunkShape, Undelay, WindowPlan
@@ -21,8 +24,6 @@ from diaproto.apps.serve.sources.dia.random_weights import tiny_dia
 from diaproto.apps.serve.sources.dia.steps import StepStreamer
 from diaproto.apps.serve.sources.dia.tensor_audio import LinearResampler, pcm16
 from diaproto.apps.serve.sources.dia.text_batches import tagged_batches
-from support import wait_until
-from tiny_dia import EOS, EosAt, StepCounter, StepGate, add_logits_processor, save_tiny_dia
 
 STEPS = 120  # frames = STEPS - 16 when nothing says EOS
 GREEDY: dict[str, object] = {"max_new_tokens": STEPS, "do_sample": False, "suppress_tokens": [EOS]}

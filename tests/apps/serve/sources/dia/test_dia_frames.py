@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
 from diaproto.apps.serve.sources.dia.frames import (
     EXACT_CONTEXT,
     ChunkShape,
@@ -10,8 +13,6 @@ from diaproto.apps.serve.sources.dia.frames import (
     Window,
     WindowPlan,
 )
-from hypothesis import given
-from hypothesis import strategies as st
 
 DELAYS = (0, 8, 9, 10, 11, 12, 13, 14, 15)
 EOS = 1024

@@ -14,7 +14,6 @@ from typing import Any
 
 import httpx
 import pytest
-from diaproto.apps.serve.app import DiaService
 from mcp_service_support import (
     JSON_AND_SSE,
     LONG_TEXT,
@@ -32,6 +31,7 @@ from mcp_service_support import (
 from server_fixture import RunningServer, running_app, running_server
 from support import POLL_LIMIT, fast_source, wait_until
 
+from diaproto.apps.serve.app import DiaService
 from diaproto.mcp import McpHttpConfig
 
 
