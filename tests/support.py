@@ -22,6 +22,7 @@ from diaproto.events import Event, Request, WebSocketMessage, WebSocketRequest
 from diaproto.runtime import Application, ServerHandle, Session
 
 if TYPE_CHECKING:
+    import httpx
     from websockets.sync.client import ClientConnection
 
 T = TypeVar("T")
@@ -164,3 +165,41 @@ def receive_stream(
             if on_record is not None:
                 on_record(payload)
     raise AssertionError("the stream did not end")
+
+
+# --- MCP over Streamable HTTP (2025-11-25) -------------------------------------------------
+
+JSON_AND_SSE = {"accept": "application/json, text/event-stream", "content-type": "application/json"}
+
+
+def rpc(method: str, params: dict[str, Any] | None = None, rid: int | None = 1) -> dict[str, Any]:
+    """A JSON-RPC request (a notification when ``rid`` is None)."""
+    body: dict[str, Any] = {"jsonrpc": "2.0", "method": method}
+    if rid is not None:
+        body["id"] = rid
+    if params is not None:
+        body["params"] = params
+    return body
+
+
+def session(session_id: str) -> dict[str, str]:
+    """The headers of a request in an MCP session."""
+    return {**JSON_AND_SSE, "mcp-session-id": session_id, "mcp-protocol-version": "2025-11-25"}
+
+
+def initialize(client: httpx.Client, url: str, capabilities: dict[str, Any] | None = None) -> str:
+    """The 2025-11-25 handshake; returns the session id."""
+    params = {
+        "protocolVersion": "2025-11-25",
+        "capabilities": capabilities or {},
+        "clientInfo": {"name": "diaproto-tests", "version": "0"},
+    }
+    answer = client.post(url, json=rpc("initialize", params), headers=JSON_AND_SSE)
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["result"]["protocolVersion"] == "2025-11-25"
+    session_id: str = answer.headers["mcp-session-id"]
+    done = client.post(
+        url, json=rpc("notifications/initialized", rid=None), headers=session(session_id)
+    )
+    assert done.status_code == 202
+    return session_id

@@ -19,41 +19,11 @@ from collections.abc import Iterator
 from typing import Any
 
 import httpx
-from support import POLL_LIMIT, fast_source, serving
+from support import POLL_LIMIT, fast_source, initialize, rpc, serving, session
 
 from diaproto.apps.serve.app import DiaService
 
-JSON_AND_SSE = {"accept": "application/json, text/event-stream", "content-type": "application/json"}
 TEXT = " ".join(f"word{i}" for i in range(40))  # about 12 s of audio: 1 MB of WAV
-
-
-def rpc(method: str, params: dict[str, Any] | None = None, rid: int | None = 1) -> dict[str, Any]:
-    body: dict[str, Any] = {"jsonrpc": "2.0", "method": method}
-    if rid is not None:
-        body["id"] = rid
-    if params is not None:
-        body["params"] = params
-    return body
-
-
-def session(session_id: str) -> dict[str, str]:
-    return {**JSON_AND_SSE, "mcp-session-id": session_id, "mcp-protocol-version": "2025-11-25"}
-
-
-def initialize(client: httpx.Client, url: str) -> str:
-    params = {
-        "protocolVersion": "2025-11-25",
-        "capabilities": {},
-        "clientInfo": {"name": "diaproto-tests", "version": "0"},
-    }
-    answer = client.post(url, json=rpc("initialize", params), headers=JSON_AND_SSE)
-    assert answer.status_code == 200, answer.text
-    session_id = answer.headers["mcp-session-id"]
-    done = client.post(
-        url, json=rpc("notifications/initialized", rid=None), headers=session(session_id)
-    )
-    assert done.status_code == 202
-    return session_id
 
 
 def messages(lines: Iterator[str], fields: list[str]) -> Iterator[dict[str, Any]]:

@@ -1,5 +1,5 @@
-"""Helpers of the MCP service tests: JSON-RPC bodies, the 2025-11-25 handshake over
-Streamable HTTP, the session headers, a ``speak`` call and its event stream."""
+"""Helpers of the MCP service tests: a ``speak`` call, its event stream and what it carried
+(JSON-RPC bodies, the handshake and the session headers are in tests/support.py)."""
 
 from __future__ import annotations
 
@@ -11,43 +11,11 @@ from typing import Any
 import httpx
 from httpx_sse import EventSource, ServerSentEvent
 from server_fixture import RunningServer
-from support import POLL_LIMIT
-
-JSON_AND_SSE = {"accept": "application/json, text/event-stream", "content-type": "application/json"}
+from support import POLL_LIMIT, rpc
 
 SENTENCES = " ".join(f"Sentence {n} of the test speaks a little while." for n in range(6))
 
 LONG_TEXT = " ".join(f"word{i}" for i in range(300))
-
-
-def rpc(method: str, params: dict[str, Any] | None = None, rid: int | None = 1) -> dict[str, Any]:
-    body: dict[str, Any] = {"jsonrpc": "2.0", "method": method}
-    if rid is not None:
-        body["id"] = rid
-    if params is not None:
-        body["params"] = params
-    return body
-
-
-def initialize(client: httpx.Client, url: str, capabilities: dict[str, Any] | None = None) -> str:
-    params = {
-        "protocolVersion": "2025-11-25",
-        "capabilities": capabilities or {},
-        "clientInfo": {"name": "diaproto-tests", "version": "0"},
-    }
-    answer = client.post(url, json=rpc("initialize", params), headers=JSON_AND_SSE)
-    assert answer.status_code == 200, answer.text
-    assert answer.json()["result"]["protocolVersion"] == "2025-11-25"
-    session_id = answer.headers["mcp-session-id"]
-    done = client.post(
-        url, json=rpc("notifications/initialized", rid=None), headers=session(session_id)
-    )
-    assert done.status_code == 202
-    return session_id
-
-
-def session(session_id: str) -> dict[str, str]:
-    return {**JSON_AND_SSE, "mcp-session-id": session_id, "mcp-protocol-version": "2025-11-25"}
 
 
 def speak(rid: int, text: str, *, partial: bool = True) -> dict[str, Any]:

@@ -20,22 +20,18 @@ from typing import Any
 import httpx
 import pytest
 from mcp_service_support import (
-    JSON_AND_SSE,
     LONG_TEXT,
     SENTENCES,
     _init_params,
     _record,
     events,
-    initialize,
     mcp_client,
     new_seen,
     read_call,
-    rpc,
-    session,
     speak,
 )
 from server_fixture import RunningServer, running_app, running_server
-from support import fast_source, wait_until
+from support import JSON_AND_SSE, fast_source, initialize, rpc, session, wait_until
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect
 from websockets.typing import Subprotocol

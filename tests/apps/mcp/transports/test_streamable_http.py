@@ -15,21 +15,17 @@ from typing import Any
 import httpx
 import pytest
 from mcp_service_support import (
-    JSON_AND_SSE,
     LONG_TEXT,
     SENTENCES,
     _init_params,
     events,
-    initialize,
     mcp_client,
     new_seen,
     read_call,
-    rpc,
-    session,
     speak,
 )
 from server_fixture import RunningServer, running_app, running_server
-from support import POLL_LIMIT, fast_source, wait_until
+from support import JSON_AND_SSE, POLL_LIMIT, fast_source, initialize, rpc, session, wait_until
 
 from diaproto.apps.serve.app import DiaService
 from diaproto.mcp import McpHttpConfig
