@@ -27,7 +27,7 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
-from types import ModuleType
+from types import ModuleType, SimpleNamespace
 from typing import Any
 
 import pytest
@@ -89,14 +89,47 @@ def echo_url(request: pytest.FixtureRequest) -> Iterator[tuple[str, str]]:
         assert server.stop(), f"the {runtime} echo server did not stop"
 
 
-def run_cases(url: str, include: list[str], exclude: list[str]) -> list[CaseResult]:
+# Close verdicts that rest on Autobahn's one-second close timeouts (the server's close reply
+# or its TCP close came late), not on what was sent: on a loaded machine a GC pause or a busy
+# core can cause them. Such a case runs once more, alone, and that verdict stands; both are in
+# the summary. A wrong message, close code or behaviour is never run again.
+TIMED_CLOSE_VERDICTS = {"UNCLEAN", "FAILED BY CLIENT"}
+
+
+def run_cases(
+    url: str, include: list[str], exclude: list[str], concurrency: int = CONCURRENCY
+) -> list[CaseResult]:
     try:
-        return asyncio.run(run_fuzzingclient(url, include, exclude, concurrency=CONCURRENCY))
+        return asyncio.run(run_fuzzingclient(url, include, exclude, concurrency=concurrency))
     except FailureError as failure:  # carries every case's result: judged below
         return failure.results
 
 
-def summarize(runtime: str, name: str, results: list[CaseResult], seconds: float) -> dict[str, Any]:
+def timed_close_only(result: CaseResult) -> bool:
+    return result.behavior.value in PASSING and result.behavior_close.value in TIMED_CLOSE_VERDICTS
+
+
+def run_with_one_retry(
+    url: str, include: list[str], exclude: list[str]
+) -> tuple[list[CaseResult], dict[str, str]]:
+    """Every case, then the cases failed only by a close timeout once more, alone; returns
+    the final results and the first verdicts of the cases run again."""
+    results = run_cases(url, include, exclude)
+    late = [r for r in results if timed_close_only(r)]
+    if not late:
+        return results, {}
+    first = {r.case_id: f"{r.behavior.value}/{r.behavior_close.value}" for r in late}
+    again = {r.case_id: r for r in run_cases(url, sorted(first), [], concurrency=1)}
+    return [again.get(r.case_id, r) for r in results], first
+
+
+def summarize(
+    runtime: str,
+    name: str,
+    results: list[CaseResult],
+    seconds: float,
+    retried: dict[str, str] | None = None,
+) -> dict[str, Any]:
     counts = Counter(f"{r.behavior.value}/{r.behavior_close.value}" for r in results)
     failing = {
         r.case_id: f"{r.behavior.value}/{r.behavior_close.value}: {r.result} {r.result_close}"
@@ -111,10 +144,13 @@ def summarize(runtime: str, name: str, results: list[CaseResult], seconds: float
         "total": len(results),
         "counts": dict(sorted(counts.items())),
         "failing": failing,
+        "run_again_after_a_late_close": retried or {},
     }
     OUT.mkdir(parents=True, exist_ok=True)
     (OUT / f"{runtime}-{name}.json").write_text(json.dumps(summary, indent=2) + "\n")
     print(f"autobahn {runtime} {name}: {len(results)} cases in {seconds:.1f}s {dict(counts)}")
+    if retried:
+        print(f"autobahn {runtime} {name}: run again after a late close: {retried}")
     return summary
 
 
@@ -123,8 +159,8 @@ def test_autobahn_cases(echo_url: tuple[str, str], name: str) -> None:
     runtime, url = echo_url
     include, exclude = CASE_SETS[name]
     started = time.monotonic()
-    results = run_cases(url, include, exclude)
-    summary = summarize(runtime, name, results, time.monotonic() - started)
+    results, retried = run_with_one_retry(url, include, exclude)
+    summary = summarize(runtime, name, results, time.monotonic() - started, retried)
     assert summary["failing"] == {}, f"{runtime} failed Autobahn cases {sorted(summary['failing'])}"
     sections = {r.case_id.split(".")[0] for r in results}
     expected = {pattern.split(".")[0] for pattern in include}
@@ -153,3 +189,16 @@ def test_failing_cases_are_reported(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     summary = summarize("corrupting", "6.2", results, 0.0)
     assert sorted(summary["failing"]) == sorted(r.case_id for r in results)
     assert len(summary["failing"]) == 4
+
+
+def test_only_a_late_close_is_run_again() -> None:
+    def result(behavior: str, close: str) -> Any:
+        return SimpleNamespace(
+            behavior=SimpleNamespace(value=behavior), behavior_close=SimpleNamespace(value=close)
+        )
+
+    assert timed_close_only(result("OK", "UNCLEAN"))
+    assert timed_close_only(result("NON-STRICT", "FAILED BY CLIENT"))
+    assert not timed_close_only(result("FAILED", "UNCLEAN"))  # a wrong message stands
+    assert not timed_close_only(result("OK", "WRONG CODE"))
+    assert not timed_close_only(result("OK", "OK"))
