@@ -187,13 +187,18 @@ def session(session_id: str) -> dict[str, str]:
     return {**JSON_AND_SSE, "mcp-session-id": session_id, "mcp-protocol-version": "2025-11-25"}
 
 
-def initialize(client: httpx.Client, url: str, capabilities: dict[str, Any] | None = None) -> str:
-    """The 2025-11-25 handshake; returns the session id."""
-    params = {
+def initialize_params(capabilities: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The params of a 2025-11-25 ``initialize``."""
+    return {
         "protocolVersion": "2025-11-25",
         "capabilities": capabilities or {},
         "clientInfo": {"name": "diaproto-tests", "version": "0"},
     }
+
+
+def initialize(client: httpx.Client, url: str, capabilities: dict[str, Any] | None = None) -> str:
+    """The 2025-11-25 handshake; returns the session id."""
+    params = initialize_params(capabilities)
     answer = client.post(url, json=rpc("initialize", params), headers=JSON_AND_SSE)
     assert answer.status_code == 200, answer.text
     assert answer.json()["result"]["protocolVersion"] == "2025-11-25"

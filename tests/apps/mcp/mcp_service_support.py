@@ -71,11 +71,3 @@ def _record(event: ServerSentEvent, seen: dict[str, Any]) -> bool:
 
 def new_seen() -> dict[str, Any]:
     return {"last_id": None, "responses": [], "progress": [], "partials": []}
-
-
-def _init_params() -> dict[str, Any]:
-    return {
-        "protocolVersion": "2025-11-25",
-        "capabilities": {},
-        "clientInfo": {"name": "diaproto-tests", "version": "0"},
-    }

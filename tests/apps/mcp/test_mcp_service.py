@@ -22,7 +22,6 @@ import pytest
 from mcp_service_support import (
     LONG_TEXT,
     SENTENCES,
-    _init_params,
     _record,
     events,
     mcp_client,
@@ -31,7 +30,15 @@ from mcp_service_support import (
     speak,
 )
 from server_fixture import RunningServer, running_app, running_server
-from support import JSON_AND_SSE, fast_source, initialize, rpc, session, wait_until
+from support import (
+    JSON_AND_SSE,
+    fast_source,
+    initialize,
+    initialize_params,
+    rpc,
+    session,
+    wait_until,
+)
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect
 from websockets.typing import Subprotocol
@@ -119,7 +126,7 @@ def test_generation_stops_when_the_client_leaves(server: RunningServer) -> None:
     with connect(
         f"ws://127.0.0.1:{server.port}/mcp", subprotocols=[Subprotocol("mcp")], proxy=None
     ) as ws:
-        ws.send(json.dumps(rpc("initialize", _init_params(), 1)))
+        ws.send(json.dumps(rpc("initialize", initialize_params(), 1)))
         json.loads(ws.recv(timeout=5))
         ws.send(json.dumps(speak(2, LONG_TEXT)))
         ws.recv(timeout=5)  # the first progress report
@@ -381,7 +388,7 @@ def test_removed_methods_are_not_found_at_2026_07_28(server: RunningServer) -> N
     with httpx.Client(timeout=5) as client:
         for method, params in (
             ("ping", {}),
-            ("initialize", _init_params()),
+            ("initialize", initialize_params()),
             ("logging/setLevel", {}),
             ("logging/setLevel", {"level": "debug"}),
         ):

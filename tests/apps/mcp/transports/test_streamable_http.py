@@ -17,7 +17,6 @@ import pytest
 from mcp_service_support import (
     LONG_TEXT,
     SENTENCES,
-    _init_params,
     events,
     mcp_client,
     new_seen,
@@ -25,7 +24,16 @@ from mcp_service_support import (
     speak,
 )
 from server_fixture import RunningServer, running_app, running_server
-from support import JSON_AND_SSE, POLL_LIMIT, fast_source, initialize, rpc, session, wait_until
+from support import (
+    JSON_AND_SSE,
+    POLL_LIMIT,
+    fast_source,
+    initialize,
+    initialize_params,
+    rpc,
+    session,
+    wait_until,
+)
 
 from diaproto.apps.serve.app import DiaService
 from diaproto.mcp import McpHttpConfig
@@ -228,7 +236,7 @@ def test_one_peer_cannot_fill_the_session_table(caplog: pytest.LogCaptureFixture
             pinged = client.post(url, json=rpc("ping", rid=2), headers=session(used))
             assert pinged.status_code == 200
             flood = [
-                client.post(url, json=rpc("initialize", _init_params()), headers=JSON_AND_SSE)
+                client.post(url, json=rpc("initialize", initialize_params()), headers=JSON_AND_SSE)
                 for _ in range(20)
             ]
             assert {answer.status_code for answer in flood} == {200}
@@ -243,7 +251,9 @@ def test_one_peer_cannot_fill_the_session_table(caplog: pytest.LogCaptureFixture
             for session_id in sessions():
                 get = other.stream("GET", url, headers=session(session_id))
                 assert streams.enter_context(get).status_code == 200
-            answer = client.post(url, json=rpc("initialize", _init_params()), headers=JSON_AND_SSE)
+            answer = client.post(
+                url, json=rpc("initialize", initialize_params()), headers=JSON_AND_SSE
+            )
         assert answer.status_code == 429, answer.text
         assert int(answer.headers["retry-after"]) > 0
         assert "all in use" in answer.json()["error"]["message"]
@@ -266,7 +276,9 @@ def test_a_full_session_table_refuses_only_when_all_are_in_use() -> None:
             for session_id in (second, third):
                 get = other.stream("GET", url, headers=session(session_id))
                 assert streams.enter_context(get).status_code == 200
-            answer = client.post(url, json=rpc("initialize", _init_params()), headers=JSON_AND_SSE)
+            answer = client.post(
+                url, json=rpc("initialize", initialize_params()), headers=JSON_AND_SSE
+            )
         assert answer.status_code == 503, answer.text
         assert int(answer.headers["retry-after"]) > 0
         assert refused == ["full"]
