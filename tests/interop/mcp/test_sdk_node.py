@@ -46,8 +46,11 @@ def node_client(mode: str, target: McpTarget) -> dict[str, Any]:
     major = int(version.stdout.lstrip("v").split(".")[0])
     # The SDK's WebSocket transport uses the global WebSocket: a flag before node 22.
     flags = ["--experimental-websocket"] if major < 22 else []
+    # The SDK's own server loses a resumed call's live tail if the resume arrives before it
+    # noticed the drop (client.mjs resume()): against it the resume waits for the call to end.
+    when = ["settle"] if target.kind == "reference" else []
     done = subprocess.run(
-        [node, *flags, str(NODE_DIR / "client.mjs"), mode, target.base],
+        [node, *flags, str(NODE_DIR / "client.mjs"), mode, target.base, *when],
         cwd=NODE_DIR,
         capture_output=True,
         text=True,

@@ -4,6 +4,9 @@
 //   node client.mjs http <base-url>   Streamable HTTP at <base>/mcp: initialize, tools/list,
 //                                     speak with onprogress, list_voices, cancel with an
 //                                     AbortSignal, resume with a resumptionToken
+//   node client.mjs http <base-url> settle
+//                                     the same, but the resume waits until the dropped call's
+//                                     generation has ended (the SDK's own server: see resume())
 //   node client.mjs ws <base-url>     WebSocketClientTransport at ws://<host>/mcp: initialize,
 //                                     tools/list, speak with onprogress, cancel
 //
@@ -15,7 +18,7 @@ import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/
 import { WebSocketClientTransport } from '@modelcontextprotocol/sdk/client/websocket.js';
 import { CallToolResultSchema } from '@modelcontextprotocol/sdk/types.js';
 
-const [mode, base] = process.argv.slice(2);
+const [mode, base, resumeWhen] = process.argv.slice(2);
 const LONG_TEXT = Array.from({ length: 400 }, (_, i) => `word${i}`).join(' ');
 const CLIENT_INFO = { name: 'diaproto-tests-node', version: '0' };
 
@@ -27,10 +30,10 @@ async function activeGenerations() {
   return line === undefined ? null : Number(line.trim().split(/\s+/).pop());
 }
 
-// Polls (bounded) until the gauge is 0; returns the last value read.
-async function settledGenerations() {
+// Polls (bounded, 50 ms apart) until the gauge is 0; returns the last value read.
+async function settledGenerations(polls = 100) {
   let value = await activeGenerations();
-  for (let i = 0; i < 100 && value !== 0; i++) {
+  for (let i = 0; i < polls && value !== 0; i++) {
     await sleep(50);
     value = await activeGenerations();
   }
@@ -91,7 +94,11 @@ async function cancelSpeak(client) {
 // Drops the connection mid-call (not a cancellation in 2025-11-25), then resumes the same
 // request on a new transport with the session id and the last resumption token (GET with
 // Last-Event-ID); the server must replay the rest of that stream, ending with the result.
-async function resume(url, client, transport) {
+// With `settle` the resume waits until the dropped call's generation has ended: the SDK's server
+// replays only if it has already noticed the dropped stream (else it keeps routing the live tail,
+// the result included, to the dead one; its own comment calls that window pre-existing), and
+// once the call has ended the result is in its event store, so the replay alone carries it.
+async function resume(url, client, transport, settle) {
   const tokens = [];
   let progressSeen = 0;
   let reachedToken;
@@ -113,6 +120,7 @@ async function resume(url, client, transport) {
   await transport.close();
   await first;
   if (tokens.length === 0) return { tokens: 0, resumed: false, reason: 'no resumption token' };
+  if (settle) await settledGenerations(400);
 
   const transport2 = new StreamableHTTPClientTransport(url, { sessionId });
   const client2 = new Client(CLIENT_INFO);
@@ -150,7 +158,7 @@ async function runHttp() {
   out.voices = voices.structuredContent?.voices?.map((v) => v.id) ?? null;
   out.ping = await client.ping();
   out.cancel = await cancelSpeak(client);
-  out.resume = await resume(url, client, transport);
+  out.resume = await resume(url, client, transport, resumeWhen === 'settle');
   return out;
 }
 
