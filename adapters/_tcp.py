@@ -1,4 +1,4 @@
-"""Socket options the adapters set: one on every accepted connection, one before an abort."""
+"""Socket options the adapters set: on every accepted connection, and before an abort."""
 
 from __future__ import annotations
 
@@ -14,13 +14,19 @@ import struct
 NOTSENT_LOWAT = 16 * 1024
 
 
-def bound_unsent(sock: socket.socket | None) -> None:
-    """Set ``TCP_NOTSENT_LOWAT`` where the platform has it; otherwise leave the defaults."""
-    option = getattr(socket, "TCP_NOTSENT_LOWAT", None)
-    if sock is None or option is None:
+def bound_unsent(sock: socket.socket | None, send_buffer: int | None = None) -> None:
+    """Set ``TCP_NOTSENT_LOWAT`` where the platform has it, and ``SO_SNDBUF`` to
+    ``send_buffer`` when one is configured (``ConnectionConfig.send_buffer``); otherwise
+    leave the defaults."""
+    if sock is None:
         return
-    with contextlib.suppress(OSError):  # not TCP (a Unix socket), or refused: defaults apply
-        sock.setsockopt(socket.IPPROTO_TCP, option, NOTSENT_LOWAT)
+    option = getattr(socket, "TCP_NOTSENT_LOWAT", None)
+    if option is not None:
+        with contextlib.suppress(OSError):  # not TCP (a Unix socket), or refused: defaults apply
+            sock.setsockopt(socket.IPPROTO_TCP, option, NOTSENT_LOWAT)
+    if send_buffer is not None:
+        with contextlib.suppress(OSError):  # refused: the kernel's buffer applies
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, send_buffer)
 
 
 def drop_on_close(sock: socket.socket | None) -> None:

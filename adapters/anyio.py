@@ -160,7 +160,7 @@ class Server:
         address = stream.extra(SocketAttribute.remote_address)
         peer = f"{address[0]}:{address[1]}" if isinstance(address, tuple) else str(address)
         session = AnyioSession(ServerConnection(now(), self.config), self.runtime, peer, self.app)
-        bound_unsent(stream.extra(SocketAttribute.raw_socket, None))
+        bound_unsent(stream.extra(SocketAttribute.raw_socket, None), self.config.send_buffer)
         self.sessions.add(session)
         try:
             async with anyio.create_task_group() as tg:

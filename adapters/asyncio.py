@@ -100,7 +100,7 @@ class AsyncioSession(asyncio.Protocol):
         # none: the kernel has all it will take, so at most one batch waits outside the core
         # (whose scheduler keeps priorities) and the core learns at once when it drained.
         transport.set_write_buffer_limits(high=0, low=0)
-        bound_unsent(transport.get_extra_info("socket"))
+        bound_unsent(transport.get_extra_info("socket"), self._server.config.send_buffer)
         self._server.sessions.add(self)
         self.pump.step()  # arms the handshake timer
 

@@ -267,7 +267,7 @@ class Server:
                 return
             sock.setblocking(False)
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # audio is latency
-            bound_unsent(sock)
+            bound_unsent(sock, self.config.send_buffer)
             session = SocketsSession(self, sock, f"{address[0]}:{address[1]}")
             self.sessions.add(session)
             session.pump.step()  # registers it for reading and arms its handshake timer

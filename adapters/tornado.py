@@ -198,7 +198,7 @@ class Server(TCPServer):
 
     async def handle_stream(self, stream: IOStream, address: Any) -> None:
         stream.max_write_buffer_size = self.config.scheduler.max_buffered + WRITE_BUFFER_HEADROOM
-        bound_unsent(stream.socket)
+        bound_unsent(stream.socket, self.config.send_buffer)
         peer = f"{address[0]}:{address[1]}" if isinstance(address, tuple) else str(address)
         session = TornadoSession(self, stream, peer)
         self.sessions.add(session)

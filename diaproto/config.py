@@ -68,3 +68,14 @@ class ConnectionConfig:
     timeouts: Timeouts = field(default_factory=Timeouts)
     scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
     sse_retry_ms: int | None = 2000  # sent once at the start of every SSE stream
+    # ``SO_SNDBUF`` in bytes that the server adapters give every accepted TCP socket. Linux
+    # doubles the value (bookkeeping) and stops autotuning that socket. ``None``: the kernel's
+    # autotuned buffer, with unsent bytes bounded anyway (``TCP_NOTSENT_LOWAT``). A small one
+    # caps the bytes a slow reader has queued ahead of a control message, at a throughput cost
+    # on long round trips (bytes in flight are bounded too).
+    send_buffer: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.send_buffer is not None and self.send_buffer <= 0:
+            msg = "send_buffer must be positive (or None: the kernel's default)"
+            raise ValueError(msg)

@@ -33,3 +33,14 @@ def test_defaults_are_consistent_and_frozen() -> None:
     assert 0 <= s.low_watermark <= s.high_watermark <= s.max_buffered
     with pytest.raises(AttributeError):
         config.sse_retry_ms = 5  # type: ignore[misc]
+
+
+@pytest.mark.parametrize("size", [0, -1])
+def test_send_buffer_must_be_positive(size: int) -> None:
+    with pytest.raises(ValueError, match="send_buffer must be positive"):
+        ConnectionConfig(send_buffer=size)
+
+
+def test_send_buffer_defaults_to_the_kernels() -> None:
+    assert ConnectionConfig().send_buffer is None
+    assert ConnectionConfig(send_buffer=32 * 1024).send_buffer == 32 * 1024
