@@ -157,10 +157,31 @@ class Pump:
 
     def wake(self) -> None:
         """The session's ``wake()``: one step soon, however many wakes come before it runs.
-        Inside a step, none: the step's own loop writes what was produced."""
-        if not self._stepping and not self._scheduled:
-            self._scheduled = True
-            self._soon(self._scheduled_step)
+        Inside a step, none: the step's own loop writes what was produced.
+
+        The first wake on an idle connection also writes in place what the core says is due
+        now (:meth:`_write_in_place`): no loop iteration between a producer's send and the
+        wire. The step still follows, for the events and the timer."""
+        if self._stepping or self._scheduled:
+            return
+        self._scheduled = True
+        self._write_in_place()
+        self._soon(self._scheduled_step)
+
+    def _write_in_place(self) -> None:
+        """Write what the core releases now, if the transport holds nothing.
+
+        The core decides what leaves (priorities, batching, linger, the write window, credit:
+        ``data_to_send`` is the same call a step makes); only the moment is earlier. Events
+        it raises wait for the step, so the application is never re-entered from its own
+        ``wake()``, and a transport holding bytes is left to its drain, which steps."""
+        transport = self.transport
+        if transport.closed or transport.held():
+            return
+        data = self.conn.data_to_send(now())
+        if data:
+            transport.write(data)
+            self._report_held()
 
     def _scheduled_step(self) -> None:
         self._scheduled = False
@@ -172,11 +193,13 @@ class Pump:
     def step(self) -> None:
         """Events to the application, output to the transport, the timer re-armed."""
         conn, transport = self.conn, self.transport
-        self.dispatch()
-        if transport.closed:
-            return  # a callback after the end still gets its events handed out
+        # A wake from the application while its events are handed out waits for this
+        # step's own write loop (no write in place, no second step).
         self._stepping = True
         try:
+            self.dispatch()
+            if transport.closed:
+                return  # a callback after the end still gets its events handed out
             holding = self._write()
         finally:
             self._stepping = False
