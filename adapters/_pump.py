@@ -136,7 +136,17 @@ class Pump:
     The adapter calls :meth:`step` after each read (``receive_data``/``receive_eof``), each
     drain of the transport and each ``wake()``; the timer calls :meth:`on_timer`."""
 
-    __slots__ = ("_scheduled", "_soon", "_stepping", "app", "conn", "session", "timer", "transport")
+    __slots__ = (
+        "_in_place",
+        "_scheduled",
+        "_soon",
+        "_stepping",
+        "app",
+        "conn",
+        "session",
+        "timer",
+        "transport",
+    )
 
     def __init__(
         self,
@@ -154,6 +164,7 @@ class Pump:
         self._soon = soon  # schedules a callback on the loop, from the loop thread
         self._stepping = False
         self._scheduled = False
+        self._in_place = False  # inside a wake's write in place: the application waits
 
     def wake(self) -> None:
         """The session's ``wake()``: one step soon, however many wakes come before it runs.
@@ -176,12 +187,16 @@ class Pump:
         it raises wait for the step, so the application is never re-entered from its own
         ``wake()``, and a transport holding bytes is left to its drain, which steps."""
         transport = self.transport
-        if transport.closed or transport.held():
-            return
-        data = self.conn.data_to_send(now())
-        if data:
-            transport.write(data)
-            self._report_held()
+        self._in_place = True
+        try:
+            if transport.closed or transport.held():
+                return
+            data = self.conn.data_to_send(now())
+            if data:
+                transport.write(data)
+                self._report_held()
+        finally:
+            self._in_place = False
 
     def _scheduled_step(self) -> None:
         self._scheduled = False
@@ -216,9 +231,13 @@ class Pump:
         self.step()
 
     def lost(self) -> None:
-        """The transport is gone: the core hears EOF (and reports ConnectionClosed)."""
+        """The transport is gone: the core hears EOF (and reports ConnectionClosed).
+
+        Found by a write in place (inside the application's ``wake()``), the events wait
+        for the step scheduled by that wake."""
         self.conn.receive_eof(now())
-        self.dispatch()
+        if not self._in_place:
+            self.dispatch()
 
     def abort(self) -> None:
         """Drop the transport without waiting for the peer (a peer that stopped reading, a

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 from diaproto.adapters._pump import Pump, now
 from diaproto.config import ConnectionConfig, SchedulerConfig, Timeouts
-from diaproto.events import Event, StreamPaused, StreamResumed, WebSocketRequest
+from diaproto.events import ConnectionClosed, Event, StreamPaused, StreamResumed, WebSocketRequest
 from diaproto.runtime import Cancellable
 from diaproto.scheduler import Policy, Priority
 from diaproto.server import ServerConnection
@@ -37,6 +37,7 @@ class FakeTransport:
     writes: list[bytes] = field(default_factory=list)
     holding: int = 0
     is_closed: bool = False
+    on_write: Callable[[], None] | None = None  # e.g. the peer is found gone
 
     @property
     def closed(self) -> bool:
@@ -47,6 +48,8 @@ class FakeTransport:
 
     def write(self, data: bytes) -> None:
         self.writes.append(data)
+        if self.on_write is not None:
+            self.on_write()
 
     def set_reading(self, wanted: bool) -> None:
         pass
@@ -210,3 +213,19 @@ def test_events_raised_by_a_write_in_place_wait_for_the_step() -> None:
     assert not any(isinstance(e, StreamResumed) for e in rig.app.events)  # ... not inside wake()
     rig.run_soon()
     assert isinstance(rig.app.events[-1], StreamResumed)
+
+
+def test_a_connection_lost_by_a_write_in_place_is_reported_by_the_step() -> None:
+    rig = upgraded()
+
+    def gone() -> None:
+        rig.transport.is_closed = True
+        rig.pump.lost()  # as the sockets and tornado transports do on a failed write
+
+    rig.transport.on_write = gone
+    rig.pump.conn.send(DATA, b"chunk", now())
+    seen = len(rig.app.events)
+    rig.pump.wake()
+    assert len(rig.app.events) == seen  # not re-entered from its own wake()
+    rig.run_soon()
+    assert isinstance(rig.app.events[-1], ConnectionClosed)
