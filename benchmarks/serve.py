@@ -32,6 +32,10 @@ def main(argv: list[str]) -> int:
         from benchmarks.peers import diaproto_app  # noqa: PLC0415
 
         diaproto_app.serve(port, system.removeprefix("diaproto-"))
+    elif system in ("raw-write", "raw-batch"):
+        from benchmarks.peers import raw_write  # noqa: PLC0415
+
+        raw_write.serve(port, batched=system == "raw-batch")
     elif system.startswith("uvicorn-"):
         from benchmarks.peers import uvicorn_peer  # noqa: PLC0415
 
