@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import fcntl
 import itertools
 import os
 import socket
 import struct
+import sys
+import termios
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -209,14 +212,60 @@ def echo_round_trips(port: int, count: int) -> list[float]:
     return rtts
 
 
-def control_latencies(
-    port: int, count: int, interval: float, rate: float, rcvbuf: int = 65536
-) -> list[float]:
+def waiting(sock: socket.socket) -> int:
+    """Bytes received by the kernel and not yet read (``FIONREAD``)."""
+    queued = bytearray(4)
+    fcntl.ioctl(sock, termios.FIONREAD, queued)
+    return int.from_bytes(queued, sys.byteorder)
+
+
+def masked_frame(opcode: int, payload: bytes) -> bytes:
+    """One final client frame, masked as RFC 6455 requires of clients (payload < 64 KiB)."""
+    mask = os.urandom(4)
+    n = len(payload)
+    head = bytes((0x80 | opcode, 0x80 | n)) if n < 126 else bytes((0x80 | opcode, 0xFE))
+    length = b"" if n < 126 else n.to_bytes(2, "big")
+    return head + length + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+
+
+def credit_grant(stream: int, nbytes: int) -> bytes:
+    """diaproto.v1's credit message (docs/protocol.md), written out: the client imports no
+    diaproto code."""
+    text = f'{{"type":"credit","stream":{stream},"bytes":{nbytes}}}'
+    return masked_frame(1, text.encode())
+
+
+#: The stream id of ``/bulk``'s 4 KiB messages on the diaproto server (its DATA stream).
+BULK_STREAM = 1
+
+
+@dataclass
+class ControlRun:
+    """One P5 connection: the control messages' latencies and how fast the bulk flowed."""
+
+    latencies: list[float]  # ms from each control message's stamp to its read, after warm-up
+    bulk_rate: float  # bulk payload bytes a second read after warm-up
+    queued: int  # most bytes seen waiting in the client's kernel before a read, after warm-up
+
+
+def control_latencies(  # noqa: PLR0917
+    port: int,
+    count: int,
+    interval: float,
+    rate: float,
+    rcvbuf: int = 65536,
+    credit: int | None = None,
+) -> ControlRun:
     """P5: read ``/bulk`` at ``rate`` bytes/s; ms from each control message's stamp to its read.
 
-    The first second is warm-up (the bulk stream fills every buffer on the way first).
+    ``credit``: ask for the bulk stream with this much byte credit (``/bulk?credit=N``, diaproto
+    only) and grant back, after each paced read, the bulk payload bytes it consumed; the
+    server then never has more than the credit and one message on the way. ``None``: the plain
+    ``/bulk`` every peer serves. The first second is warm-up (without credit the bulk stream
+    fills every buffer on the way first).
     """
-    sock, rest = ws_connect(port, f"/bulk?interval={interval}", rcvbuf=rcvbuf)
+    target = f"/bulk?interval={interval}" + (f"&credit={credit}" if credit is not None else "")
+    sock, rest = ws_connect(port, target, rcvbuf=rcvbuf)
     reader = FrameReader()
     latencies: list[float] = []
     step = 16384
@@ -224,27 +273,40 @@ def control_latencies(
     deadline = start + 1.0 + count * interval * 4 + 30.0
     warm = start + 1.0
     received = 0
+    consumed = 0  # bulk payload bytes read and not yet granted back
+    bulk = 0  # bulk payload bytes read after warm-up
+    queued = 0
     try:
         data = rest
         while len(latencies) < count:
             now_ns = time.monotonic_ns()
+            warmed = now_ns / 1e9 >= warm
             for opcode, payload in reader.feed(data):
-                if opcode == 1 and now_ns / 1e9 >= warm:
+                if opcode == 1 and warmed:
                     latencies.append((now_ns - int(payload)) / 1e6)
+                elif opcode == 2:
+                    consumed += len(payload)
+                    bulk += len(payload) if warmed else 0
             received += len(data)
             # Pace: never ahead of ``rate`` bytes a second since the start.
             ahead = start + received / rate - time.monotonic()
             if ahead > 0:
                 time.sleep(ahead)
+            if credit is not None and consumed:
+                # Read at the rate by now: only these bytes may be replaced on the way.
+                sock.sendall(credit_grant(BULK_STREAM, consumed))
+                consumed = 0
             if time.monotonic() > deadline:
                 raise BenchError(f"timed out after {len(latencies)} of {count} control messages")
+            if warmed:
+                queued = max(queued, waiting(sock))
             sock.settimeout(10.0)
             data = sock.recv(step)
             if not data:
                 raise BenchError("server closed the bulk stream")
     finally:
         sock.close()
-    return latencies[:count]
+    return ControlRun(latencies[:count], bulk / max(time.monotonic() - warm, 1e-9), queued)
 
 
 # --- many connections (asyncio) -----------------------------------------------------------

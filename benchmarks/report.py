@@ -63,7 +63,7 @@ def to_json(results: list[Result], meta: dict[str, Any]) -> dict[str, Any]:
         tables.append({
             "id": r.id, "title": r.title, "unit": r.unit, "higher_is_better": r.higher_is_better,
             "target": r.target, "met": r.met, "verdict": r.verdict, "skipped": r.skipped,
-            "notes": r.notes, "systems": systems,
+            "notes": r.notes, "floor": r.floor, "systems": systems,
         })  # fmt: skip
     return {**meta, "results": tables}
 
@@ -97,6 +97,8 @@ def plot(result: Result, path: Path) -> bool:
     y = list(range(len(names)))
     ax.barh(y, medians, color=colors)
     ax.scatter(tails, y, marker="|", color="black", s=150, zorder=3, label="p99 (bad side)")
+    if result.floor is not None:
+        ax.axvline(result.floor, color="#d62728", linestyle="--", label="physical floor")
     ax.set_yticks(y, names)
     ax.invert_yaxis()
     arrow = "higher is better" if result.higher_is_better else "lower is better"
@@ -171,6 +173,13 @@ def markdown(results: list[Result], meta: dict[str, Any], images: dict[str, str]
                 f"| {bold}{name}{bold} | {fmt(med)} | {fmt(s.p99(r.higher_is_better))} | "
                 f"{len(s.rounds)} | {shown} |"
             )
+        if r.floor is not None:
+            floor = f"{fmt(r.floor)} {r.unit}"
+            out += [
+                "",
+                f"Physical floor: {floor} (reading what must come first, whatever the server "
+                "does).",
+            ]
         for note in r.notes:
             out += ["", note]
         if r.id in images:

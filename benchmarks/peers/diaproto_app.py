@@ -5,6 +5,12 @@ between them, and stop at ``StreamPaused`` until ``StreamResumed`` (the PAUSE po
 scheduler batches what they queue. The 50 Hz ticks use DROP_OLDEST with a 256 KiB share, the
 policy for live audio: a stalled client loses its oldest frames, the server's memory stays
 bounded.
+
+``/bulk?credit=N`` (diaproto only: the peers have no credit) opens the bulk stream with N bytes
+of credit; the client grants more with diaproto.v1's credit message as a text message. The
+core applies that message itself only on a diaproto.v1 connection, which also frames data as
+wire records and takes no text messages: to keep the frames of the plain ``/bulk``, this
+app accepts plain WebSocket and applies the grant itself.
 """
 
 from __future__ import annotations
@@ -20,10 +26,12 @@ from diaproto.events import (
     Request,
     SseRequest,
     StreamResumed,
+    WebSocketMessage,
     WebSocketRequest,
 )
 from diaproto.runtime import Cancellable, Session
 from diaproto.scheduler import Policy, Priority
+from diaproto.wire import GrantCredit, decode_client_message
 
 from . import BULK_SIZE, control_text, route, stamped
 
@@ -69,6 +77,12 @@ class BenchApp:
             self._start(_Job(session, kind, params, sse=True), now)
         elif isinstance(event, Request):
             conn.respond(404, (("content-type", "text/plain"),), b"not found\n", now=now)
+        elif isinstance(event, WebSocketMessage) and isinstance(event.data, str):
+            # A malformed message raises: a broken client must fail the run, not go unseen.
+            message = decode_client_message(event.data)
+            if isinstance(message, GrantCredit):
+                conn.scheduler.grant_credit(message.stream_id, message.nbytes)
+                session.wake()
         elif isinstance(event, StreamResumed):
             job = self._jobs.get(id(conn))
             if job is not None and event.stream_id == DATA:
@@ -91,7 +105,14 @@ class BenchApp:
         self._jobs[id(conn)] = job
         job.started = now
         if job.kind in ("push", "sse", "bulk"):
-            conn.open_stream(DATA, now, priority=Priority.STREAM, policy=Policy.PAUSE)
+            credit = job.params.get("credit")
+            conn.open_stream(
+                DATA,
+                now,
+                priority=Priority.STREAM,
+                policy=Policy.PAUSE,
+                credit=None if credit is None else int(credit),
+            )
             if job.kind == "bulk":
                 conn.open_stream(CONTROL, now, priority=Priority.CONTROL)
                 self._every(job, job.params.get("interval", 0.05), self._control)
