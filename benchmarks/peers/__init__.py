@@ -6,7 +6,9 @@ Every WebSocket server answers the same endpoints (a query string carries the pa
 - ``/tick?count=C&interval=I&size=S``: C binary messages of S bytes, one every I seconds;
   the first 8 bytes are ``time.monotonic_ns()`` (big-endian) taken just before the send.
 - ``/bulk?interval=I``: 4 KiB binary messages without end, plus a text message every I
-  seconds holding ``time.monotonic_ns()`` in decimal (the control message).
+  seconds holding ``time.monotonic_ns()`` in decimal (the control message). diaproto alone
+  also answers ``/bulk?credit=N``: the bulk stream starts with N bytes of credit and the client
+  grants more with the wire protocol's ``{"type": "credit", ...}`` text message.
 - ``/idle``: accept and hold the connection.
 
 SSE servers answer ``GET /sse?n=N&size=S`` with N events of S bytes of data, then end.
