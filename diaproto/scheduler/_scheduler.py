@@ -27,7 +27,7 @@ from diaproto.scheduler._types import (
     StreamOptions,
     StreamRecord,
 )
-from diaproto.scheduler.budget import Budget, resume_point
+from diaproto.scheduler.budget import MESSAGE_OVERHEAD, Budget, resume_point
 from diaproto.scheduler.fairness import Fairness
 
 T = TypeVar("T")
@@ -36,12 +36,18 @@ T = TypeVar("T")
 class Scheduler(Generic[T]):
     """Priority, fairness, batching and backpressure for one connection's outbound messages."""
 
-    __slots__ = ("_budget", "_events", "_fairness", "_streams", "config")
+    __slots__ = ("_budget", "_events", "_fairness", "_overhead", "_streams", "config")
 
-    def __init__(self, config: SchedulerConfig | None = None) -> None:
+    def __init__(
+        self, config: SchedulerConfig | None = None, *, message_overhead: int = MESSAGE_OVERHEAD
+    ) -> None:
+        """``message_overhead``: bytes charged to the budget for each queued message on top
+        of its size (the default fits ``bytes`` and ``str`` payloads; see
+        :data:`~diaproto.scheduler.budget.MESSAGE_OVERHEAD`)."""
         self.config = config or SchedulerConfig()
         self._streams: dict[int, StreamRecord[T]] = {}
-        self._budget = Budget(self.config)
+        self._budget = Budget(self.config, message_overhead)
+        self._overhead = message_overhead
         self._fairness: Fairness[T] = Fairness(self.config, self._forget)
         # A deque costs ~760 B even when empty: the event queue is made on first use, so an
         # idle connection holds none.
@@ -119,7 +125,20 @@ class Scheduler(Generic[T]):
         return stream.paused
 
     def queued_bytes(self, stream_id: int | None = None) -> int:
+        """Payload bytes queued on the stream (None: on the connection): the sizes given to
+        :meth:`enqueue`, what is still to be framed and written. The budget counts more:
+        see :meth:`charged_bytes`."""
         return self._budget.queued if stream_id is None else self._get(stream_id).queued_bytes
+
+    def charged_bytes(self, stream_id: int | None = None) -> int:
+        """What the budget counts for the queue of the stream (None: of the connection):
+        each message's size plus the per-message overhead. A stream's share and the
+        watermarks compare this; ``charged_bytes() + in_flight_bytes`` never passes
+        ``max_buffered`` after an enqueue."""
+        if stream_id is None:
+            budget = self._budget
+            return budget.queued + budget.messages * self._overhead
+        return self._budget.charge(self._get(stream_id))
 
     def last_seq(self, stream_id: int) -> int:
         """The sequence number given to the stream's latest message (0: none yet)."""
@@ -136,8 +155,15 @@ class Scheduler(Generic[T]):
 
     @property
     def buffered_bytes(self) -> int:
-        """Queued here plus handed to the transport and not yet written."""
+        """Payload bytes queued here plus bytes handed to the transport and not yet
+        written (``queued_bytes() + in_flight_bytes``)."""
         return self._budget.buffered
+
+    @property
+    def in_flight_bytes(self) -> int:
+        """Bytes handed to the transport and not yet written, as last reported by
+        :meth:`set_in_flight`."""
+        return self._budget.in_flight
 
     def set_in_flight(self, nbytes: int) -> None:
         """Bytes released by :meth:`take` that the transport has not written yet."""
@@ -173,10 +199,11 @@ class Scheduler(Generic[T]):
         if stream is None or stream.finishing or size < 0:
             raise self._refusal(stream_id, stream)
         if stream.policy is Policy.PAUSE:
-            if size > self._budget.room():
+            if size + self._overhead > self._budget.room():
                 raise LocalProtocolError(
-                    f"stream {stream_id}: {size} bytes would pass the connection budget of "
-                    f"{self.config.max_buffered}; the producer must wait for StreamResumed"
+                    f"stream {stream_id}: {size} bytes (+{self._overhead} per message) would "
+                    f"pass the connection budget of {self.config.max_buffered}; the producer "
+                    "must wait for StreamResumed"
                 )
         elif not self._make_room(stream, size, key):
             stream.metrics.drops += 1
@@ -207,23 +234,25 @@ class Scheduler(Generic[T]):
 
         LATEST replaces the queued message of the same key; DROP_OLDEST drops from the
         front of its own queue to stay within its share. Past the hard budget a DISCONNECT
-        stream is declared too slow, the others drop their own oldest messages to fit."""
+        stream is declared too slow, the others drop their own oldest messages to fit.
+        Each message counts its size plus the overhead."""
+        budget = self._budget
+        cost = size + self._overhead
         if stream.policy is Policy.LATEST:
             if key is None:
                 raise LocalProtocolError("a LATEST stream needs a key for every message")
             self._coalesce(stream, key)
         elif stream.policy is Policy.DROP_OLDEST:
-            while stream.queue and stream.queued_bytes + size > stream.limit:
+            while stream.queue and budget.charge(stream) + cost > stream.limit:
                 self._drop_oldest(stream)
-        budget = self._budget
-        if size <= budget.room():
+        if cost <= budget.room():
             return True
         if stream.policy is Policy.DISCONNECT:
             self._report_slow(stream)
             return False
-        while stream.queue and size > budget.room():
+        while stream.queue and cost > budget.room():
             self._drop_oldest(stream)
-        return size <= budget.room()
+        return cost <= budget.room()
 
     def enqueue_many(
         self, stream_id: int, payloads: Sequence[T], sizes: Sequence[int], now: float
@@ -232,17 +261,19 @@ class Scheduler(Generic[T]):
         (``None`` also when ``payloads`` is empty).
 
         On a PAUSE stream with room for all of them under the hard budget, the stream is
-        looked up, accounted and checked for pausing once for the whole list: the same
-        queue, sequence numbers, metrics and events as one call per message.
+        looked up, accounted and checked for pausing once for the whole list (its sizes
+        and its messages' overhead): the same queue, sequence numbers, metrics and events as
+        one call per message.
         """
         if not payloads:
             return None
         stream = self._get(stream_id)
         total = sum(sizes)
+        count = len(payloads)
         if (
             stream.policy is not Policy.PAUSE
             or stream.finishing
-            or total > self._budget.room()
+            or total + count * self._overhead > self._budget.room()
             or min(sizes) < 0
         ):
             seq: int | None = None
@@ -256,8 +287,8 @@ class Scheduler(Generic[T]):
             if recorder is not None:
                 recorder.append(seq, payload, size)
             queue.append(Outgoing(stream_id, seq, payload, size))
-        stream.next_seq = first + len(payloads)
-        self._account(stream, total)
+        stream.next_seq = first + count
+        self._account(stream, total, count)
         self._fairness.activate(stream)
         self._check(stream, now)
         return stream.next_seq - 1
@@ -299,6 +330,7 @@ class Scheduler(Generic[T]):
         budget = self._budget
         batch, nbytes = self._fairness.take(now, self.config.write_window - budget.in_flight)
         budget.queued -= nbytes
+        budget.messages -= len(batch)
         # Even after an empty take: bytes may have been freed by coalescing or drops.
         self._update_pauses()
         return batch
@@ -336,10 +368,13 @@ class Scheduler(Generic[T]):
             raise LocalProtocolError(f"no open stream {stream_id}")
         return stream
 
-    def _account(self, stream: StreamRecord[T], nbytes: int) -> None:
-        """``nbytes`` more queued on the stream (fewer, when negative)."""
+    def _account(self, stream: StreamRecord[T], nbytes: int, count: int) -> None:
+        """``count`` messages of ``nbytes`` more queued on the stream (fewer, when
+        negative); the stream's own count is its queue's length."""
         queued = stream.queued_bytes = stream.queued_bytes + nbytes
-        self._budget.queued += nbytes
+        budget = self._budget
+        budget.queued += nbytes
+        budget.messages += count
         if stream.lingering:
             self._fairness.queued_low += nbytes
         if nbytes > 0 and queued > stream.metrics.queue_high_water:
@@ -347,13 +382,13 @@ class Scheduler(Generic[T]):
 
     def _queue(self, stream: StreamRecord[T], item: Outgoing[T]) -> None:
         stream.queue.append(item)
-        self._account(stream, item.size)
+        self._account(stream, item.size, 1)
         if not stream.active:  # (the common case asks no more: this runs for every message)
             self._fairness.activate(stream)
 
     def _unqueue(self, stream: StreamRecord[T], item: Outgoing[T]) -> None:
         """Account for ``item``, already out of the stream's queue."""
-        self._account(stream, -item.size)
+        self._account(stream, -item.size, -1)
         if item.key is not None and stream.latest.get(item.key) is item:
             del stream.latest[item.key]
 

@@ -55,7 +55,8 @@ class StreamOptions(Generic[T]):
 
     - ``priority``: its class (strict order between classes, fair shares within one).
     - ``policy``: what happens when the stream is over its share of the budget.
-    - ``limit``: its share, in queued bytes; ``None`` is the connection's high watermark
+    - ``limit``: its share, in charged bytes (each queued message's size plus the
+      scheduler's per-message overhead); ``None`` is the connection's high watermark
       (which a config may set to 0: the stream is then over its share with anything queued).
     - ``credit``: bytes the consumer grants up front; the stream sends only while its credit
       is positive. ``None``: not credit-based.
@@ -100,7 +101,7 @@ class StreamRecord(Generic[T]):
     metrics: StreamMetrics
     next_seq: int
     queue: deque[Outgoing[T]] = field(default_factory=deque)
-    queued_bytes: int = 0
+    queued_bytes: int = 0  # the sizes of the messages in queue (the budget charges more)
     latest: dict[Hashable, Outgoing[T]] = field(default_factory=dict)
     finishing: bool = False
     # fairness

@@ -20,8 +20,12 @@ def payloads(batch: list[Outgoing[str]]) -> list[str]:
     return [item.payload for item in batch]
 
 
-def make(**config: float) -> Scheduler[str]:
-    """A scheduler with roomy defaults for examples; override what the test is about."""
+def make(*, message_overhead: int = 0, **config: float) -> Scheduler[str]:
+    """A scheduler with roomy defaults for examples; override what the test is about.
+
+    The examples count payload bytes only (no per-message overhead), so their figures read
+    as sums of sizes; the overhead has its own tests (``test_overhead.py``), and the
+    stateful model draws one."""
     values: dict[str, float] = {
         "batch_bytes": 1000,
         "linger": 0.0,
@@ -41,7 +45,8 @@ def make(**config: float) -> Scheduler[str]:
             high_watermark=int(values["high_watermark"]),
             low_watermark=int(values["low_watermark"]),
             max_buffered=int(values["max_buffered"]),
-        )
+        ),
+        message_overhead=message_overhead,
     )
 
 

@@ -41,6 +41,7 @@ def snapshot(scheduler: Scheduler[str]) -> tuple[object, ...]:
     return (
         queued,
         scheduler.queued_bytes(),
+        scheduler.charged_bytes(),
         scheduler.is_paused(1) if stream else None,
         scheduler.last_seq(1) if stream else None,
         scheduler.metrics(1) if stream else None,

@@ -12,8 +12,9 @@ Invariants proved:
 2. nothing lost on a PAUSE stream: when the machine drains (credit granted, in_flight=0),
    every stream's consumer log is 1..last_seq, each exactly once;
 3. a higher class never waits while a lower one is sent (CONTROL never waits at all);
-4. an enqueue that does not raise leaves ``buffered_bytes <= max_buffered`` (and a PAUSE
-   enqueue past the budget raises and changes nothing);
+4. an enqueue that does not raise leaves the charged total (each queued message's size plus
+   the per-message overhead, plus in flight) ``<= max_buffered`` (and a PAUSE enqueue past
+   the budget raises and changes nothing); shares and watermarks compare charged bytes too;
 5. a LATEST stream holds exactly one item per key, the newest value enqueued for it;
 6. SlowConsumer fires at the first handle_timer at or after over_since + grace, never
    before (or at once when an enqueue would pass the hard budget);
@@ -119,6 +120,9 @@ class Model:
     def eligible(self) -> bool:
         return bool(self.queue) and (self.credit is None or self.credit > 0)
 
+    def charged(self, overhead: int) -> int:
+        return self.bytes + overhead * len(self.queue)
+
     def remember(self, item: Item) -> None:
         """The replay buffer's eviction rule, modelled independently."""
         if self.replay is None:
@@ -138,6 +142,7 @@ class SchedulerMachine(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
         self.cfg = SchedulerConfig()
+        self.overhead = 0
         self.sched: Scheduler[int] = Scheduler(self.cfg)
         self.now = 0.0
         self.in_flight = 0
@@ -149,13 +154,20 @@ class SchedulerMachine(RuleBasedStateMachine):
 
     # --- model helpers -------------------------------------------------------------------
 
-    def buffered(self) -> int:
-        return sum(m.bytes for m in self.streams.values()) + self.in_flight
+    def charge(self, m: Model) -> int:
+        return m.charged(self.overhead)
+
+    def charged(self) -> int:
+        """What the budget counts: queued messages with their overhead, plus in flight."""
+        return sum(self.charge(m) for m in self.streams.values()) + self.in_flight
+
+    def sched_charged(self) -> int:
+        return self.sched.charged_bytes() + self.sched.in_flight_bytes
 
     def is_over(self, m: Model) -> bool:
-        if m.bytes > m.limit:
+        if self.charge(m) > m.limit:
             return True
-        return m.policy is Policy.PAUSE and self.buffered() > self.cfg.high_watermark
+        return m.policy is Policy.PAUSE and self.charged() > self.cfg.high_watermark
 
     def check_over(self, m: Model, events: list[Event]) -> None:
         if m.policy is Policy.PAUSE:
@@ -170,9 +182,9 @@ class SchedulerMachine(RuleBasedStateMachine):
                 m.over_since = None
 
     def update_pauses(self, events: list[Event]) -> None:
-        total_low = self.buffered() <= self.cfg.low_watermark
+        total_low = self.charged() <= self.cfg.low_watermark
         for m in self.streams.values():
-            if m.paused and total_low and m.bytes <= m.limit // 4:
+            if m.paused and total_low and self.charge(m) <= m.limit // 4:
                 m.paused = False
                 events.append(StreamResumed(m.sid))
             elif m.over_since is not None and not self.is_over(m):
@@ -322,10 +334,11 @@ class SchedulerMachine(RuleBasedStateMachine):
 
     # --- rules ---------------------------------------------------------------------------
 
-    @initialize(cfg=configs())
-    def setup(self, cfg: SchedulerConfig) -> None:
+    @initialize(cfg=configs(), overhead=st.sampled_from([0, 1, 5, 24]))
+    def setup(self, cfg: SchedulerConfig, overhead: int) -> None:
         self.cfg = cfg
-        self.sched = Scheduler(cfg)
+        self.overhead = overhead
+        self.sched = Scheduler(cfg, message_overhead=overhead)
 
     @precondition(lambda self: len(self.streams) < MAX_OPEN)
     @rule(
@@ -385,9 +398,10 @@ class SchedulerMachine(RuleBasedStateMachine):
     @rule(data=st.data(), share=st.booleans(), delta=st.sampled_from([-1, 0, 1]))
     def enqueue_at_the_edge(self, data: st.DataObject, share: bool, delta: int) -> None:
         """A message sized to the room left in the connection budget or in the stream's
-        share, give or take one byte: where off-by-one errors live."""
+        share (its overhead included), give or take one byte: where off-by-one errors live."""
         m = self.pick(data, [sid for sid, m in self.streams.items() if not m.finishing])
-        room = m.limit - m.bytes if share else self.cfg.max_buffered - self.buffered()
+        room = m.limit - self.charge(m) if share else self.cfg.max_buffered - self.charged()
+        room -= self.overhead
         key = m.sid % 4 if m.policy is Policy.LATEST else None
         self.enqueue_on(m, max(room + delta, 0), key)
 
@@ -396,8 +410,9 @@ class SchedulerMachine(RuleBasedStateMachine):
             key = size % 4
         self.counter += 1
         payload = self.counter
-        before = self.sched.buffered_bytes
+        before = self.sched_charged()
         cfg = self.cfg
+        cost = size + self.overhead  # what the message counts for
 
         # Predict: what the policy drops first, then whether the budget has room.
         new_queue = list(m.queue)
@@ -410,21 +425,25 @@ class SchedulerMachine(RuleBasedStateMachine):
                 coalesced = 1
             m.last_value[key] = payload
         elif m.policy is Policy.DROP_OLDEST:
-            while new_queue and sum(i.size for i in new_queue) + size > m.limit:
+            while (
+                new_queue
+                and sum(i.size for i in new_queue) + self.overhead * len(new_queue) + cost > m.limit
+            ):
                 new_queue.pop(0)
                 drops += 1
 
         def room() -> int:
-            return cfg.max_buffered - (self.buffered() - m.bytes + sum(i.size for i in new_queue))
+            held = sum(i.size for i in new_queue) + self.overhead * len(new_queue)
+            return cfg.max_buffered - (self.charged() - self.charge(m) + held)
 
         events: list[Event] = []
         accepted = True
-        if size > room():
+        if cost > room():
             if m.policy is Policy.PAUSE:
                 with pytest.raises(LocalProtocolError, match="connection budget"):
                     self.sched.enqueue(m.sid, payload, size, self.now, key=key)
                 # Invariant 4: the refused message left no trace.
-                assert self.sched.buffered_bytes == before
+                assert self.sched_charged() == before
                 assert self.sched.last_seq(m.sid) == m.next_seq - 1
                 self.expect([])
                 return
@@ -435,10 +454,10 @@ class SchedulerMachine(RuleBasedStateMachine):
                 drops += 1
                 accepted = False
             else:
-                while new_queue and size > room():
+                while new_queue and cost > room():
                     new_queue.pop(0)
                     drops += 1
-                if size > room():
+                if cost > room():
                     drops += 1
                     accepted = False
 
@@ -455,12 +474,12 @@ class SchedulerMachine(RuleBasedStateMachine):
             m.remember(item)
             m.high_water = max(m.high_water, m.bytes)
             self.check_over(m, events)
-            # Invariant 4: what was accepted fits in the budget.
-            assert self.sched.buffered_bytes <= cfg.max_buffered
+            # Invariant 4: what was accepted fits in the budget, overhead included.
+            assert self.sched_charged() <= cfg.max_buffered
         else:
             assert seq is None
         # Never growing past the budget (it may already be past it after a resume).
-        assert self.sched.buffered_bytes <= max(before, cfg.max_buffered)
+        assert self.sched_charged() <= max(before, cfg.max_buffered)
         self.expect(events)
 
     @rule(written=st.booleans())
@@ -572,6 +591,7 @@ class SchedulerMachine(RuleBasedStateMachine):
         assert not any(m.queue for m in self.streams.values())
         assert self.sched.queued_bytes() == 0
         assert self.sched.buffered_bytes == 0
+        assert self.sched.charged_bytes() == 0
         for m in self.streams.values():
             # Invariant 2: everything accepted on a PAUSE stream was taken exactly once.
             if m.policy is Policy.PAUSE:
@@ -587,6 +607,7 @@ class SchedulerMachine(RuleBasedStateMachine):
         assert sched.stream_ids == list(self.streams)
         for sid, m in self.streams.items():
             assert sched.queued_bytes(sid) == m.bytes
+            assert sched.charged_bytes(sid) == self.charge(m)
             assert sched.is_paused(sid) == m.paused
             assert sched.credit(sid) == m.credit
             assert sched.last_seq(sid) == m.next_seq - 1
@@ -603,6 +624,8 @@ class SchedulerMachine(RuleBasedStateMachine):
         total = sum(m.bytes for m in self.streams.values())
         assert sched.queued_bytes() == total
         assert sched.buffered_bytes == total + self.in_flight
+        assert sched.in_flight_bytes == self.in_flight
+        assert self.sched_charged() == self.charged()
 
     @invariant()
     def latest_keeps_the_newest_per_key(self) -> None:

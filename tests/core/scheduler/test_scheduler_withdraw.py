@@ -25,7 +25,8 @@ def make() -> Scheduler[str]:
         low_watermark=50,
         max_buffered=2000,
     )
-    scheduler: Scheduler[str] = Scheduler(config)
+    # Figures in payload bytes: the per-message overhead has its own tests.
+    scheduler: Scheduler[str] = Scheduler(config, message_overhead=0)
     scheduler.open_stream(
         LATEST, 0.0, StreamOptions(priority=Priority.INTERACTIVE, policy=Policy.LATEST)
     )
