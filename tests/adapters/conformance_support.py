@@ -37,6 +37,7 @@ from diaproto.events import (
 )
 from diaproto.runtime import ServerHandle, Session
 from diaproto.scheduler import Policy
+from diaproto.scheduler.budget import MESSAGE_OVERHEAD
 from diaproto.wire import SUBPROTOCOL, ErrorCode, OpenStream
 
 RUNTIMES = ("asyncio", "anyio", "trio", "tornado", "sockets")
@@ -146,8 +147,11 @@ class Probe:
         conn, now = session.conn, session.runtime.now()
         scheduler = conn.scheduler
         budget = conn.config.scheduler.max_buffered
+        # The budget counts each message's overhead too (a PAUSE send past it raises).
         while (
-            scheduler.queued_bytes(stream) < target and scheduler.buffered_bytes + chunk <= budget
+            scheduler.queued_bytes(stream) < target
+            and scheduler.charged_bytes() + scheduler.in_flight_bytes + chunk + MESSAGE_OVERHEAD
+            <= budget
         ):
             conn.send(stream, b"\x00" * chunk, now)
             self.enqueued[(index, stream)] += chunk

@@ -149,7 +149,8 @@ class TestSchedulerMetrics:
         assert (metrics.messages_sent, metrics.bytes_sent) == (4, 20)
 
     def test_drops_counted_for_drop_oldest(self) -> None:
-        scheduler: Scheduler[str] = Scheduler()
+        # Payload bytes only (no per-message overhead), so the share holds two messages.
+        scheduler: Scheduler[str] = Scheduler(message_overhead=0)
         scheduler.open_stream(1, 0.0, StreamOptions(policy=Policy.DROP_OLDEST, limit=20))
         for i in range(5):
             scheduler.enqueue(1, f"m{i}", 10, 0.0)
