@@ -141,6 +141,7 @@ class Pump:
         "_scheduled",
         "_soon",
         "_stepping",
+        "_woken_again",
         "app",
         "conn",
         "session",
@@ -165,38 +166,61 @@ class Pump:
         self._stepping = False
         self._scheduled = False
         self._in_place = False  # inside a wake's write in place: the application waits
+        self._woken_again = False  # a wake came while a callback was already scheduled
 
     def wake(self) -> None:
-        """The session's ``wake()``: one step soon, however many wakes come before it runs.
-        Inside a step, none: the step's own loop writes what was produced.
+        """The session's ``wake()``: output the application queued outside a step leaves.
+        Inside a step, nothing: the step's own loop writes what was produced.
 
-        The first wake on an idle connection also writes in place what the core says is due
-        now (:meth:`_write_in_place`): no loop iteration between a producer's send and the
-        wire. The step still follows, for the events and the timer."""
-        if self._stepping or self._scheduled:
+        The first wake writes in place what the core says is due now
+        (:meth:`_write_in_place`): no loop iteration between a producer's send and the
+        wire. Then one callback soon, however many wakes come before it runs: a whole step
+        if events wait or the application woke again meanwhile, else nothing more."""
+        if self._stepping or self._in_place:
+            return
+        if self._scheduled:
+            self._woken_again = True
             return
         self._scheduled = True
-        self._write_in_place()
-        self._soon(self._scheduled_step)
+        self._woken_again = False
+        if self._write_in_place():
+            self._soon(self._settle)
+        else:
+            self._soon(self._scheduled_step)
 
-    def _write_in_place(self) -> None:
-        """Write what the core releases now, if the transport holds nothing.
+    def _write_in_place(self) -> bool:
+        """Write what the core releases now, until the transport holds bytes; True when that
+        left nothing for a step (the core is quiet; the timer is re-armed here).
 
         The core decides what leaves (priorities, batching, linger, the write window, credit:
         ``data_to_send`` is the same call a step makes); only the moment is earlier. Events
-        it raises wait for the step, so the application is never re-entered from its own
-        ``wake()``, and a transport holding bytes is left to its drain, which steps."""
-        transport = self.transport
+        it raises wait for a step, so the application is never re-entered from its own
+        ``wake()``."""
+        conn, transport = self.conn, self.transport
+        if transport.closed:
+            return False
         self._in_place = True
         try:
-            if transport.closed or transport.held():
-                return
-            data = self.conn.data_to_send(now())
-            if data:
+            holding = self._report_held()
+            while not holding:
+                data = conn.data_to_send(now())
+                if not data:
+                    break
                 transport.write(data)
-                self._report_held()
+                holding = self._report_held()
         finally:
             self._in_place = False
+        if transport.closed or conn.finished or not conn.quiet:
+            return False
+        transport.set_reading(conn.wants_data)
+        self.timer.arm(conn.next_deadline(), waiting=holding)
+        return True
+
+    def _settle(self) -> None:
+        """After a write in place that left the core quiet: a step only for later wakes."""
+        self._scheduled = False
+        if self._woken_again:
+            self.step()
 
     def _scheduled_step(self) -> None:
         self._scheduled = False

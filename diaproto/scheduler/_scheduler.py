@@ -352,6 +352,11 @@ class Scheduler(Generic[T]):
         for stream in Budget.out_of_grace(self._streams.values(), now):
             self._report_slow(stream)
 
+    @property
+    def has_events(self) -> bool:
+        """Whether :meth:`next_event` has an event to hand out."""
+        return bool(self._events)
+
     def next_event(self) -> Event | None:
         return self._events.popleft() if self._events else None
 

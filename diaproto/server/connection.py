@@ -206,6 +206,19 @@ class ServerConnection(HttpFront, WebSocketSession, OutboundStreams):
             self._last_sse_write = now
 
     @property
+    def quiet(self) -> bool:
+        """Streaming (a WebSocket or a response body) with no event waiting: until new input,
+        a timer or a call of the application, ``next_event()`` has nothing to hand out.
+
+        A pump that has just written ``data_to_send`` outside its step may then leave that
+        step out. (While a request is answered a pipelined one may wait: never quiet.)"""
+        return (
+            self.state in (State.WEBSOCKET, State.STREAMING)
+            and not self._events
+            and not self._scheduler.has_events
+        )
+
+    @property
     def finished(self) -> bool:
         """True once the transport should be closed (after writing ``data_to_send``)."""
         return self.state is State.CLOSED

@@ -38,12 +38,14 @@ class FakeTransport:
     holding: int = 0
     is_closed: bool = False
     on_write: Callable[[], None] | None = None  # e.g. the peer is found gone
+    asked: int = 0  # calls of held(): every step asks
 
     @property
     def closed(self) -> bool:
         return self.is_closed
 
     def held(self) -> int:
+        self.asked += 1
         return self.holding
 
     def write(self, data: bytes) -> None:
@@ -64,6 +66,12 @@ class FakeTransport:
 class NoTimer:
     def cancel(self) -> None:
         pass
+
+
+#: Keepalive on, so the connection always has a deadline for its timer.
+PINGING = ConnectionConfig(
+    timeouts=Timeouts(idle=None, ping_interval=5.0, ping_timeout=5.0, sse_heartbeat=None)
+)
 
 
 @dataclass
@@ -102,6 +110,7 @@ class Rig:
     transport: FakeTransport
     app: Recorder
     soon: list[Callable[[], None]]
+    timers: list[float]  # the delays call_later was given
 
     def run_soon(self) -> None:
         callbacks, self.soon[:] = list(self.soon), []
@@ -116,7 +125,10 @@ def upgraded(config: ConnectionConfig = CONFIG) -> Rig:
     transport = FakeTransport()
     soon: list[Callable[[], None]] = []
 
+    timers: list[float] = []
+
     def call_later(delay: float, callback: Callable[[], None]) -> Cancellable:
+        timers.append(delay)
         return NoTimer()
 
     pump = Pump(app, Session(conn), transport, soon.append, call_later)  # type: ignore[arg-type]
@@ -131,7 +143,7 @@ def upgraded(config: ConnectionConfig = CONFIG) -> Rig:
     pump.step()
     assert transport.writes and transport.writes[0].startswith(b"HTTP/1.1 101")
     transport.writes.clear()
-    return Rig(pump, transport, app, soon)
+    return Rig(pump, transport, app, soon, timers)
 
 
 def test_a_wake_on_an_idle_connection_writes_before_the_loop_runs_again() -> None:
@@ -229,3 +241,31 @@ def test_a_connection_lost_by_a_write_in_place_is_reported_by_the_step() -> None
     assert len(rig.app.events) == seen  # not re-entered from its own wake()
     rig.run_soon()
     assert isinstance(rig.app.events[-1], ConnectionClosed)
+
+
+def test_a_write_in_place_that_leaves_the_core_quiet_needs_no_step() -> None:
+    rig = upgraded(PINGING)
+    rig.pump.timer.cancel()  # as if it had fired: the write in place must arm it again
+    rig.timers.clear()
+    rig.pump.conn.send(DATA, b"chunk", now())
+    rig.pump.wake()
+    assert rig.transport.writes == [b"\x82\x05chunk"]
+    assert len(rig.timers) == 1 and 0.0 < rig.timers[0] <= 5.0  # the keepalive deadline
+    asked = rig.transport.asked
+    rig.run_soon()  # the callback that coalesces later wakes: none came, so no step
+    assert rig.transport.asked == asked
+    assert rig.transport.writes == [b"\x82\x05chunk"]
+
+
+def test_a_wake_after_a_quiet_write_in_place_gets_its_step() -> None:
+    rig = upgraded(SMALL)
+    rig.pump.conn.send(DATA, b"a", now())
+    rig.pump.wake()
+    rig.pump.conn.send(DATA, b"b", now())
+    rig.pump.wake()  # coalesced: the callback already scheduled will step
+    assert rig.transport.writes == [b"\x82\x01a"]
+    rig.run_soon()
+    assert rig.transport.writes == [b"\x82\x01a", b"\x82\x01b"]
+    rig.pump.conn.send(DATA, b"c", now())
+    rig.pump.wake()  # and the next wake is a first one again: in place
+    assert rig.transport.writes[-1] == b"\x82\x01c"

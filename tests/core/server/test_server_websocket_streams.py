@@ -21,7 +21,7 @@ from diaproto.events import (
 )
 from diaproto.replay import ReplayBuffer
 from diaproto.scheduler import Policy, Priority
-from diaproto.server import State
+from diaproto.server import ServerConnection, State
 from diaproto.server.framing import Payload
 from diaproto.testing import FakeClock, websocket_pair
 from diaproto.wire import (
@@ -375,3 +375,33 @@ def test_disconnect_policy_closes_slow_consumer_with_1008() -> None:
     assert events.index(SlowConsumer(1, 300)) < events.index(closed_events(events)[0])
     assert closed_events(loop.take_client_events()) == [ConnectionClosed(1008, "slow consumer")]
     assert server.finished
+
+
+# --- quiet: nothing for next_event() until new input, a timer or the application ------------
+
+
+def test_quiet_only_while_streaming_with_no_event_waiting() -> None:
+    config = ConnectionConfig(
+        timeouts=QUIET.timeouts,
+        scheduler=SchedulerConfig(high_watermark=400, low_watermark=100, max_buffered=4096),
+    )
+    loop = websocket_pair(server_config=config, client_config=QUIET)
+    loop.take_client_events()
+    server, now = loop.server, loop.clock.now
+    loop.take_server_events()
+    assert server.quiet  # upgraded, every event handed out
+    server.open_stream(1, now)
+    server.send(1, b"x" * 300, now)  # over the 400-byte mark with its overhead: paused
+    assert not server.quiet  # StreamPaused waits in the scheduler
+    assert isinstance(server.next_event(), StreamPaused)
+    assert server.quiet
+    server.close(now)
+    loop.pump()
+    loop.take_server_events()
+    assert server.state is not State.WEBSOCKET and not server.quiet
+
+
+def test_never_quiet_while_a_request_is_awaited() -> None:
+    server = ServerConnection(0.0, QUIET)
+    assert server.next_event() is None
+    assert not server.quiet  # a request (or a pipelined one) may come with the next bytes
