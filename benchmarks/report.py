@@ -140,6 +140,13 @@ def markdown(results: list[Result], meta: dict[str, Any], images: dict[str, str]
         "- Peers: " + ", ".join(f"{k} {v}" for k, v in m["packages"].items()),
         f"- Command: `{meta['command']}` ({meta['level']} set, {meta['duration_s']:.0f} s, "
         f"{meta['finished']})",
+        "- The other set: "
+        + (
+            "the quick set is [benchmarks.md](benchmarks.md) (`make bench`)"
+            if meta["level"] == "full"
+            else "the full set (1,000 clients, 10,000 idle connections, 60 s stalls) is "
+            "[benchmarks-full.md](benchmarks-full.md) (`make bench ARGS=--full`)"
+        ),
         "",
         "## Targets",
         "",
@@ -190,18 +197,26 @@ def markdown(results: list[Result], meta: dict[str, Any], images: dict[str, str]
     return "\n".join(out) + "\n"
 
 
+def page_name(level: str) -> str:
+    """The quick (and smoke) set is ``benchmarks``, the full set ``benchmarks-full``: each run
+    rewrites its own page, so the two stand side by side."""
+    return "benchmarks-full" if level == "full" else "benchmarks"
+
+
 def write(results: list[Result], meta: dict[str, Any], docs: Path) -> Path:
-    """Write ``docs/benchmarks.md``, ``docs/benchmarks/results.json`` and the plots."""
-    images_dir = docs / "benchmarks"
+    """Write ``docs/<page>.md``, ``docs/<page>/results.json`` and the plots (``<page>``: see
+    :func:`page_name`)."""
+    name = page_name(meta["level"])
+    images_dir = docs / name
     images_dir.mkdir(parents=True, exist_ok=True)
     images = {}
     for r in results:
-        name = f"{r.id.lower()}.png"
-        if r.series and plot(r, images_dir / name):
-            images[r.id] = f"benchmarks/{name}"
+        image = f"{r.id.lower()}.png"
+        if r.series and plot(r, images_dir / image):
+            images[r.id] = f"{name}/{image}"
     data = to_json(results, meta)
     (images_dir / "results.json").write_text(json.dumps(data, indent=1) + "\n")
-    page = docs / "benchmarks.md"
+    page = docs / f"{name}.md"
     page.write_text(markdown(results, meta, images))
     return page
 

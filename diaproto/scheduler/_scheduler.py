@@ -167,6 +167,8 @@ class Scheduler(Generic[T]):
 
     def set_in_flight(self, nbytes: int) -> None:
         """Bytes released by :meth:`take` that the transport has not written yet."""
+        if nbytes == self._budget.in_flight:
+            return  # reported per write and per step: most reports change nothing
         self._budget.set_in_flight(nbytes)
         self._update_pauses()
 

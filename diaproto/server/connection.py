@@ -97,7 +97,10 @@ class ServerConnection(HttpFront, WebSocketSession, OutboundStreams):
             batch = self._scheduler.take(now)
             if batch:
                 self._keepalive.on_activity(now)
-                self._write_body(self._framer(batch))
+                frames = self._framer(batch)
+                if self._ws is not None and not self._out and not self._ending:
+                    return frames  # the common case: the batch alone, with no copy
+                self._write_body(frames)
             if self._ending and self._scheduler.queued_bytes() == 0:
                 self._finish_response()
         if not self._out:
