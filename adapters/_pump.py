@@ -133,8 +133,9 @@ class Transport(Protocol):
 class Pump:
     """Drives one connection over a :class:`Transport`; every method runs on the loop thread.
 
-    The adapter calls :meth:`step` after each read (``receive_data``/``receive_eof``), each
-    drain of the transport and each ``wake()``; the timer calls :meth:`on_timer`."""
+    The adapter calls :meth:`step` after each read (``receive_data``/``receive_eof``) and each
+    drain of the transport, and :meth:`wake` for the session's ``wake()`` (a write in place,
+    then a step only if one is needed); the timer calls :meth:`on_timer`."""
 
     __slots__ = (
         "_in_place",

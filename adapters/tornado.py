@@ -85,8 +85,8 @@ class TornadoSession:
         self.pump = Pump(server.app, self, self, self.runtime.soon, self.runtime.call_later)
 
     def wake(self) -> None:
-        # Also during a pending write: the step then only dispatches, so events the core
-        # raised since (a StreamPaused for a producer) do not wait for the peer to read.
+        # Also during a pending write: nothing is written then, but events the core raised
+        # since (a StreamPaused for a producer) get a step and do not wait for the peer.
         self.pump.wake()
 
     async def read_loop(self) -> None:

@@ -222,12 +222,10 @@ class PushWs(Scenario):
 def _push_check(s: dict[str, Series]) -> tuple[bool, str]:
     per_message = med(s, PER_MESSAGE) / med(s, "picows")
     batched = med(s, REFERENCE) / med(s, RAW_WRITE)
-    ceiling = med(s, REFERENCE) / med(s, RAW_BATCH)
-    return (
-        per_message >= 1.5 and batched >= 0.5,
-        f"send {per_message:.2f}x picows; batched {batched:.2f}x {RAW_WRITE}, "
-        f"{ceiling:.3f}x {RAW_BATCH}",
-    )
+    verdict = f"send {per_message:.2f}x picows; batched {batched:.2f}x {RAW_WRITE}"
+    if measured(s, [RAW_BATCH]):  # shown, not judged
+        verdict += f", {med(s, REFERENCE) / med(s, RAW_BATCH):.3f}x {RAW_BATCH}"
+    return per_message >= 1.5 and batched >= 0.5, verdict
 
 
 def _push(server: Server, n: int, size: int) -> float:
@@ -319,16 +317,28 @@ class Latency(Scenario):
         return [result]
 
 
+def measured(s: dict[str, Series], systems: Sequence[str]) -> list[str]:
+    """The systems of ``systems`` that have figures in this run."""
+    return [x for x in systems if x in s and s[x].error is None and s[x].values()]
+
+
 def _latency_check(s: dict[str, Series]) -> tuple[bool, str]:
-    """Ours against the best peer, median and p99 each (a ratio above 1: ours is lower)."""
+    """Ours against the best peer, median and p99 each (a ratio above 1: ours is lower).
+    A peer without figures is named and the target is not met: it was not beaten."""
+    peers = measured(s, LATENCY_PEERS)
+    if not peers:
+        raise ValueError("no peer has figures")
     median, tail = med(s, REFERENCE), p99(s, REFERENCE)
-    best_median = min(LATENCY_PEERS, key=lambda peer: med(s, peer))
-    best_tail = min(LATENCY_PEERS, key=lambda peer: p99(s, peer))
+    best_median = min(peers, key=lambda peer: med(s, peer))
+    best_tail = min(peers, key=lambda peer: p99(s, peer))
     a, b = med(s, best_median) / median, p99(s, best_tail) / tail
-    return (
-        a >= 1.0 and b >= 1.0,
-        f"median {median:.0f} us, {a:.2f}x {best_median}; p99 {tail:.0f} us, {b:.2f}x {best_tail}",
+    missing = [peer for peer in LATENCY_PEERS if peer not in peers]
+    verdict = (
+        f"median {median:.0f} us, {a:.2f}x {best_median}; p99 {tail:.0f} us, {b:.2f}x {best_tail}"
     )
+    if missing:
+        verdict += f"; no figures from {', '.join(missing)}"
+    return a >= 1.0 and b >= 1.0 and not missing, verdict
 
 
 # --- P4, P7: 50 Hz audio to many clients --------------------------------------------------
@@ -552,7 +562,9 @@ class Priority(Scenario):
             self.systems(level), level, tick, count=count, rcvbuf=rcvbuf, credit=None, env=env
         )
         queued = _queued(runs)
-        held = queued.get(REFERENCE, min(queued.values(), default=rcvbuf))
+        # The least any system left in the client's kernel: a floor that does not loosen
+        # when the judged system lets more pile up there.
+        held = min(queued.values(), default=rcvbuf)
         floor = self.floor_ms(held)
         where = (
             "kernel buffers bounded (server SO_SNDBUF and client SO_RCVBUF 32 KiB)"
@@ -562,7 +574,8 @@ class Priority(Scenario):
         result = Result(
             "P5-bounded" if bounded else "P5",
             f"Priority without credit, {where}: {load}. Floor {floor:.1f} ms: the "
-            f"{held / KIB:.0f} KiB of bulk the client's kernel held (SO_RCVBUF "
+            f"{held / KIB:.0f} KiB of bulk the client's kernel held at least, whatever the "
+            f"server (SO_RCVBUF "
             f"{rcvbuf // KIB} KiB), read at {self.RATE / 1e6:g} MB/s before the control message",
             "ms",
             False,

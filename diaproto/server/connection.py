@@ -217,6 +217,7 @@ class ServerConnection(HttpFront, WebSocketSession, OutboundStreams):
         step out. (While a request is answered a pipelined one may wait: never quiet.)"""
         return (
             self.state in (State.WEBSOCKET, State.STREAMING)
+            and not self._eof  # buffered until next_event() turns it into a close
             and not self._events
             and not self._scheduler.has_events
         )

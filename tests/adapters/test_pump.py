@@ -13,6 +13,8 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import pytest
+
 from diaproto.adapters._pump import Pump, now
 from diaproto.config import ConnectionConfig, SchedulerConfig, Timeouts
 from diaproto.events import ConnectionClosed, Event, StreamPaused, StreamResumed, WebSocketRequest
@@ -22,7 +24,9 @@ from diaproto.server import ServerConnection
 
 QUIET = Timeouts(idle=None, ping_interval=None, ping_timeout=None, sse_heartbeat=None)
 CONFIG = ConnectionConfig(timeouts=QUIET)
-#: No linger (every message is due at once) and a 16-byte share, for pausing with a few bytes.
+#: No linger: every message is due at once.
+NO_LINGER = ConnectionConfig(timeouts=QUIET, scheduler=SchedulerConfig(linger=0.0))
+#: No linger and a 16-byte share, for pausing with a few bytes.
 SMALL = ConnectionConfig(
     timeouts=QUIET,
     scheduler=SchedulerConfig(linger=0.0, high_watermark=16, low_watermark=8, max_buffered=1024),
@@ -227,12 +231,15 @@ def test_events_raised_by_a_write_in_place_wait_for_the_step() -> None:
     assert isinstance(rig.app.events[-1], StreamResumed)
 
 
-def test_a_connection_lost_by_a_write_in_place_is_reported_by_the_step() -> None:
+@pytest.mark.parametrize("closes", [True, False], ids=["transport-closed", "transport-open"])
+def test_a_connection_lost_by_a_write_in_place_is_reported_by_the_step(closes: bool) -> None:
     rig = upgraded()
 
     def gone() -> None:
-        rig.transport.is_closed = True
-        rig.pump.lost()  # as the sockets and tornado transports do on a failed write
+        # As the sockets and tornado transports do on a failed write; the sockets one stays
+        # open (its close comes from the step), so only the core knows the peer is gone.
+        rig.transport.is_closed = closes
+        rig.pump.lost()
 
     rig.transport.on_write = gone
     rig.pump.conn.send(DATA, b"chunk", now())
@@ -258,11 +265,12 @@ def test_a_write_in_place_that_leaves_the_core_quiet_needs_no_step() -> None:
 
 
 def test_a_wake_after_a_quiet_write_in_place_gets_its_step() -> None:
-    rig = upgraded(SMALL)
+    rig = upgraded(NO_LINGER)
     rig.pump.conn.send(DATA, b"a", now())
     rig.pump.wake()
+    assert rig.pump.conn.quiet and rig.soon == [rig.pump._settle]  # no step scheduled
     rig.pump.conn.send(DATA, b"b", now())
-    rig.pump.wake()  # coalesced: the callback already scheduled will step
+    rig.pump.wake()  # coalesced: the callback already scheduled must now step
     assert rig.transport.writes == [b"\x82\x01a"]
     rig.run_soon()
     assert rig.transport.writes == [b"\x82\x01a", b"\x82\x01b"]

@@ -31,7 +31,12 @@ def server_end(client: socket.socket) -> socket.socket | None:
     want = (client.getpeername(), client.getsockname())
     for name in os.listdir("/proc/self/fd"):
         with contextlib.suppress(OSError, ValueError):  # gone, not a socket, not connected
-            sock = socket.socket(fileno=os.dup(int(name)))
+            fd = os.dup(int(name))
+            try:
+                sock = socket.socket(fileno=fd)
+            except OSError:
+                os.close(fd)  # not a socket: the duplicate must not leak
+                raise
             with contextlib.ExitStack() as closing:
                 closing.callback(sock.close)
                 if (

@@ -405,3 +405,13 @@ def test_never_quiet_while_a_request_is_awaited() -> None:
     server = ServerConnection(0.0, QUIET)
     assert server.next_event() is None
     assert not server.quiet  # a request (or a pipelined one) may come with the next bytes
+
+
+def test_not_quiet_once_the_peer_is_gone() -> None:
+    loop = websocket_pair(server_config=QUIET, client_config=QUIET)
+    server = loop.server
+    loop.take_server_events()
+    assert server.quiet
+    server.receive_eof(loop.clock.now)  # e.g. a write failed: only next_event() reports it
+    assert not server.quiet
+    assert closed_events(drain(server))
