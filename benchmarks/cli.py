@@ -58,5 +58,5 @@ def main(argv: list[str] | None = None) -> int:
         if r.met is not None:
             line += f"  [{'met' if r.met else 'MISSED'}]"
         print(line)
-    print(f"wrote {page} and {page.parent / 'benchmarks' / 'results.json'}")
+    print(f"wrote {page} and {page.with_suffix('') / 'results.json'}")
     return 0
