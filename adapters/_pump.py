@@ -202,13 +202,7 @@ class Pump:
             return False
         self._in_place = True
         try:
-            holding = self._report_held()
-            while not holding:
-                data = conn.data_to_send(now())
-                if not data:
-                    break
-                transport.write(data)
-                holding = self._report_held()
+            holding = self._write(hand_out_events=False)
         finally:
             self._in_place = False
         if transport.closed or conn.finished or not conn.quiet:
@@ -270,17 +264,18 @@ class Pump:
         self.timer.cancel()
         self.transport.abort()
 
-    def _write(self) -> bool:
+    def _write(self, *, hand_out_events: bool = True) -> bool:
         """Write until the transport holds bytes; True if it does.
 
         While it holds bytes nothing more leaves the core (its drain runs the next step), but
         events are still handed out: a producer sees StreamPaused without waiting for the
-        peer to read."""
+        peer to read. Without ``hand_out_events`` (a write in place) they wait for a step."""
         conn, transport = self.conn, self.transport
         holding = self._report_held()
         while not holding:
             data = conn.data_to_send(now())
-            delivered = self.dispatch()  # taking a batch can resume paused producers
+            # Taking a batch can resume paused producers.
+            delivered = self.dispatch() if hand_out_events else 0
             if data:
                 transport.write(data)
                 holding = self._report_held()

@@ -36,7 +36,7 @@ T = TypeVar("T")
 class Scheduler(Generic[T]):
     """Priority, fairness, batching and backpressure for one connection's outbound messages."""
 
-    __slots__ = ("_budget", "_events", "_fairness", "_overhead", "_streams", "config")
+    __slots__ = ("_budget", "_events", "_fairness", "_streams", "config")
 
     def __init__(
         self, config: SchedulerConfig | None = None, *, message_overhead: int = MESSAGE_OVERHEAD
@@ -47,7 +47,6 @@ class Scheduler(Generic[T]):
         self.config = config or SchedulerConfig()
         self._streams: dict[int, StreamRecord[T]] = {}
         self._budget = Budget(self.config, message_overhead)
-        self._overhead = message_overhead
         self._fairness: Fairness[T] = Fairness(self.config, self._forget)
         # A deque costs ~760 B even when empty: the event queue is made on first use, so an
         # idle connection holds none.
@@ -136,8 +135,7 @@ class Scheduler(Generic[T]):
         watermarks compare this; ``charged_bytes() + in_flight_bytes`` never passes
         ``max_buffered`` after an enqueue."""
         if stream_id is None:
-            budget = self._budget
-            return budget.queued + budget.messages * self._overhead
+            return self._budget.charged_queue
         return self._budget.charge(self._get(stream_id))
 
     def last_seq(self, stream_id: int) -> int:
@@ -201,9 +199,10 @@ class Scheduler(Generic[T]):
         if stream is None or stream.finishing or size < 0:
             raise self._refusal(stream_id, stream)
         if stream.policy is Policy.PAUSE:
-            if size + self._overhead > self._budget.room():
+            overhead = self._budget.overhead
+            if size + overhead > self._budget.room():
                 raise LocalProtocolError(
-                    f"stream {stream_id}: {size} bytes (+{self._overhead} per message) would "
+                    f"stream {stream_id}: {size} bytes (+{overhead} per message) would "
                     f"pass the connection budget of {self.config.max_buffered}; the producer "
                     "must wait for StreamResumed"
                 )
@@ -239,7 +238,7 @@ class Scheduler(Generic[T]):
         stream is declared too slow, the others drop their own oldest messages to fit.
         Each message counts its size plus the overhead."""
         budget = self._budget
-        cost = size + self._overhead
+        cost = size + budget.overhead
         if stream.policy is Policy.LATEST:
             if key is None:
                 raise LocalProtocolError("a LATEST stream needs a key for every message")
@@ -275,7 +274,7 @@ class Scheduler(Generic[T]):
         if (
             stream.policy is not Policy.PAUSE
             or stream.finishing
-            or total + count * self._overhead > self._budget.room()
+            or total + count * self._budget.overhead > self._budget.room()
             or min(sizes) < 0
         ):
             seq: int | None = None

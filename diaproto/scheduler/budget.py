@@ -106,10 +106,14 @@ class Budget:
         return self.queued + self.in_flight
 
     @property
+    def charged_queue(self) -> int:
+        """The queued messages, each with its overhead."""
+        return self.queued + self.messages * self.overhead
+
+    @property
     def charged(self) -> int:
-        """What the hard budget and the watermarks count: the queued messages, each with
-        its overhead, plus in flight."""
-        return self.queued + self.messages * self.overhead + self.in_flight
+        """What the hard budget and the watermarks count: the charged queue plus in flight."""
+        return self.charged_queue + self.in_flight
 
     def charge(self, stream: StreamRecord[Any]) -> int:
         """What the stream's queue counts against its share: its messages, each with its

@@ -45,6 +45,18 @@ def server() -> Iterator[RunningServer]:
         yield running
 
 
+def initialize_with_all_busy(
+    client: httpx.Client, url: str, session_ids: list[str]
+) -> httpx.Response:
+    """An ``initialize`` while every one of ``session_ids`` has a GET stream open (in use,
+    so none can be evicted)."""
+    with httpx.Client(timeout=POLL_LIMIT) as other, ExitStack() as streams:
+        for session_id in session_ids:
+            get = other.stream("GET", url, headers=session(session_id))
+            assert streams.enter_context(get).status_code == 200
+        return client.post(url, json=rpc("initialize", initialize_params()), headers=JSON_AND_SSE)
+
+
 # --- sessions ------------------------------------------------------------------------------
 
 
@@ -247,13 +259,7 @@ def test_one_peer_cannot_fill_the_session_table(caplog: pytest.LogCaptureFixture
             assert listed.status_code == 200
             assert f"MCP session {used} evicted" in caplog.text
         # Every session in use: nothing to evict, so the newcomer is refused, and told when.
-        with httpx.Client(timeout=POLL_LIMIT) as other, ExitStack() as streams:
-            for session_id in sessions():
-                get = other.stream("GET", url, headers=session(session_id))
-                assert streams.enter_context(get).status_code == 200
-            answer = client.post(
-                url, json=rpc("initialize", initialize_params()), headers=JSON_AND_SSE
-            )
+        answer = initialize_with_all_busy(client, url, sessions())
         assert answer.status_code == 429, answer.text
         assert int(answer.headers["retry-after"]) > 0
         assert "all in use" in answer.json()["error"]["message"]
@@ -272,13 +278,7 @@ def test_a_full_session_table_refuses_only_when_all_are_in_use() -> None:
         third = initialize(client, url)  # evicts first, the least recently active
         ids = app.call(lambda: list(service.mcp.sessions))
         assert first not in ids and {second, third} <= set(ids)
-        with httpx.Client(timeout=POLL_LIMIT) as other, ExitStack() as streams:
-            for session_id in (second, third):
-                get = other.stream("GET", url, headers=session(session_id))
-                assert streams.enter_context(get).status_code == 200
-            answer = client.post(
-                url, json=rpc("initialize", initialize_params()), headers=JSON_AND_SSE
-            )
+        answer = initialize_with_all_busy(client, url, [second, third])
         assert answer.status_code == 503, answer.text
         assert int(answer.headers["retry-after"]) > 0
         assert refused == ["full"]
