@@ -323,6 +323,53 @@ class Scheduler(Generic[T]):
         self._update_pauses()
         return len(missed)
 
+    def pass_through(self, stream_id: int, payload: T, size: int, now: float) -> Outgoing[T] | None:
+        """The message, sequence numbered, recorded and counted as sent, when queueing it
+        and taking the next batch would give it alone and change nothing else; else None
+        (and nothing happened: :meth:`enqueue` it).
+
+        That is so when nothing is queued on the connection and nothing is in flight (no
+        message is ahead of it and the write window is open), the stream is open and not
+        LATEST, its credit is positive, the message fits its share and the
+        watermarks (queueing it would pause nothing), and, on a lingering class, linger is
+        over. A connection with an idle transport then frames and writes it at once. Until
+        the transport reports, its size counts as in flight, so only one message passes
+        this way before the queue is used again.
+
+        It leaves with the next batch, ahead of it: the caller reports that batch with
+        :meth:`took` when :meth:`take` is not called (linger counts from it)."""
+        budget = self._budget
+        if budget.messages or budget.in_flight:
+            return None
+        stream = self._streams.get(stream_id)
+        # (With nothing queued or in flight no stream is paused or over its share: the
+        # last take or in-flight report released them.)
+        if stream is None or stream.finishing or stream.policy is Policy.LATEST or size < 0:
+            return None
+        cost = size + budget.overhead
+        if cost > stream.limit or cost > self.config.max_buffered:
+            return None
+        if stream.policy is Policy.PAUSE and cost > self.config.high_watermark:
+            return None
+        credit = stream.credit
+        if credit is not None and credit <= 0:
+            return None
+        fairness = self._fairness
+        if stream.lingering and not fairness.lingering_due(now, size):
+            return None
+        seq = stream.next_seq
+        stream.next_seq = seq + 1
+        if stream.recorder is not None:
+            stream.recorder.append(seq, payload, size)
+        if credit is not None:
+            stream.credit = credit - size
+        metrics = stream.metrics
+        # As if queued for a moment, as enqueue counts it.
+        metrics.queue_high_water = max(metrics.queue_high_water, size)
+        metrics.record_sends(now, 1, size)
+        budget.in_flight = size
+        return Outgoing(stream_id, seq, payload, size, None)
+
     # --- take ------------------------------------------------------------------------------
 
     def take(self, now: float) -> list[Outgoing[T]]:
@@ -335,6 +382,10 @@ class Scheduler(Generic[T]):
         # Even after an empty take: bytes may have been freed by coalescing or drops.
         self._update_pauses()
         return batch
+
+    def took(self, now: float) -> None:
+        """A message let through by :meth:`pass_through` left alone, with no :meth:`take`."""
+        self._fairness.took(now)
 
     # --- timers ----------------------------------------------------------------------------
 
@@ -352,6 +403,11 @@ class Scheduler(Generic[T]):
         """Declare DISCONNECT streams whose grace period has run out."""
         for stream in Budget.out_of_grace(self._streams.values(), now):
             self._report_slow(stream)
+
+    @property
+    def has_queued(self) -> bool:
+        """Whether any message is queued (a message of size 0 counts)."""
+        return self._budget.messages > 0
 
     @property
     def has_events(self) -> bool:

@@ -76,7 +76,7 @@ class Fairness(Generic[T]):
                 continue
             if window <= 0 or budget <= 0:
                 break
-            if priority >= Priority.STREAM and not batch and not self._lingering_due(now):
+            if priority >= Priority.STREAM and not batch and not self.lingering_due(now):
                 break
             used = self._drain_ring(ring, batch, min(window, budget), now)
             window -= used
@@ -95,12 +95,18 @@ class Fairness(Generic[T]):
                 return self._last_take + self.config.linger
         return None
 
-    def _lingering_due(self, now: float) -> bool:
+    def lingering_due(self, now: float, coming: int = 0) -> bool:
+        """Whether the lingering classes may leave now, with ``coming`` bytes more queued."""
         return (
             self._last_take is None
             or now >= self._last_take + self.config.linger
-            or self.queued_low >= self.config.batch_bytes
+            or self.queued_low + coming >= self.config.batch_bytes
         )
+
+    def took(self, now: float) -> None:
+        """A batch left outside :meth:`take` (a message the scheduler let through): linger
+        counts from it."""
+        self._last_take = now
 
     def _ring(self, priority: Priority) -> deque[StreamRecord[T]]:
         ring = self._rings[priority]

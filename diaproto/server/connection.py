@@ -93,8 +93,19 @@ class ServerConnection(HttpFront, WebSocketSession, OutboundStreams):
     def data_to_send(self, now: float) -> bytes:
         self._clock = now
         if self._framer is not None and self.state in (State.STREAMING, State.WEBSOCKET):
-            self._scheduler.set_in_flight(len(self._out) + self._transport_buffered)
-            batch = self._scheduler.take(now)
+            passed = self._passed
+            if passed is not None and not self._scheduler.has_queued:
+                # Let through with nothing queued since: it leaves alone. Its size stays in
+                # flight until the transport reports.
+                self._passed = None
+                self._scheduler.took(now)
+                batch = [passed]
+            else:
+                self._scheduler.set_in_flight(len(self._out) + self._transport_buffered)
+                batch = self._scheduler.take(now)
+                if passed is not None:
+                    self._passed = None
+                    batch.insert(0, passed)  # it left the scheduler first
             if batch:
                 self._keepalive.on_activity(now)
                 frames = self._framer(batch)

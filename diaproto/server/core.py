@@ -16,7 +16,7 @@ from diaproto.config import ConnectionConfig
 from diaproto.errors import LocalProtocolError
 from diaproto.events import ConnectionClosed, Event
 from diaproto.keepalive import Keepalive
-from diaproto.scheduler import Policy, Priority, Scheduler, StreamOptions
+from diaproto.scheduler import Outgoing, Policy, Priority, Scheduler, StreamOptions
 from diaproto.server.framing import Framer, Payload
 from diaproto.server.state import NEXT_STATES, State
 
@@ -52,6 +52,7 @@ class ConnectionCore:
         "_last_sse_write",
         "_out",
         "_output_open",
+        "_passed",
         "_pending",
         "_request",
         "_scheduler",
@@ -79,6 +80,9 @@ class ConnectionCore:
         # at most, and next_event drains them before the next step.
         self._events: list[Event] = []
         self._out = bytearray()
+        # A message the scheduler let through at once (Scheduler.pass_through): the next
+        # data_to_send frames it ahead of any batch.
+        self._passed: Outgoing[Payload] | None = None
         self._scheduler: Scheduler[Payload] = Scheduler(self.config.scheduler)
         self._keepalive = Keepalive(self.config.timeouts, now)
         self._request: h11.Request | None = None
@@ -162,7 +166,10 @@ class ConnectionCore:
         self._closed_at = self._clock
         self._framer = None
         # Kept for the application: a resumable stream records what never left.
+        passed, self._passed = self._passed, None
         self.unsent = [item.payload for item in self._scheduler.queued_items()]
+        if passed is not None:
+            self.unsent.insert(0, passed.payload)
         for stream_id in self._scheduler.stream_ids:
             self._scheduler.discard_stream(stream_id)  # each reports StreamFinished
         self._events.append(ConnectionClosed(code, reason))

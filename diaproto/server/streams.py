@@ -72,6 +72,13 @@ class OutboundStreams(ConnectionCore):
         if not self._output_open:
             self._expect_output()  # raises
         if isinstance(payload, bytes):  # the common case first: a data chunk
+            if self._passed is None and key is None and self._framer is not None:
+                # An idle connection: the scheduler may let it through, to be framed by the
+                # next data_to_send with no queue and no batch.
+                item = self._scheduler.pass_through(stream_id, payload, len(payload), now)
+                if item is not None:
+                    self._passed = item
+                    return item.seq
             return self._scheduler.enqueue(stream_id, payload, len(payload), now, key=key)
         size = self._payload_size(payload)
         return self._scheduler.enqueue(stream_id, payload, size, now, key=key)
