@@ -271,7 +271,8 @@ class Pump:
         events are still handed out: a producer sees StreamPaused without waiting for the
         peer to read. Without ``hand_out_events`` (a write in place) they wait for a step."""
         conn, transport = self.conn, self.transport
-        holding = self._report_held()
+        # Reported empty: nothing was written since, so it still is (no need to ask).
+        holding = self._report_held() if conn.transport_buffered else False
         while not holding:
             data = conn.data_to_send(now())
             # Taking a batch can resume paused producers.

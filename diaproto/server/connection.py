@@ -92,7 +92,7 @@ class ServerConnection(HttpFront, WebSocketSession, OutboundStreams):
 
     def data_to_send(self, now: float) -> bytes:
         self._clock = now
-        if self._framer is not None and self.state in (State.STREAMING, State.WEBSOCKET):
+        if self._framer is not None and self._output_open:
             passed = self._passed
             if passed is not None and not self._scheduler.has_queued:
                 # Let through with nothing queued since: it leaves alone. Its size stays in
@@ -141,6 +141,12 @@ class ServerConnection(HttpFront, WebSocketSession, OutboundStreams):
         self._transport_buffered = nbytes
         if self.state in (State.STREAMING, State.WEBSOCKET):
             self._scheduler.set_in_flight(len(self._out) + self._transport_buffered)
+
+    @property
+    def transport_buffered(self) -> int:
+        """What the transport held at the last :meth:`set_transport_buffered`. A transport
+        gains bytes only by a write, so when this is 0 it holds nothing until the next one."""
+        return self._transport_buffered
 
     def next_deadline(self) -> float | None:
         deadlines: list[float] = []

@@ -176,8 +176,14 @@ def test_later_sends_before_the_step_leave_together_in_the_step() -> None:
 
 
 def test_a_transport_holding_bytes_gets_nothing_in_place() -> None:
-    rig = upgraded()
-    rig.transport.holding = 10
+    rig = upgraded(NO_LINGER)
+    rig.transport.holding = 10  # the peer will not take what is written next
+    rig.pump.conn.send(DATA, b"first", now())
+    rig.pump.wake()
+    assert rig.transport.writes == [b"\x82\x05first"]
+    assert rig.pump.conn.transport_buffered == 10  # reported after the write
+    rig.run_soon()
+    rig.transport.writes.clear()
     rig.pump.conn.send(DATA, b"chunk", now())
     rig.pump.wake()
     assert rig.transport.writes == []
@@ -218,11 +224,16 @@ def test_a_wake_while_an_event_is_handled_leaves_the_write_to_the_step() -> None
 def test_events_raised_by_a_write_in_place_wait_for_the_step() -> None:
     rig = upgraded(SMALL)
     conn = rig.pump.conn
-    rig.transport.holding = 1  # the peer is slow: the producer is paused
+    rig.transport.holding = 1  # the peer is slow: what is written stays in the transport
+    conn.send(DATA, b"12345678", now())
+    rig.pump.wake()
+    rig.run_soon()
     for _ in range(3):
         conn.send(DATA, b"12345678", now())
     rig.pump.step()
-    assert any(isinstance(e, StreamPaused) for e in rig.app.events)
+    assert isinstance(rig.app.events[-1], StreamPaused)  # the producer is paused
+    rig.app.events.clear()
+    rig.transport.writes.clear()
     rig.transport.holding = 0
     rig.pump.wake()  # the write in place takes the queue, which resumes the producer ...
     assert b"".join(rig.transport.writes) == b"\x82\x0812345678" * 3
