@@ -17,7 +17,12 @@ from urllib.parse import urlsplit
 
 from diaproto.apps.mcp.service import McpService
 from diaproto.apps.serve.event_stream import EventStream
-from diaproto.apps.serve.generation import Generation, GenerationRegistry, Listener
+from diaproto.apps.serve.generation import (
+    Generation,
+    GenerationRegistry,
+    Listener,
+    new_epoch,
+)
 from diaproto.apps.serve.limits import GenerationRefused, ServiceLimits, refused_origin
 from diaproto.apps.serve.listeners import StreamListener
 from diaproto.apps.serve.metrics import CONTENT_TYPE, ServiceMetrics
@@ -276,6 +281,8 @@ class DiaService:
         token: str,
         request: StreamRequest,
         admission: Admission | None,
+        *,
+        epoch: str | None = None,
     ) -> Generation:
         generation = Generation(
             token,
@@ -285,6 +292,8 @@ class DiaService:
             self._idle,
             admission=admission,
             owner=peer_host(session.peer),
+            # The one its first listener's event ids already carry, if any.
+            epoch=new_epoch() if epoch is None else epoch,
         )
         self.generations.add(generation)
         generation.start()

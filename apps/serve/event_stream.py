@@ -3,6 +3,11 @@
 A GET with an ``id`` parameter names its stream: a second listener with the same id and
 request hears the same generation, and a reconnect with ``Last-Event-ID`` continues it after
 the last event it had (never restarted as if it were, when that cannot be done).
+
+Event ids are ``<epoch>.<seq>``: the generation's epoch (random, made with it) and the
+record's sequence number. The same id and request name a new generation once the earlier
+one has expired; the epoch tells a reconnect from the earlier one apart, so it is refused
+with ``replay_gap`` instead of continuing audio it never had the start of.
 """
 
 from __future__ import annotations
@@ -14,7 +19,7 @@ import secrets
 from typing import TYPE_CHECKING
 from urllib.parse import parse_qs, urlsplit
 
-from diaproto.apps.serve.generation import Generation
+from diaproto.apps.serve.generation import Generation, new_epoch
 from diaproto.apps.serve.listeners import StreamListener
 from diaproto.apps.serve.requests import (
     BadRequest,
@@ -30,7 +35,8 @@ if TYPE_CHECKING:
     from diaproto.apps.serve.app import DiaService
 
 SSE_STREAM_ID = 1
-LAST_EVENT_ID = re.compile(r"[0-9]{1,18}")  # ASCII digits only: str.isdigit() takes "²"
+#: ``<epoch>.<seq>``, ASCII only (str.isdigit() takes "²").
+LAST_EVENT_ID = re.compile(r"([0-9a-f]{8})\.([0-9]{1,18})")
 
 
 class EventStream:
@@ -55,15 +61,17 @@ class EventStream:
             else:
                 self.responder.error(session, "stream", 405, "use GET or POST", allow="GET, POST")
                 return
-            after = _last_event_seq(request.last_event_id)
+            position = _last_event_position(request.last_event_id)
         except BadRequest as exc:
             self.responder.error(session, "stream", 400, str(exc))
             return
         service = self.service
         generation = None
-        if after is not None:
+        after = None
+        if position is not None:
             # A reconnect: it continues the stream it names, or is told why it cannot.
-            generation = self._resumable(session, resume_id, parsed, after)
+            epoch, after = position
+            generation = self._resumable(session, resume_id, parsed, epoch, after)
             if generation is None:
                 return
         token = _resume_token(resume_id, parsed) if resume_id else secrets.token_urlsafe(12)
@@ -77,16 +85,22 @@ class EventStream:
             if not admitted:
                 return
         conn, now = session.conn, session.runtime.now()
-        conn.accept_sse(now=now)
+        epoch = new_epoch() if generation is None else generation.epoch
+        conn.accept_sse(now=now, id_prefix=f"{epoch}.")
         service.metrics.requests.labels("stream", "200").inc()
         listener = StreamListener(session, SSE_STREAM_ID, ends_response=True)
         if generation is None:
-            generation = service.start_generation(session, token, parsed, admission)
+            generation = service.start_generation(session, token, parsed, admission, epoch=epoch)
         # A resumed stream continues after Last-Event-ID; a new listener hears it all.
         service.attach(session, generation, listener, after=after or 0, credit=None)
 
     def _resumable(
-        self, session: Session, resume_id: str | None, parsed: StreamRequest, after: int
+        self,
+        session: Session,
+        resume_id: str | None,
+        parsed: StreamRequest,
+        epoch: str,
+        after: int,
     ) -> Generation | None:
         """The generation a ``Last-Event-ID`` reconnect continues, or None after refusing
         it: a stream that cannot be continued is never restarted as if it were."""
@@ -106,6 +120,17 @@ class EventStream:
                 code=ErrorCode.UNKNOWN_STREAM,
             )
             return None
+        if epoch != generation.epoch:
+            self.responder.error(
+                session,
+                "stream",
+                410,
+                f"Last-Event-ID {epoch}.{after} belongs to an earlier stream with this id and "
+                f"request, which has expired: what followed it is gone (the stream now is "
+                f"epoch {generation.epoch}); start a new one without Last-Event-ID",
+                code=ErrorCode.REPLAY_GAP,
+            )
+            return None
         if after > generation.replay.last_seq:
             self.responder.error(
                 session,
@@ -123,14 +148,17 @@ def _query_value(target: str, name: str) -> str | None:
     return values[0] if values else None
 
 
-def _last_event_seq(last_event_id: str | None) -> int | None:
-    """The sequence number a ``Last-Event-ID`` names (our ids are decimal record numbers)."""
+def _last_event_position(last_event_id: str | None) -> tuple[str, int] | None:
+    """The epoch and sequence number a ``Last-Event-ID`` names (None: there is none)."""
     if last_event_id is None:
         return None
-    if not LAST_EVENT_ID.fullmatch(last_event_id):
+    match = LAST_EVENT_ID.fullmatch(last_event_id)
+    if match is None:
         shown = last_event_id if len(last_event_id) <= 40 else f"{last_event_id[:40]}..."
-        raise BadRequest(f"Last-Event-ID {shown!r} is not an event id of this server")
-    return int(last_event_id)
+        raise BadRequest(
+            f"Last-Event-ID {shown!r} is not an event id of this server (<epoch>.<seq>)"
+        )
+    return match[1], int(match[2])
 
 
 def _resume_token(resume_id: str, request: StreamRequest) -> str:

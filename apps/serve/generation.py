@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import re
+import secrets
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Generator
@@ -39,6 +40,11 @@ SPEAKER_TAG = re.compile(r"\s*\[(S[12])\]")
 REPLAY_MESSAGES = 4096  # about 47 s of audio at 86 chunks a second
 REPLAY_BYTES = 8 << 20
 KEEP_FINISHED = 64  # finished generations kept for late resumes
+
+
+def new_epoch() -> str:
+    """A generation's epoch: random, so that a resume names the history it had."""
+    return secrets.token_hex(4)
 
 
 class Waker(Protocol):
@@ -77,6 +83,9 @@ class Generation:
     admission: Admission | None = None
     # Who asked (the peer's host), for the per-peer limit; "" when nobody is counted.
     owner: str = ""
+    # Names this run's history: SSE event ids carry it (``<epoch>.<seq>``), so a reconnect
+    # from an earlier run under the same token is told its history is gone.
+    epoch: str = field(default_factory=new_epoch)
     chunks: int = 0
     _gate: threading.Event = field(default_factory=threading.Event)
     _stopped: threading.Event = field(default_factory=threading.Event)
@@ -296,9 +305,10 @@ class Generation:
 class GenerationRegistry:
     """Live generations by token, plus a few finished ones kept for late resumes."""
 
-    def __init__(self) -> None:
+    def __init__(self, keep_finished: int = KEEP_FINISHED) -> None:
         self.live: dict[str, Generation] = {}
         self._finished: OrderedDict[str, Generation] = OrderedDict()
+        self.keep_finished = keep_finished
 
     def add(self, generation: Generation) -> None:
         self.live[generation.token] = generation
@@ -313,7 +323,7 @@ class GenerationRegistry:
         self.live.pop(generation.token, None)
         if generation.finished:
             self._finished[generation.token] = generation
-            while len(self._finished) > KEEP_FINISHED:
+            while len(self._finished) > self.keep_finished:
                 self._finished.popitem(last=False)
 
     def stop_all(self) -> None:

@@ -8,8 +8,11 @@ one binary message.
 from __future__ import annotations
 
 import base64
+import re
 from collections.abc import Callable
+from functools import partial
 
+from diaproto.errors import LocalProtocolError
 from diaproto.scheduler import Outgoing
 from diaproto.sse import SseEvent
 from diaproto.wire import encode_records
@@ -99,18 +102,19 @@ def _encode_plain(payload: bytes | str) -> bytes:
     return encode_frame(OP_BINARY, payload)
 
 
-def sse_frame(batch: list[Outgoing[Payload]]) -> bytes:
-    """SseEvent -> as is; bytes -> a wire ``data`` event (base64, id = seq); str -> data."""
+def sse_frame(batch: list[Outgoing[Payload]], id_prefix: bytes = b"") -> bytes:
+    """SseEvent -> as is; bytes -> a wire ``data`` event (base64, id = ``id_prefix`` + seq);
+    str -> data."""
     out: list[bytes] = []
     for item in batch:
         payload = item.payload
         if isinstance(payload, SseEvent):
             out.append(payload.encode())
         elif isinstance(payload, bytes):
-            # SseEvent(data=base64, event="data", id=seq).encode(), written out: base64 and
-            # a number hold no line break.
+            # SseEvent(data=base64, event="data", id=prefix + seq).encode(), written out:
+            # base64, the prefix (checked by sse_framer) and a number hold no line break.
             encoded = base64.b64encode(payload)
-            out.append(b"id: %d\nevent: data\ndata: %s\n\n" % (item.seq, encoded))
+            out.append(b"id: %s%d\nevent: data\ndata: %s\n\n" % (id_prefix, item.seq, encoded))
         elif "\n" in payload or "\r" in payload:
             out.append(SseEvent(data=payload).encode())  # one data line per line
         else:
@@ -118,20 +122,36 @@ def sse_frame(batch: list[Outgoing[Payload]]) -> bytes:
     return b"".join(out)
 
 
-def sse_framer(stamp: Callable[[SseEvent], SseEvent] | None = None) -> Framer:
-    """:func:`sse_frame`, with ``stamp`` applied to each SseEvent as it is framed.
+#: What an event id prefix may hold: no line break, no NUL (a browser ignores an id with
+#: one), nothing a proxy or a log would mangle.
+ID_PREFIX = re.compile(r"[A-Za-z0-9._~-]{0,64}")
+
+
+def sse_framer(stamp: Callable[[SseEvent], SseEvent] | None = None, id_prefix: str = "") -> Framer:
+    """:func:`sse_frame`, with ``stamp`` applied to each SseEvent as it is framed, and
+    ``id_prefix`` before the sequence number in each ``data`` event's id.
 
     A stamp sees events in the order they leave, which is what resumable streams need: ids
     given there make "everything after id X" exact even when priorities reorder messages.
+    A prefix names the history the sequence numbers belong to (an epoch): a client echoes
+    it in ``Last-Event-ID``, so an id from another history is recognised as such.
     """
+    if not ID_PREFIX.fullmatch(id_prefix):
+        raise LocalProtocolError(
+            "an SSE id prefix is at most 64 of A-Z a-z 0-9 . _ ~ - (no line break, no NUL)"
+        )
+    prefix = id_prefix.encode()
     if stamp is None:
-        return sse_frame
+        if not prefix:
+            return sse_frame
+        return partial(sse_frame, id_prefix=prefix)
+    stamped_by = stamp
 
     def frame(batch: list[Outgoing[Payload]]) -> bytes:
         for item in batch:
             if isinstance(item.payload, SseEvent):
-                item.payload = stamp(item.payload)
-        return sse_frame(batch)
+                item.payload = stamped_by(item.payload)
+        return sse_frame(batch, prefix)
 
     return frame
 

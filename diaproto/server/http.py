@@ -66,16 +66,21 @@ class HttpFront(ConnectionCore):
         *,
         now: float,
         stamp: Callable[[SseEvent], SseEvent] | None = None,
+        id_prefix: str = "",
     ) -> None:
         """Answer the pending request with an SSE stream.
 
         ``stamp`` sees every SseEvent as it is framed, in the order events leave (give ids
         there for a resumable stream: see :func:`diaproto.server.framing.sse_framer`); what was
-        still queued when the connection closed is then in ``unsent``.
+        still queued when the connection closed is then in ``unsent``. ``id_prefix`` goes
+        before the sequence number in each data event's id (an epoch, say ``"k3x9."``: a
+        ``Last-Event-ID`` then names the history its number belongs to); refused with
+        :class:`LocalProtocolError` unless it is at most 64 of ``A-Z a-z 0-9 . _ ~ -``.
         """
+        framer = sse_framer(stamp, id_prefix)  # (refuses a bad prefix before any change)
         self._expect_pending()
         self._h11_send(_response(200, [*SSE_RESPONSE_HEADERS, *headers]))
-        self._start_streaming(sse_framer(stamp), sse=True)
+        self._start_streaming(framer, sse=True)
         self._last_sse_write = now
         if self.config.sse_retry_ms is not None:
             self._write_body(encode_retry(self.config.sse_retry_ms))

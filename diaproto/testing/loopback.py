@@ -122,8 +122,10 @@ def sse_pair(
     server_config: ConnectionConfig | None = None,
     client_config: ConnectionConfig | None = None,
     stamp: Callable[[SseEvent], SseEvent] | None = None,
+    id_prefix: str = "",
 ) -> Loopback:
-    """A server and an SSE client, the response started (``stamp``: see ``accept_sse``)."""
+    """A server and an SSE client, the response started (``stamp`` and ``id_prefix``: see
+    ``accept_sse``)."""
     clock = clock or FakeClock()
     server = ServerConnection(clock.now, server_config)
     client = SseClientConnection(
@@ -135,6 +137,6 @@ def sse_pair(
     if len(request) != 1 or not isinstance(request[0], SseRequest):
         msg = f"expected one SseRequest, got {request}"
         raise AssertionError(msg)
-    server.accept_sse(now=clock.now, stamp=stamp)
+    server.accept_sse(now=clock.now, stamp=stamp, id_prefix=id_prefix)
     loop.pump()
     return loop

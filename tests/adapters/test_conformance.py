@@ -275,6 +275,7 @@ def test_sse_resume_with_last_event_id(runtime: str) -> None:
     url = "/v1/stream"
     params = {"text": TEXT, "id": "conformance-1"}
     seqs: list[int] = []
+    epochs: list[str] = []
     audio = bytearray()
     end: dict[str, Any] | None = None
     with (
@@ -284,11 +285,13 @@ def test_sse_resume_with_last_event_id(runtime: str) -> None:
         ) as client,
     ):
         for attempt in range(2):
-            headers = {"Last-Event-ID": str(seqs[-1])} if attempt else {}
+            headers = {"Last-Event-ID": f"{epochs[-1]}.{seqs[-1]}"} if attempt else {}
             with connect_sse(client, "GET", url, params=params, headers=headers) as source:
                 for event in source.iter_sse():
                     if event.event == "data":
-                        seqs.append(int(event.id))
+                        epoch, _, seq = event.id.partition(".")  # <epoch>.<seq>
+                        epochs.append(epoch)
+                        seqs.append(int(seq))
                         audio += base64.b64decode(event.data)
                         if attempt == 0 and len(seqs) == 5:
                             break  # drop the connection mid-stream
@@ -299,6 +302,7 @@ def test_sse_resume_with_last_event_id(runtime: str) -> None:
                         assert event.event != "error", event.data
     assert end is not None and end["seq"] == len(seqs)
     assert seqs == list(range(1, len(seqs) + 1))  # nothing lost, nothing repeated
+    assert len(set(epochs)) == 1  # one history, resumed
     assert bytes(audio) == synthetic_audio(TEXT)
 
 

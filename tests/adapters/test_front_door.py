@@ -1,8 +1,9 @@
 """What the service's endpoints refuse, on every runtime, and how: a ``Last-Event-ID`` that
 is not ours is a 400 (it used to be a traceback); a resume that cannot be honoured is said
-so (404 ``unknown_stream``, 400, or the wire's ``invalid_request``), never a fresh stream
-that looks continuous; a web page from elsewhere gets 403 on ``/ws`` and ``/v1/*``; and
-curl's plain ``GET /v1/stream`` (``Accept: */*``) is answered with the stream.
+so (404 ``unknown_stream``, 410 ``replay_gap`` for an id from an expired stream of the same
+name, 400, or the wire's ``invalid_request``), never a fresh stream that looks
+continuous; a web page from elsewhere gets 403 on ``/ws`` and ``/v1/*``; and curl's plain
+``GET /v1/stream`` (``Accept: */*``) is answered with the stream.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from conformance_support import RawWebSocket, RecordingService
 from httpx_sse import connect_sse
 from support import POLL_LIMIT, serving, wait_until
 
+from diaproto.apps.serve.generation import GenerationRegistry
 from diaproto.runtime import ServerHandle
 
 TEXT = "Hello there. This is a short test of streaming speech."
@@ -45,7 +47,11 @@ def client(handle: ServerHandle) -> httpx.Client:
     )
 
 
-@pytest.mark.parametrize("value", [b"\xb2", b"9" * 5000, b"-1", b"12a", b"\xef\xbc\x91"], ids=repr)
+@pytest.mark.parametrize(
+    "value",
+    [b"\xb2", b"9" * 5000, b"-1", b"12a", b"\xef\xbc\x91", b"12", b"0a1b2c3d.", b"0A1B2C3D.1"],
+    ids=repr,
+)
 def test_a_last_event_id_that_is_not_ours_is_a_400(runtime: str, value: bytes) -> None:
     service = RecordingService()
     with serving(runtime, service) as handle:
@@ -66,7 +72,7 @@ def test_an_sse_resume_that_cannot_be_honoured_is_refused(runtime: str) -> None:
         answer = http.get(
             "/v1/stream",
             params={"text": TEXT, "id": "never-started"},
-            headers={"Accept": "text/event-stream", "Last-Event-ID": "500"},
+            headers={"Accept": "text/event-stream", "Last-Event-ID": "0a1b2c3d.500"},
         )
         assert answer.status_code == 404
         assert answer.json()["error"]["code"] == "unknown_stream"
@@ -74,26 +80,73 @@ def test_an_sse_resume_that_cannot_be_honoured_is_refused(runtime: str) -> None:
         answer = http.get(
             "/v1/stream",
             params={"text": TEXT},
-            headers={"Accept": "text/event-stream", "Last-Event-ID": "3"},
+            headers={"Accept": "text/event-stream", "Last-Event-ID": "0a1b2c3d.3"},
         )
         assert answer.status_code == 404
         # A known stream, but an id past anything it sent.
         params = {"text": TEXT, "id": "known"}
-        with connect_sse(http, "GET", "/v1/stream", params=params) as events:
-            last = max(int(e.id) for e in events.iter_sse() if e.event == "data")
+        epoch, last = stream_to_the_end(http, params)
         answer = http.get(
             "/v1/stream",
             params=params,
-            headers={"Accept": "text/event-stream", "Last-Event-ID": str(last + 1000)},
+            headers={"Accept": "text/event-stream", "Last-Event-ID": f"{epoch}.{last + 1000}"},
         )
         assert answer.status_code == 400
         assert answer.json()["error"]["code"] == "invalid_request"
         # ... while the honest resume of that stream still works (nothing after the end).
         with connect_sse(
-            http, "GET", "/v1/stream", params=params, headers={"Last-Event-ID": str(last)}
+            http, "GET", "/v1/stream", params=params, headers={"Last-Event-ID": f"{epoch}.{last}"}
         ) as events:
             kinds = [e.event for e in events.iter_sse() if e.data]  # not the lone retry:
         assert kinds == ["end"]
+
+
+def stream_to_the_end(http: httpx.Client, params: dict[str, str]) -> tuple[str, int]:
+    """Listen to a whole stream; the epoch and the last sequence number of its data ids."""
+    with connect_sse(http, "GET", "/v1/stream", params=params) as events:
+        ids = [e.id.split(".") for e in events.iter_sse() if e.event == "data"]
+    assert len({epoch for epoch, _ in ids}) == 1  # one history: one epoch
+    return ids[-1][0], int(ids[-1][1])
+
+
+def test_a_resume_from_an_expired_stream_under_the_same_id_is_an_explicit_gap(
+    runtime: str,
+) -> None:
+    """The same ``id`` and request name a new stream once the earlier one has expired; a
+    reconnect that had the earlier one must not continue the new one as if it were."""
+    service = RecordingService()
+    service.generations = GenerationRegistry(keep_finished=1)
+    with serving(runtime, service) as handle, client(handle) as http:
+        params = {"text": TEXT, "id": "reused"}
+
+        def retired() -> bool:
+            return handle.call(lambda: not service.generations.live)
+
+        first_epoch, first_last = stream_to_the_end(http, params)
+        wait_until(retired, "the first stream retired")
+        stream_to_the_end(http, {"text": TEXT, "id": "another"})
+        wait_until(retired, "the other stream retired, pushing the first one out")
+        second_epoch, second_last = stream_to_the_end(http, params)  # new, under the same id
+        assert second_epoch != first_epoch
+        answer = http.get(
+            "/v1/stream",
+            params=params,
+            headers={
+                "Accept": "text/event-stream",
+                "Last-Event-ID": f"{first_epoch}.{first_last // 2}",
+            },
+        )
+        assert answer.status_code == 410
+        assert answer.json()["error"]["code"] == "replay_gap"
+        # The new stream's own ids still resume it.
+        with connect_sse(
+            http,
+            "GET",
+            "/v1/stream",
+            params=params,
+            headers={"Last-Event-ID": f"{second_epoch}.{second_last}"},
+        ) as events:
+            assert [e.event for e in events.iter_sse() if e.data] == ["end"]
 
 
 def test_a_websocket_resume_past_what_was_sent_is_refused(runtime: str) -> None:

@@ -44,6 +44,7 @@ def test_sse_stream_to_the_end_then_keep_alive(runtime: str) -> None:
     ):
         url = f"http://127.0.0.1:{server.port}/v1/stream"
         ids: list[int] = []
+        epochs: set[str] = set()
         names: list[str] = []
         with client.stream("GET", url, params={"text": "Hi."}, headers=STREAM_HEADERS) as response:
             assert response.status_code == 200
@@ -53,9 +54,12 @@ def test_sse_stream_to_the_end_then_keep_alive(runtime: str) -> None:
                 if line.startswith("event: "):
                     names.append(line.removeprefix("event: "))
                 elif line.startswith("id: "):
-                    ids.append(int(line.removeprefix("id: ")))
+                    epoch, _, seq = line.removeprefix("id: ").partition(".")
+                    epochs.add(epoch)
+                    ids.append(int(seq))
         assert names[-1] == "end" and names.count("data") == len(names) - 1 > 0
         assert ids == list(range(1, len(ids) + 1))
+        assert len(epochs) == 1 and len(epochs.pop()) == 8  # <epoch>.<seq>, one epoch
         # The same connection serves the next request (keep-alive after the stream ended).
         with client.stream("GET", f"http://127.0.0.1:{server.port}/healthz") as health:
             assert client_address(health) == stream_from

@@ -124,7 +124,10 @@ def check_stream(seqs: list[int], audio: bytes, end_seq: int | None) -> None:
 
 
 def check_sse(events: list[tuple[str, str]], end: dict[str, Any] | None) -> None:
-    seqs = [int(event_id) for event_id, _ in events]
+    # Ids are <epoch>.<seq>: one epoch for the whole stream, across every reconnect.
+    epochs = {event_id.partition(".")[0] for event_id, _ in events}
+    assert len(epochs) <= 1, f"the stream changed history: {sorted(epochs)}"
+    seqs = [int(event_id.partition(".")[2]) for event_id, _ in events]
     audio = b"".join(base64.b64decode(data) for _, data in events)
     check_stream(seqs, audio, end["seq"] if end else None)
 

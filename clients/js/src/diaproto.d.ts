@@ -156,6 +156,9 @@ export interface SseEvent {
   id: string | null;
 }
 
+/** The sequence number a data event's id (`<epoch>.<seq>`) ends with; NaN when none. */
+export declare function eventSeq(id: string | null | undefined): number;
+
 export declare class SseParser {
   constructor(options?: { lastEventId?: string | null; maxLine?: number });
   lastEventId: string | null;

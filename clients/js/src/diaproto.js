@@ -883,6 +883,18 @@ export class DiaprotoSocket {
 // --- Server-Sent Events --------------------------------------------------------------------
 
 /**
+ * The sequence number a data event's id ends with: ids are `<epoch>.<seq>` (the epoch names
+ * the stream's history, echoed back in `Last-Event-ID`); a bare number is read as is.
+ * NaN when the id ends in no number.
+ * @param {string|null|undefined} id
+ */
+export function eventSeq(id) {
+  if (id === null || id === undefined) return NaN;
+  const tail = id.slice(id.lastIndexOf(".") + 1);
+  return /^[0-9]{1,15}$/.test(tail) ? Number(tail) : NaN;
+}
+
+/**
  * An incremental parser for `text/event-stream` (WHATWG HTML, "event stream interpretation"):
  * lines end in CR, LF or CRLF, split anywhere; a leading BOM is skipped; an `id` holding NUL
  * is ignored; `retry` must be all digits; an event without data is not dispatched and one
@@ -1082,7 +1094,7 @@ export class SseSpeechStream extends ChunkStream {
       if (this.done) return;
       this._failures = 0;
       if (event === "data") {
-        const seq = Number(id);
+        const seq = eventSeq(id);
         if (Number.isInteger(seq) && seq <= this.lastSeq) continue; // resent after a resume
         let payload;
         try {
@@ -1167,7 +1179,7 @@ export function eventSourceStream(url, options = {}) {
     base();
   };
   source.addEventListener("data", (/** @type {MessageEvent} */ event) => {
-    const seq = Number(event.lastEventId);
+    const seq = eventSeq(event.lastEventId);
     if (Number.isInteger(seq) && seq <= stream.lastSeq) return;
     stream._deliver(fromBase64(event.data), Number.isInteger(seq) ? seq : stream.lastSeq + 1);
   });

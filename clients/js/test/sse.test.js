@@ -2,7 +2,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 
-import { SseParser, SseSpeechStream, StreamFailure, speakSse } from "../src/diaproto.js";
+import { SseParser, SseSpeechStream, StreamFailure, eventSeq, speakSse } from "../src/diaproto.js";
 
 const enc = new TextEncoder();
 const b64 = (bytes) => Buffer.from(bytes).toString("base64");
@@ -70,7 +70,9 @@ function sseResponse(parts, { fail = false, status = 200, type = "text/event-str
   return new Response(body, { status, headers: { "content-type": type } });
 }
 
-const dataEvent = (seq, bytes) => `event: data\nid: ${seq}\ndata: ${b64(bytes)}\n\n`;
+// The server's ids: the stream's epoch, a dot, the sequence number.
+const EPOCH = "0a1b2c3d";
+const dataEvent = (seq, bytes) => `event: data\nid: ${EPOCH}.${seq}\ndata: ${b64(bytes)}\n\n`;
 const endEvent = (seq) => `event: end\ndata: {"type":"end","stream":1,"seq":${seq}}\n\n`;
 
 test("a dropped connection resumes with Last-Event-ID, honours retry:, and skips resent chunks", async () => {
@@ -79,7 +81,7 @@ test("a dropped connection resumes with Last-Event-ID, honours retry:, and skips
     calls.push({ url, headers: { ...init.headers }, method: init.method });
     if (calls.length === 1) {
       // chunk 3 is cut off before its blank line: it must be asked for again
-      return sseResponse(["retry: 5\n\n", dataEvent(1, [1]), dataEvent(2, [2]), "event: data\nid: 3\ndata: AwM="], { fail: true });
+      return sseResponse(["retry: 5\n\n", dataEvent(1, [1]), dataEvent(2, [2]), `event: data\nid: ${EPOCH}.3\ndata: AwM=`], { fail: true });
     }
     return sseResponse([dataEvent(2, [2]), dataEvent(3, [3, 3]), dataEvent(4, [4]), endEvent(4)]);
   };
@@ -89,13 +91,21 @@ test("a dropped connection resumes with Last-Event-ID, honours retry:, and skips
   assert.deepEqual(got, [[1], [2], [3, 3], [4]]);
   assert.equal(calls.length, 2);
   assert.equal(calls[0].headers["Last-Event-ID"], undefined);
-  assert.equal(calls[1].headers["Last-Event-ID"], "2");
+  assert.equal(calls[1].headers["Last-Event-ID"], `${EPOCH}.2`, "echoed verbatim, epoch and all");
   assert.equal(calls[1].headers.Accept, "text/event-stream");
   assert.equal(stream.retryMs, 5);
   assert.equal(stream.stats.reconnects, 1);
   assert.equal(stream.stats.chunks, 4);
   assert.equal(stream.state, "ended");
   assert.equal(stream.lastSeq, 4);
+});
+
+test("eventSeq reads the sequence number an id ends with", () => {
+  assert.equal(eventSeq("0a1b2c3d.42"), 42);
+  assert.equal(eventSeq("7"), 7, "a bare number");
+  for (const id of [null, undefined, "", "0a1b2c3d.", "0a1b2c3d.x1", "1e3", "a.-1"]) {
+    assert.ok(Number.isNaN(eventSeq(id)), `${id}`);
+  }
 });
 
 test("reconnections are bounded", async () => {

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import wave
 from collections.abc import Iterator
 from pathlib import Path
@@ -177,15 +178,26 @@ def recv_json_skipping_data(ws: ClientConnection) -> dict[str, Any]:
 # --- SSE: httpx-sse ---------------------------------------------------------------------------
 
 
-def read_sse(events: Iterator[Any], limit: int | None = None) -> tuple[list[int], bytes, str]:
-    """(ids, audio, last event type) of the data events, up to ``limit`` of them."""
+#: A data event's id: the stream's epoch, a dot, the sequence number.
+EVENT_ID = re.compile(r"([0-9a-f]{8})\.([0-9]+)")
+
+
+def read_sse(
+    events: Iterator[Any], limit: int | None = None
+) -> tuple[list[int], bytes, str, set[str]]:
+    """(sequence numbers, audio, last event type, epochs) of the data events, up to
+    ``limit`` of them."""
+    epochs: set[str] = set()
     ids: list[int] = []
     audio = bytearray()
     last = ""
     for sse in events:
         last = sse.event
         if sse.event == "data":
-            ids.append(int(sse.id))
+            match = EVENT_ID.fullmatch(sse.id)
+            assert match is not None, sse.id
+            epochs.add(match[1])
+            ids.append(int(match[2]))
             audio += base64.b64decode(sse.data)
             if limit is not None and len(ids) >= limit:
                 break
@@ -194,7 +206,7 @@ def read_sse(events: Iterator[Any], limit: int | None = None) -> tuple[list[int]
             end = json.loads(sse.data)
             assert end["seq"] == (ids[-1] if ids else end["seq"])
             break
-    return ids, bytes(audio), last
+    return ids, bytes(audio), last, epochs
 
 
 def test_sse_get(server: RunningServer) -> None:
@@ -209,7 +221,7 @@ def test_sse_get(server: RunningServer) -> None:
     ):
         assert source.response.status_code == 200
         assert source.response.headers["content-type"].startswith("text/event-stream")
-        ids, audio, last = read_sse(source.iter_sse())
+        ids, audio, last, _ = read_sse(source.iter_sse())
     assert last == "end"
     assert ids == list(range(1, len(ids) + 1))
     assert_speech(audio)
@@ -223,7 +235,7 @@ def test_sse_post(server: RunningServer) -> None:
         connect_sse(client, "POST", server.url + "/v1/stream", json=body) as source,
     ):
         assert source.response.status_code == 200
-        ids, audio, last = read_sse(source.iter_sse())
+        ids, audio, last, _ = read_sse(source.iter_sse())
     assert last == "end"
     assert ids == list(range(1, len(ids) + 1))
     assert_speech(audio)
@@ -235,15 +247,17 @@ def test_sse_resume_with_last_event_id(server: RunningServer) -> None:
     url = server.url + "/v1/stream"
     with httpx.Client(trust_env=False, timeout=POLL_LIMIT) as client:
         with connect_sse(client, "GET", url, params=params) as source:
-            first_ids, first_audio, _ = read_sse(source.iter_sse(), limit=5)
+            first_ids, first_audio, _, epochs = read_sse(source.iter_sse(), limit=5)
             (generation,) = server.call(lambda: list(server.service.generations.live.values()))
         # Dropped mid-stream: the server notices (the generation loses its only listener and
         # waits, held, for a resume); then we reconnect as an EventSource does.
         wait_until(lambda: server.call(lambda: not generation.listeners), "the listener left")
-        headers = {"Last-Event-ID": str(first_ids[-1])}
+        (epoch,) = epochs  # one history
+        headers = {"Last-Event-ID": f"{epoch}.{first_ids[-1]}"}
         with connect_sse(client, "GET", url, params=params, headers=headers) as source:
-            rest_ids, rest_audio, last = read_sse(source.iter_sse())
+            rest_ids, rest_audio, last, rest_epochs = read_sse(source.iter_sse())
     assert last == "end"
+    assert rest_epochs == {epoch}, "the resumed stream is the same history"
     ids = first_ids + rest_ids
     assert ids == list(range(1, len(ids) + 1)), "lost or repeated events"
     assert first_audio + rest_audio == synthetic_audio(params["text"])

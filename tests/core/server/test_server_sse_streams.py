@@ -6,11 +6,13 @@ import base64
 import json
 
 import pytest
+from core_support import drain
 from hypothesis import given
 from hypothesis import strategies as st
 
 from diaproto.client import ClientState, SseClientConnection
 from diaproto.config import ConnectionConfig, Limits, SchedulerConfig, Timeouts
+from diaproto.errors import LocalProtocolError
 from diaproto.events import (
     ConnectionClosed,
     Event,
@@ -25,7 +27,7 @@ from diaproto.events import (
 from diaproto.replay import ReplayBuffer
 from diaproto.scheduler import Outgoing, Policy
 from diaproto.server import ServerConnection, State
-from diaproto.server.framing import Payload, sse_frame
+from diaproto.server.framing import ID_PREFIX, Payload, sse_frame
 from diaproto.sse import SseEvent
 from diaproto.testing import FakeClock, Loopback, sse_pair
 from diaproto.wire import ErrorCode
@@ -501,17 +503,54 @@ def test_stamp_sees_only_sse_events() -> None:
     assert [(m.data, m.id) for m in received] == [("plain", None), ("ready", "1")]
 
 
-@given(st.lists(st.binary(max_size=40) | st.text(max_size=40), max_size=5), st.integers(0, 10**6))
-def test_data_and_text_frame_as_their_sse_events(payloads: list[bytes | str], seq: int) -> None:
+@given(
+    st.lists(st.binary(max_size=40) | st.text(max_size=40), max_size=5),
+    st.integers(0, 10**6),
+    st.from_regex(ID_PREFIX, fullmatch=True),
+)
+def test_data_and_text_frame_as_their_sse_events(
+    payloads: list[bytes | str], seq: int, prefix: str
+) -> None:
     # The framer writes data chunks and text out directly; the bytes are the SseEvent's.
     batch = [Outgoing[Payload](1, seq + i, p, len(p)) for i, p in enumerate(payloads)]
     expected = [
-        SseEvent(data=base64.b64encode(p).decode(), event="data", id=str(seq + i))
+        SseEvent(data=base64.b64encode(p).decode(), event="data", id=f"{prefix}{seq + i}")
         if isinstance(p, bytes)
         else SseEvent(data=p)
         for i, p in enumerate(payloads)
     ]
-    assert sse_frame(batch) == b"".join(event.encode() for event in expected)
+    assert sse_frame(batch, prefix.encode()) == b"".join(event.encode() for event in expected)
+
+
+def test_an_id_prefix_goes_before_each_data_events_sequence_number() -> None:
+    for stamp in (None, lambda event: event):
+        loop = sse_pair(id_prefix="0a1b2c3d.", stamp=stamp)
+        loop.server.open_stream(1, loop.clock.now)
+        loop.server.send(1, b"one", loop.clock.now)
+        loop.server.send(1, SseEvent(data="note", event="note"), loop.clock.now)
+        loop.server.send(1, b"two", loop.clock.now)
+        received = messages(settle(loop))
+        assert [(m.event, m.id) for m in received] == [
+            ("data", "0a1b2c3d.1"),
+            ("note", "0a1b2c3d.1"),  # framed as it is: no id, so the last one stands
+            ("data", "0a1b2c3d.3"),
+        ]
+        assert isinstance(loop.client, SseClientConnection)
+        assert loop.client.last_event_id == "0a1b2c3d.3"  # what a reconnect sends back
+
+
+@pytest.mark.parametrize("prefix", ["a\nb", "a\x00", "é", "x" * 65, "a b", "a:b"])
+def test_an_id_prefix_that_could_break_an_event_is_refused(prefix: str) -> None:
+    clock = FakeClock()
+    server = ServerConnection(clock.now)
+    server.receive_data(SSE_GET, clock.now)
+    [request] = drain(server)
+    assert isinstance(request, SseRequest)
+    with pytest.raises(LocalProtocolError, match="SSE id prefix"):
+        server.accept_sse(now=clock.now, id_prefix=prefix)
+    # Nothing was answered: the request can still be refused properly.
+    server.respond(400, (), b"bad prefix\n", now=clock.now)
+    assert server.data_to_send(clock.now).startswith(b"HTTP/1.1 400 ")
 
 
 # --- shutdown ----------------------------------------------------------------------------
