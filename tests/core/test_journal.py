@@ -1,0 +1,194 @@
+"""Journal records (diaproto/journal.py): packing round-trips and refuses anything a writer
+could not have packed; the batcher loses, repeats and reorders nothing and never delays a
+frame after a quiet spell; reading back gives exactly the frames after a point, or an exact
+gap, with a fenced writer's records left out."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from diaproto.errors import ReplayGap
+from diaproto.journal import (
+    MAX_FRAME,
+    MAX_FRAMES,
+    Batcher,
+    JournalError,
+    Record,
+    contiguous,
+    pack,
+    unpack,
+)
+
+FRAMES = st.lists(st.binary(max_size=40), min_size=1, max_size=20)
+
+# --- packing --------------------------------------------------------------------------------
+
+
+@given(FRAMES)
+def test_pack_round_trips(frames: list[bytes]) -> None:
+    assert unpack(pack(frames)) == tuple(frames)
+
+
+@given(FRAMES, st.data())
+def test_a_cut_or_extended_record_is_refused(frames: list[bytes], data: st.DataObject) -> None:
+    packed = pack(frames)
+    cut = data.draw(st.integers(0, len(packed) - 1))
+    with pytest.raises(JournalError):
+        unpack(packed[:cut])
+    with pytest.raises(JournalError):
+        unpack(packed + data.draw(st.binary(min_size=1, max_size=8)))
+
+
+def test_malformed_records_are_refused_with_the_reason() -> None:
+    with pytest.raises(JournalError, match="no frame"):
+        unpack(b"\x00\x00")
+    with pytest.raises(JournalError, match="cut off in its lengths"):
+        unpack(b"\x00\x02\x00\x00\x00\x01")
+    with pytest.raises(JournalError, match="add up to 3 bytes, but 2 follow"):
+        unpack(b"\x00\x01\x00\x00\x00\x03ab")
+
+
+def test_pack_and_record_refuse_impossible_contents() -> None:
+    with pytest.raises(ValueError, match="1 to"):
+        pack([])
+    with pytest.raises(ValueError, match="1 to"):
+        pack([b""] * (MAX_FRAMES + 1))
+
+    class Huge(bytes):
+        def __len__(self) -> int:
+            return MAX_FRAME + 1
+
+    with pytest.raises(ValueError, match="at most"):
+        pack([Huge()])
+    for first_seq, frames, lease in [(0, (b"a",), 0), (1, (), 0), (1, (b"a",), -1)]:
+        with pytest.raises(ValueError):
+            Record(first_seq, frames, lease)
+    assert Record(5, (b"a", b"b")).last_seq == 6
+
+
+# --- batching -------------------------------------------------------------------------------
+
+
+@given(
+    st.lists(st.tuples(st.binary(max_size=8), st.sampled_from([0.0, 0.005, 0.0116, 0.03, 1.0]))),
+    st.integers(1, 6),
+    st.integers(1, 100),
+)
+def test_batching_loses_repeats_and_reorders_nothing(
+    adds: list[tuple[bytes, float]], max_frames: int, first_seq: int
+) -> None:
+    batcher = Batcher(first_seq, max_frames=max_frames, max_delay=0.025, quiet=0.025)
+    records: list[Record] = []
+    now = 0.0
+    never_added = True
+    for frame, gap in adds:
+        deadline = batcher.deadline()
+        if deadline is not None and deadline <= now + gap:
+            # The caller's timer fires at the deadline: nothing waits past it.
+            due = batcher.due(deadline)
+            assert due is not None
+            records.append(due)
+        elif deadline is not None:
+            assert batcher.due(now + gap) is None  # not yet
+        now += gap
+        after_quiet = never_added or gap >= 0.025
+        never_added = False
+        waiting_before = batcher.waiting
+        record = batcher.add(frame, now)
+        if after_quiet and waiting_before == 0:
+            assert record == Record(batcher.next_seq - 1, (frame,))  # at once, alone
+        if record is not None:
+            records.append(record)
+    last = batcher.flush()
+    if last is not None:
+        records.append(last)
+    assert batcher.flush() is None and batcher.deadline() is None
+    assert all(1 <= len(record.frames) <= max_frames for record in records)
+    assert contiguous(records, first_seq - 1) == [
+        (seq, frame) for seq, (frame, _) in enumerate(adds, start=first_seq)
+    ]
+
+
+def test_steady_frames_wait_for_company_and_a_first_frame_does_not() -> None:
+    batcher = Batcher(max_frames=3, max_delay=0.025, quiet=0.025)
+    assert batcher.add(b"first", 0.0) == Record(1, (b"first",))
+    assert batcher.add(b"a", 0.0116) is None
+    assert batcher.deadline() == pytest.approx(0.0366)
+    assert batcher.add(b"b", 0.0232) is None
+    assert batcher.add(b"c", 0.0348) == Record(2, (b"a", b"b", b"c"))  # a full record
+    assert batcher.add(b"d", 0.0464) is None
+    assert batcher.due(0.07) is None
+    assert batcher.due(0.0714) == Record(5, (b"d",))  # its deadline
+    assert batcher.add(b"after a pause", 1.0) == Record(6, (b"after a pause",))
+    assert batcher.next_seq == 7
+
+
+def test_batcher_refuses_impossible_settings() -> None:
+    for kwargs in ({"max_frames": 0}, {"max_delay": -1.0}, {"quiet": -1.0}):
+        with pytest.raises(ValueError):
+            Batcher(**kwargs)
+    with pytest.raises(ValueError, match="start at 1"):
+        Batcher(0)
+
+
+# --- reading back ---------------------------------------------------------------------------
+
+
+def split(frames: list[bytes], first_seq: int, rng: random.Random, lease: int = 0) -> list[Record]:
+    """The frames as records of random sizes, numbered from ``first_seq``."""
+    records = []
+    i = 0
+    while i < len(frames):
+        n = rng.randint(1, 4)
+        records.append(Record(first_seq + i, tuple(frames[i : i + n]), lease))
+        i += n
+    return records
+
+
+@given(FRAMES, st.integers(1, 50), st.data(), st.randoms(use_true_random=False))
+def test_reading_back_gives_exactly_the_frames_after_a_point(
+    frames: list[bytes], first_seq: int, data: st.DataObject, rng: random.Random
+) -> None:
+    records = split(frames, first_seq, rng)
+    read = records + rng.sample(records, rng.randint(0, len(records)))  # some read twice
+    rng.shuffle(read)
+    last = first_seq + len(frames) - 1
+    after = data.draw(st.integers(first_seq - 1, last))
+    expected = list(enumerate(frames, start=first_seq))[after - first_seq + 1 :]
+    assert contiguous(read, after) == expected
+
+
+@given(FRAMES.filter(lambda f: len(f) >= 2), st.data(), st.randoms(use_true_random=False))
+def test_a_missing_record_is_an_exact_gap(
+    frames: list[bytes], data: st.DataObject, rng: random.Random
+) -> None:
+    records = split(frames, 1, rng)
+    if len(records) < 2:
+        return
+    lost = data.draw(st.integers(0, len(records) - 2))  # not the last: frames follow it
+    after = data.draw(st.integers(0, records[lost].first_seq - 1))
+    read = records[:lost] + records[lost + 1 :]
+    with pytest.raises(ReplayGap) as gap:
+        contiguous(read, after, stream_id=7)
+    assert (gap.value.stream_id, gap.value.after) == (7, records[lost].first_seq - 1)
+    assert gap.value.oldest_available == records[lost + 1].first_seq
+    # Lost at the end, it is no gap: nothing more is known to exist.
+    assert (
+        contiguous(records[:-1], 0) == list(enumerate(frames, start=1))[: records[-1].first_seq - 1]
+    )
+
+
+def test_a_fenced_writer_is_left_out_from_the_takeover_on() -> None:
+    # Lease 1 wrote 1..4; lease 2 took over at 3 and wrote 3..6; lease 1, a zombie,
+    # went on writing 5..8 after losing its lease.
+    old = [Record(1, (b"1", b"2"), 1), Record(3, (b"3old", b"4old"), 1)]
+    new = [Record(3, (b"3", b"4"), 2), Record(5, (b"5", b"6"), 2)]
+    zombie = [Record(5, (b"5z", b"6z"), 1), Record(7, (b"7z", b"8z"), 1)]
+    got = contiguous([*zombie, *new, *old], 0)
+    assert got == [(1, b"1"), (2, b"2"), (3, b"3"), (4, b"4"), (5, b"5"), (6, b"6")]
+    assert contiguous([], 0) == []
+    assert contiguous(old, 4) == []
