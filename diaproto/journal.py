@@ -26,7 +26,7 @@ argument.
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from diaproto.errors import DiaprotoError, ReplayGap
@@ -144,13 +144,16 @@ class Batcher:
         return len(self._frames)
 
     def add(self, frame: bytes, now: float) -> Record | None:
-        """Add the next frame; the record due now, if any (it holds this frame)."""
+        """Add the next frame; the record due now, if any (it holds this frame, after any
+        that waited). Due: after a quiet spell, with ``max_frames`` gathered, or once the
+        frames waiting are past their deadline (a caller late with :meth:`due`)."""
         after_quiet = self._last_add is None or now - self._last_add >= self.quiet
+        overdue = self._since is not None and now >= self._since + self.max_delay
         self._last_add = now
         if not self._frames:
             self._since = now
         self._frames.append(frame)
-        if (after_quiet and len(self._frames) == 1) or len(self._frames) >= self.max_frames:
+        if after_quiet or overdue or len(self._frames) >= self.max_frames:
             return self.flush()
         return None
 
@@ -177,19 +180,29 @@ class Batcher:
 
 
 def contiguous(
-    records: Iterable[Record], after: int, *, stream_id: int = 0
+    records: Iterable[Record],
+    after: int,
+    *,
+    takeovers: Mapping[int, int] | None = None,
+    stream_id: int = 0,
 ) -> list[tuple[int, bytes]]:
     """The frames after sequence number ``after`` in ``records``, as (seq, frame), in order.
 
-    Records may come in any order and overlap (a record read twice counts once). Leases
-    fence a writer that lost its own: from the first sequence number written under a
-    higher lease on, frames under a lower one are a fenced writer's and are left out,
-    whatever they hold (before that point they are the earlier writer's, and stand). The
-    frames must then run on from ``after + 1`` without a hole, else :class:`ReplayGap`
-    names the last sequence number that can be honoured and the next one held
-    (``stream_id`` is only for its message). Nothing after ``after`` is an empty list."""
+    Records may come in any order and overlap (a record read twice counts once; a writer
+    never writes one sequence number twice under one lease). Leases fence a writer that
+    lost its own: from the first sequence number written under a higher lease on, frames
+    under a lower one are a fenced writer's and are left out, whatever they hold (before
+    that point they are the earlier writer's, and stand). That point is read from the
+    records, and from ``takeovers`` (lease -> its first sequence number), which a reader
+    that is not given every lease's first record must pass: a store keeps it beside the
+    records. The frames must then run on from ``after + 1`` without a hole, else
+    :class:`ReplayGap` names the last sequence number that can be honoured and the next
+    one held (``stream_id`` is only for its message; ask again up to the gap for the
+    frames before it). Nothing after ``after`` is an empty list."""
+    if after < 0:
+        raise ValueError("after is a sequence number: 0 or more")
     kept = list(records)
-    takeover: dict[int, int] = {}  # lease -> the first sequence number written under it
+    takeover: dict[int, int] = dict(takeovers or {})  # lease -> its first sequence number
     for record in kept:
         takeover[record.lease] = min(takeover.get(record.lease, record.first_seq), record.first_seq)
     fenced_from: dict[int, float] = {}  # lease -> where a higher lease took over

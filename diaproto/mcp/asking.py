@@ -15,10 +15,16 @@ from diaproto.mcp.jsonrpc import JsonRpcErrorResponse, JsonRpcRequest, JsonRpcRe
 class Questions:
     __slots__ = ("_asked", "_last_id")
 
-    def __init__(self) -> None:
+    def __init__(self, last_id: int = 0) -> None:
+        """``last_id``: the last id already used (a session moved from another process
+        goes on from there: an id is never used twice in a session)."""
         # Our request id -> (its method, the client's request it was sent for).
         self._asked: dict[RequestId, tuple[str, RequestId | None]] = {}
-        self._last_id = 0
+        self._last_id = last_id
+
+    @property
+    def last_id(self) -> int:
+        return self._last_id
 
     def ask(
         self, method: str, params: dict[str, Any] | None, related: RequestId | None

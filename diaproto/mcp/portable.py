@@ -4,7 +4,8 @@ calls in flight.
 A session made by ``initialize`` on one worker must serve the client's next request on any
 worker (behind a balancer with no sticky routing, or after a worker died). What that needs
 is what the handshake and the client's settings decided: the protocol revision, the
-client's capabilities and identity, its log level and its resource subscriptions.
+client's capabilities and identity, its log level and its resource subscriptions, and the
+last id of our requests to the client (ids are never reused within a session).
 :func:`session_state` writes them as a JSON-ready dict (for a shared store), and
 :func:`restore_session` makes a session of it, checking every field, since the store is
 outside this process. Calls in flight, questions to the client and queued messages are live
@@ -17,6 +18,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from diaproto.errors import LocalProtocolError
+from diaproto.mcp.asking import Questions
 from diaproto.mcp.features import Features, Tool
 from diaproto.mcp.negotiation import ServerInfo
 from diaproto.mcp.protocol import LOG_LEVELS, SUPPORTED_VERSIONS
@@ -41,6 +43,7 @@ def session_state(session: McpSession) -> dict[str, Any]:
         "client_info": session.client_info,
         "log_level": session.log_level,
         "subscriptions": sorted(session.subscriptions),
+        "last_question_id": session.last_question_id,
     }
 
 
@@ -53,8 +56,11 @@ def restore_session(
     """A session from :func:`session_state`'s dict, serving ``tools`` and ``features`` as
     this process does. Every field is checked: :class:`LocalProtocolError` says which one
     is wrong (a store written by another version, or damaged)."""
-    if state.get("v") != STATE_VERSION:
-        raise LocalProtocolError(f"unknown session state layout {state.get('v')!r}")
+    if not isinstance(state, Mapping):
+        raise LocalProtocolError("a session state is a mapping")
+    layout = state.get("v")
+    if type(layout) is not int or layout != STATE_VERSION:
+        raise LocalProtocolError(f"unknown session state layout {layout!r}")
     version = _field(state, "protocol_version", str)
     if version not in SUPPORTED_VERSIONS:
         raise LocalProtocolError(f"session state: unknown protocol version {version!r}")
@@ -64,6 +70,9 @@ def restore_session(
     subscriptions = _field(state, "subscriptions", list)
     if not all(isinstance(uri, str) for uri in subscriptions):
         raise LocalProtocolError("session state: subscriptions must be strings")
+    last_question_id = _field(state, "last_question_id", int)
+    if type(last_question_id) is not int or last_question_id < 0:
+        raise LocalProtocolError("session state: last_question_id must be a count")
     session_state_value = _field(state, "state", str)
     if session_state_value not in PORTABLE_STATES:
         raise LocalProtocolError(f"session state: a session cannot be {session_state_value!r}")
@@ -77,6 +86,7 @@ def restore_session(
         log_level=level,
         features=features or Features(),
         subscriptions=set(subscriptions),
+        _questions=Questions(last_question_id),
     )
 
 

@@ -141,6 +141,11 @@ class McpSession:
         return self._outbox.next()
 
     @property
+    def last_question_id(self) -> int:
+        """The id of our latest request to the client (0: none yet)."""
+        return self._questions.last_id
+
+    @property
     def in_flight(self) -> tuple[RequestId, ...]:
         return tuple(self._in_flight)
 

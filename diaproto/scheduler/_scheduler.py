@@ -329,8 +329,8 @@ class Scheduler(Generic[T]):
         (and nothing happened: :meth:`enqueue` it).
 
         That is so when nothing is queued on the connection and nothing is in flight (no
-        message is ahead of it and the write window is open), the stream is open and not
-        LATEST, its credit is positive, the message fits its share and the
+        message is ahead of it and the write window is open), the stream is open, not
+        paused and not LATEST, its credit is positive, the message fits its share and the
         watermarks (queueing it would pause nothing), and, on a lingering class, linger is
         over. A connection with an idle transport then frames and writes it at once. Until
         the transport reports, its size counts as in flight, so only one message passes
@@ -342,9 +342,13 @@ class Scheduler(Generic[T]):
         if budget.messages or budget.in_flight:
             return None
         stream = self._streams.get(stream_id)
-        # (With nothing queued or in flight no stream is paused or over its share: the
-        # last take or in-flight report released them.)
-        if stream is None or stream.finishing or stream.policy is Policy.LATEST or size < 0:
+        if (
+            stream is None
+            or stream.finishing
+            or stream.paused  # (its producer was told to wait: it queues, as told)
+            or stream.policy is Policy.LATEST
+            or size < 0
+        ):
             return None
         cost = size + budget.overhead
         if cost > stream.limit or cost > self.config.max_buffered:

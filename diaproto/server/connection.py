@@ -105,11 +105,13 @@ class ServerConnection(HttpFront, WebSocketSession, OutboundStreams):
                 batch = self._scheduler.take(now)
                 if passed is not None:
                     self._passed = None
+                    self._scheduler.took(now)  # a batch, whatever take gave
                     batch.insert(0, passed)  # it left the scheduler first
             if batch:
                 self._keepalive.on_activity(now)
                 frames = self._framer(batch)
                 if self._ws is not None and not self._out and not self._ending:
+                    self._handed_out = True
                     return frames  # the common case: the batch alone, with no copy
                 self._write_body(frames)
             if self._ending and self._scheduler.queued_bytes() == 0:
@@ -118,6 +120,7 @@ class ServerConnection(HttpFront, WebSocketSession, OutboundStreams):
             return b""
         data = bytes(self._out)
         self._out.clear()
+        self._handed_out = True
         if self._sse:
             self._last_sse_write = now
         return data
@@ -133,6 +136,7 @@ class ServerConnection(HttpFront, WebSocketSession, OutboundStreams):
         the write, in every adapter)."""
         if now is not None:
             self._clock = now
+        self._handed_out = False
         nbytes = max(nbytes, 0)
         if nbytes == 0:
             self._blocked_since = None

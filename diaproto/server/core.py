@@ -46,6 +46,7 @@ class ConnectionCore:
         "_framer",
         "_h11",
         "_h11_fed",
+        "_handed_out",
         "_head_start",
         "_held_inbound",
         "_keepalive",
@@ -83,6 +84,9 @@ class ConnectionCore:
         # A message the scheduler let through at once (Scheduler.pass_through): the next
         # data_to_send frames it ahead of any batch.
         self._passed: Outgoing[Payload] | None = None
+        # data_to_send handed out bytes the transport has not reported on since: they are
+        # counted nowhere yet, so nothing may be let through (it would escape the budget).
+        self._handed_out = False
         self._scheduler: Scheduler[Payload] = Scheduler(self.config.scheduler)
         self._keepalive = Keepalive(self.config.timeouts, now)
         self._request: h11.Request | None = None
@@ -153,6 +157,14 @@ class ConnectionCore:
                 grace=0.0,
             ),
         )
+
+    def _frame_passed(self, now: float) -> None:
+        """Frame the message let through now, ahead of what is about to be written (a
+        close): it had left the scheduler."""
+        passed, self._passed = self._passed, None
+        if passed is not None and self._framer is not None:
+            self._scheduler.took(now)
+            self._write_body(self._framer([passed]))
 
     def _control(self, text: str, now: float) -> None:
         """Queue a WebSocket control message; the control stream is opened on first use, so

@@ -72,7 +72,12 @@ class OutboundStreams(ConnectionCore):
         if not self._output_open:
             self._expect_output()  # raises
         if isinstance(payload, bytes):  # the common case first: a data chunk
-            if self._passed is None and key is None and self._framer is not None:
+            if (
+                self._passed is None
+                and not self._handed_out
+                and key is None
+                and self._framer is not None
+            ):
                 # An idle connection: the scheduler may let it through, to be framed by the
                 # next data_to_send with no queue and no batch.
                 item = self._scheduler.pass_through(stream_id, payload, len(payload), now)
@@ -134,6 +139,8 @@ class OutboundStreams(ConnectionCore):
         On a replay gap the stream fails with ``replay_gap`` and this returns False.
         """
         self._expect_output()
+        if self._passed is not None and self._passed.stream_id == stream_id:
+            self._passed = None  # among the replayed messages if after it, else the client's
         try:
             self._scheduler.resume(stream_id, after, now)
         except ReplayGap as gap:

@@ -209,6 +209,8 @@ class WebSocketSession(ConnectionCore):
 
     def _start_close(self, code: int, reason: str, now: float) -> None:
         assert self._ws is not None
+        if self._ws.state is WsState.OPEN:
+            self._frame_passed(now)  # it left before the close; nothing may follow the close
         for stream_id in self._scheduler.stream_ids:
             self._scheduler.discard_stream(stream_id)
         if self._ws.state is WsState.OPEN:

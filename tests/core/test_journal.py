@@ -77,31 +77,36 @@ def test_pack_and_record_refuse_impossible_contents() -> None:
     st.lists(st.tuples(st.binary(max_size=8), st.sampled_from([0.0, 0.005, 0.0116, 0.03, 1.0]))),
     st.integers(1, 6),
     st.integers(1, 100),
+    st.sampled_from([0.0, 0.01, 0.025, 0.05]),
+    st.booleans(),
 )
 def test_batching_loses_repeats_and_reorders_nothing(
-    adds: list[tuple[bytes, float]], max_frames: int, first_seq: int
+    adds: list[tuple[bytes, float]], max_frames: int, first_seq: int, quiet: float, late: bool
 ) -> None:
-    batcher = Batcher(first_seq, max_frames=max_frames, max_delay=0.025, quiet=0.025)
+    batcher = Batcher(first_seq, max_frames=max_frames, max_delay=0.025, quiet=quiet)
     records: list[Record] = []
     now = 0.0
     never_added = True
     for frame, gap in adds:
         deadline = batcher.deadline()
-        if deadline is not None and deadline <= now + gap:
-            # The caller's timer fires at the deadline: nothing waits past it.
+        if deadline is not None and deadline <= now + gap and not late:
+            # The caller's timer fires at the deadline (a late caller skips it).
             due = batcher.due(deadline)
             assert due is not None
             records.append(due)
-        elif deadline is not None:
+        elif deadline is not None and deadline > now + gap:
             assert batcher.due(now + gap) is None  # not yet
         now += gap
-        after_quiet = never_added or gap >= 0.025
+        after_quiet = never_added or gap >= quiet
         never_added = False
-        waiting_before = batcher.waiting
+        deadline = batcher.deadline()
+        overdue = deadline is not None and now >= deadline
         record = batcher.add(frame, now)
-        if after_quiet and waiting_before == 0:
-            assert record == Record(batcher.next_seq - 1, (frame,))  # at once, alone
+        if after_quiet or overdue:
+            # At once: a frame after a quiet spell, or frames past their deadline.
+            assert record is not None and record.frames[-1] == frame
         if record is not None:
+            assert record.last_seq == batcher.next_seq - 1 and batcher.waiting == 0
             records.append(record)
     last = batcher.flush()
     if last is not None:
@@ -192,3 +197,43 @@ def test_a_fenced_writer_is_left_out_from_the_takeover_on() -> None:
     assert got == [(1, b"1"), (2, b"2"), (3, b"3"), (4, b"4"), (5, b"5"), (6, b"6")]
     assert contiguous([], 0) == []
     assert contiguous(old, 4) == []
+    # A reader given only what reaches past 4 learns the takeover from the store.
+    assert contiguous(zombie, 4) == [(5, b"5z"), (6, b"6z"), (7, b"7z"), (8, b"8z")]
+    assert contiguous(zombie, 4, takeovers={2: 3}) == []
+    assert contiguous([new[1], *zombie], 4, takeovers={2: 3}) == [(5, b"5"), (6, b"6")]
+    with pytest.raises(ValueError, match="0 or more"):
+        contiguous(old, -1)
+
+
+@given(
+    st.lists(st.integers(1, 6), min_size=1, max_size=4),  # each writer's run, in frames
+    st.lists(st.integers(0, 3), max_size=4),  # frames each fenced writer wrote on after it
+    st.randoms(use_true_random=False),
+    st.data(),
+)
+def test_fencing_keeps_each_frame_of_the_writer_that_held_the_lease(
+    runs: list[int], zombie_runs: list[int], rng: random.Random, data: st.DataObject
+) -> None:
+    # Writer k (lease k) takes over at its first frame; the earlier writer, fenced, may go
+    # on writing over the new one's numbers and beyond (other bytes: a "z").
+    records: list[Record] = []
+    takeovers: dict[int, int] = {}
+    truth: list[tuple[int, bytes]] = []
+    seq = 1
+    for lease, run in enumerate(runs, start=1):
+        takeovers[lease] = seq
+        frames = [b"%d" % (seq + i) for i in range(run)]
+        truth += list(enumerate(frames, start=seq))
+        records += split(frames, seq, rng, lease)
+        zombie = zombie_runs[lease - 1] if lease - 1 < len(zombie_runs) else 0
+        if zombie and lease < len(runs):
+            stale = [b"%dz" % (seq + run + i) for i in range(zombie)]
+            records += split(stale, seq + run, rng, lease)
+        seq += run
+    rng.shuffle(records)
+    after = data.draw(st.integers(0, seq - 1))
+    expected = [(s, f) for s, f in truth if s > after]
+    assert contiguous(records, after) == expected
+    # A reader given only the records that reach past ``after``, and the takeover points.
+    reaching = [record for record in records if record.last_seq > after]
+    assert contiguous(reaching, after, takeovers=takeovers) == expected

@@ -48,6 +48,24 @@ def test_a_session_with_nothing_decided_or_closed_has_nothing_to_move() -> None:
         session_state(new_session())
 
 
+def test_our_request_ids_go_on_where_the_other_process_left_them() -> None:
+    original = handshaken()
+    ask = {"messages": [], "maxTokens": 1}
+    for _ in range(2):
+        assert original.request("sampling/createMessage", ask) is not None
+    assert original.last_question_id == 2
+    restored = restore_session(session_state(original), INFO, (SPEAK, VOICES))
+    assert restored.request("sampling/createMessage", ask) == 3
+    [asked] = bodies(restored)
+    assert asked["id"] == 3  # never an id the client has already seen in this session
+
+
+@pytest.mark.parametrize("state", [[], None, "state"])
+def test_a_state_that_is_no_mapping_is_refused(state: object) -> None:
+    with pytest.raises(LocalProtocolError, match="mapping"):
+        restore_session(state, INFO)  # type: ignore[arg-type]
+
+
 @pytest.mark.parametrize(
     ("field", "value", "message"),
     [
@@ -60,6 +78,10 @@ def test_a_session_with_nothing_decided_or_closed_has_nothing_to_move() -> None:
         ("state", "closed", "cannot be 'closed'"),
         ("client_capabilities", [], "client_capabilities must be a dict"),
         ("client_info", None, "client_info must be a dict"),
+        ("v", True, "layout"),
+        ("last_question_id", -1, "must be a count"),
+        ("last_question_id", True, "must be a count"),
+        ("last_question_id", "3", "must be a int"),
     ],
 )
 def test_a_wrong_field_is_named(field: str, value: object, message: str) -> None:

@@ -176,7 +176,7 @@ def test_the_first_message_on_an_idle_stream_is_let_through() -> None:
     ("case", "options", "size"),
     [
         ("over its share", StreamOptions(limit=10), 11),
-        ("over the high watermark", StreamOptions(), 1001),
+        ("over the high watermark", StreamOptions(limit=1500), 1001),
         ("over the hard budget", StreamOptions(policy=Policy.DROP_OLDEST, limit=5000), 2001),
         ("out of credit", StreamOptions(credit=0), 1),
         ("a LATEST stream", StreamOptions(policy=Policy.LATEST), 1),
