@@ -7,6 +7,9 @@ heartbeats, batching and backpressure are the core's; this file moves bytes and 
 
 from __future__ import annotations
 
+import heapq
+import itertools
+import logging
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -29,16 +32,65 @@ from diaproto.runtime import Application, Cancellable
 from diaproto.server import ServerConnection
 
 T = TypeVar("T")
+log = logging.getLogger("diaproto.adapters.anyio")
 
 READ_SIZE = 65536
 
 
 class _Timer:
-    def __init__(self, scope: anyio.CancelScope) -> None:
-        self._scope = scope
+    __slots__ = ("callback", "done", "timers")
+
+    def __init__(self, timers: _Timers, callback: Callable[[], None]) -> None:
+        self.timers = timers
+        self.callback = callback
+        self.done = False  # fired or cancelled
 
     def cancel(self) -> None:
-        self._scope.cancel()
+        if not self.done:
+            self.done = True
+            self.timers.cancelled += 1
+
+
+class _Timers:
+    """Every ``call_later`` of one server in one heap, served by one task that sleeps until
+    the earliest. (A task per timer cost a task, a cancel scope and a sleep for each: at
+    200 streams ticking at 50 Hz, most of the loop's time.) Cancelled timers stay in the
+    heap until they are due, or until they are half of it."""
+
+    def __init__(self) -> None:
+        self._heap: list[tuple[float, int, _Timer]] = []
+        self._order = itertools.count()  # ties leave in the order they were armed
+        self._changed = anyio.Event()
+        self.cancelled = 0
+
+    def add(self, delay: float, callback: Callable[[], None]) -> _Timer:
+        timer = _Timer(self, callback)
+        heapq.heappush(self._heap, (now() + max(delay, 0.0), next(self._order), timer))
+        if self._heap[0][2] is timer:
+            self._changed.set()  # earlier than what the task sleeps until
+        if self.cancelled > 256 and self.cancelled * 2 > len(self._heap):
+            self._heap = [entry for entry in self._heap if not entry[2].done]
+            heapq.heapify(self._heap)
+            self.cancelled = 0
+        return timer
+
+    async def run(self) -> None:
+        while True:
+            # (self._heap, not a local: a callback's add() may rebuild it.)
+            while self._heap and (self._heap[0][2].done or self._heap[0][0] <= now()):
+                timer = heapq.heappop(self._heap)[2]
+                if timer.done:
+                    self.cancelled = max(self.cancelled - 1, 0)
+                    continue
+                timer.done = True
+                try:
+                    timer.callback()
+                except Exception:  # as asyncio's loop does: one callback cannot stop the rest
+                    log.exception("a call_later callback failed")
+            self._changed = anyio.Event()
+            wait = self._heap[0][0] - now() if self._heap else math.inf
+            with anyio.move_on_after(wait):
+                await self._changed.wait()
 
 
 class AnyioRuntime(LoopRuntime):
@@ -48,6 +100,8 @@ class AnyioRuntime(LoopRuntime):
         super().__init__()
         self._tg = task_group
         self._token = anyio.lowlevel.current_token()
+        self._timers = _Timers()
+        task_group.start_soon(self._timers.run)
 
     def soon(self, callback: Callable[[], None]) -> None:
         self._tg.start_soon(_call, callback)
@@ -56,15 +110,7 @@ class AnyioRuntime(LoopRuntime):
         return anyio.from_thread.run_sync(function, token=self._token)
 
     def call_later(self, delay: float, callback: Callable[[], None]) -> Cancellable:
-        scope = anyio.CancelScope()
-
-        async def later() -> None:
-            with scope:
-                await anyio.sleep(delay)
-                callback()
-
-        self._tg.start_soon(later)
-        return _Timer(scope)
+        return self._timers.add(delay, callback)
 
 
 async def _call(callback: Callable[[], None]) -> None:
@@ -165,8 +211,10 @@ class Server:
         try:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(_reader, self.app, session, stream)
-                await _writer(self.app, session, stream, tg)
-                tg.cancel_scope.cancel()
+                sender = _Sender(self.app, session, stream)
+                tg.start_soon(sender.run)
+                await _writer(self.app, session, stream, sender)
+                tg.cancel_scope.cancel()  # the reader, and a send abandoned by the writer
         finally:
             self.sessions.discard(session)
             await stream.aclose()
@@ -194,7 +242,7 @@ async def _writer(
     app: Application,
     session: AnyioSession,
     stream: anyio.abc.SocketStream,
-    tg: anyio.abc.TaskGroup,
+    sender: _Sender,
 ) -> None:
     conn = session.conn
     while True:
@@ -202,7 +250,7 @@ async def _writer(
         dispatch(app, session)  # taking a batch can resume paused producers
         if data:
             conn.set_transport_buffered(len(data), now())
-            if not await _send(app, session, stream, data, tg):
+            if not await _send(app, session, sender, data):
                 # The core gave up on the peer: reset, so nothing waits on its window.
                 drop_on_close(stream.extra(SocketAttribute.raw_socket, None))
                 return
@@ -217,44 +265,55 @@ async def _writer(
             dispatch(app, session)
 
 
-async def _send(
-    app: Application,
-    session: AnyioSession,
-    stream: anyio.abc.ByteStream,
-    data: bytes,
-    tg: anyio.abc.TaskGroup,
-) -> bool:
-    """Send ``data`` in a task of its own while the core's timers run on (a peer that does
-    not read would otherwise stop them, the write timeout included). False when the
-    connection finished and its flush deadline passed with the send still blocked."""
+class _Sender:
+    """The connection's one sending task: the writer hands it each batch and waits, with
+    the core's timers running, until it is sent (a peer that does not read would otherwise
+    stop them, the write timeout included). One task for the connection's life: a task per
+    batch cost a task and a cancel scope for every write."""
+
+    def __init__(
+        self, app: Application, session: AnyioSession, stream: anyio.abc.ByteStream
+    ) -> None:
+        self.app = app
+        self.session = session
+        self.stream = stream
+        self.sent = True
+        self._inbox, self._outlet = anyio.create_memory_object_stream[bytes](1)
+
+    def hand(self, data: bytes) -> None:
+        self.sent = False
+        self._inbox.send_nowait(data)  # the writer hands one batch at a time: never full
+
+    async def run(self) -> None:
+        conn, session = self.session.conn, self.session
+        with self._inbox, self._outlet:  # both closed with the connection (its tasks' end)
+            async for data in self._outlet:
+                try:
+                    await self.stream.send(data)
+                except (anyio.BrokenResourceError, anyio.ClosedResourceError):
+                    conn.receive_eof(now())
+                    dispatch(self.app, session)
+                self.sent = True
+                session._wakeup.set()
+
+
+async def _send(app: Application, session: AnyioSession, sender: _Sender, data: bytes) -> bool:
+    """Send ``data`` through the connection's sender while the core's timers run on. False
+    when the connection finished and its flush deadline passed with the send still
+    blocked (the caller then drops the connection, which cancels the send)."""
     conn = session.conn
-    sent = False
-    scope = anyio.CancelScope()
-
-    async def send() -> None:
-        nonlocal sent
-        with scope:
-            try:
-                await stream.send(data)
-            except (anyio.BrokenResourceError, anyio.ClosedResourceError):
-                conn.receive_eof(now())
-                dispatch(app, session)
-        sent = True
-        session._wakeup.set()
-
+    sender.hand(data)
     session._sending = True
-    tg.start_soon(send)
     try:
-        while not sent:
+        while not sender.sent:
             deadline = write_deadline(conn)
             # A wake-up too: the application may have closed the connection meanwhile, and
             # the flush deadline then replaces the deadline this wait began with.
             await session.wait(math.inf if deadline is None else max(deadline - now(), 0))
-            if sent or not past(deadline):
+            if sender.sent or not past(deadline):
                 continue
             if conn.finished:
-                scope.cancel()  # the send is abandoned: the stream is dropped next
-                return False
+                return False  # the send is abandoned: the stream is dropped next
             conn.handle_timer(now())
             dispatch(app, session)
     finally:
