@@ -60,14 +60,14 @@ class _Timers:
     def __init__(self) -> None:
         self._heap: list[tuple[float, int, _Timer]] = []
         self._order = itertools.count()  # ties leave in the order they were armed
-        self._changed = anyio.Event()
+        self._sleeping: anyio.CancelScope | None = None  # the task's sleep, while it sleeps
         self.cancelled = 0
 
     def add(self, delay: float, callback: Callable[[], None]) -> _Timer:
         timer = _Timer(self, callback)
         heapq.heappush(self._heap, (now() + max(delay, 0.0), next(self._order), timer))
-        if self._heap[0][2] is timer:
-            self._changed.set()  # earlier than what the task sleeps until
+        if self._heap[0][2] is timer and self._sleeping is not None:
+            self._sleeping.cancel()  # earlier than what the task sleeps until
         if self.cancelled > 256 and self.cancelled * 2 > len(self._heap):
             self._heap = [entry for entry in self._heap if not entry[2].done]
             heapq.heapify(self._heap)
@@ -87,10 +87,16 @@ class _Timers:
                     timer.callback()
                 except Exception:  # as asyncio's loop does: one callback cannot stop the rest
                     log.exception("a call_later callback failed")
-            self._changed = anyio.Event()
-            wait = self._heap[0][0] - now() if self._heap else math.inf
-            with anyio.move_on_after(wait):
-                await self._changed.wait()
+            # A plain sleep: a timeout that raises (move_on_after) would make garbage with
+            # cycles at every timer, and the full collections that follow stall the loop.
+            # Only an earlier timer cancels it (add()).
+            wait = max(self._heap[0][0] - now(), 0.0) if self._heap else math.inf
+            with anyio.CancelScope() as self._sleeping:
+                if wait == math.inf:
+                    await anyio.sleep_forever()
+                else:
+                    await anyio.sleep(wait)
+            self._sleeping = None
 
 
 class AnyioRuntime(LoopRuntime):
@@ -152,7 +158,8 @@ class AnyioSession:
     async def wait(self, timeout: float) -> None:
         with anyio.move_on_after(timeout):
             await self._wakeup.wait()
-        self._wakeup = anyio.Event()
+        if self._wakeup.is_set():  # (a timeout leaves it unset: no new one needed)
+            self._wakeup = anyio.Event()
 
 
 class Server:
