@@ -7,9 +7,6 @@ heartbeats, batching and backpressure are the core's; this file moves bytes and 
 
 from __future__ import annotations
 
-import heapq
-import itertools
-import logging
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -27,75 +24,43 @@ from diaproto.adapters._runtime import LoopRuntime
 from diaproto.adapters._shutdown import SIGNALS, close_all, grace, stop_on_signal
 from diaproto.adapters._tcp import bound_unsent, drop_on_close
 from diaproto.adapters._threaded import Listening, ThreadedServer, start_loop_thread
+from diaproto.adapters._timers import Timer, TimerHeap
 from diaproto.config import ConnectionConfig
 from diaproto.runtime import Application, Cancellable
 from diaproto.server import ServerConnection
 
 T = TypeVar("T")
-log = logging.getLogger("diaproto.adapters.anyio")
 
 READ_SIZE = 65536
 
 
-class _Timer:
-    __slots__ = ("callback", "done", "timers")
-
-    def __init__(self, timers: _Timers, callback: Callable[[], None]) -> None:
-        self.timers = timers
-        self.callback = callback
-        self.done = False  # fired or cancelled
-
-    def cancel(self) -> None:
-        if not self.done:
-            self.done = True
-            self.timers.cancelled += 1
-
-
-class _Timers:
-    """Every ``call_later`` of one server in one heap, served by one task that sleeps until
-    the earliest. (A task per timer cost a task, a cancel scope and a sleep for each: at
-    200 streams ticking at 50 Hz, most of the loop's time.) Cancelled timers stay in the
-    heap until they are due, or until they are half of it."""
+class _Timers(TimerHeap):
+    """Every ``call_later`` of one server, served by one task that sleeps until the
+    earliest. (A task per timer cost a task, a cancel scope and a sleep for each: at 200
+    streams ticking at 50 Hz, most of the loop's time.)"""
 
     def __init__(self) -> None:
-        self._heap: list[tuple[float, int, _Timer]] = []
-        self._order = itertools.count()  # ties leave in the order they were armed
+        super().__init__()
         self._sleeping: anyio.CancelScope | None = None  # the task's sleep, while it sleeps
-        self.cancelled = 0
 
-    def add(self, delay: float, callback: Callable[[], None]) -> _Timer:
-        timer = _Timer(self, callback)
-        heapq.heappush(self._heap, (now() + max(delay, 0.0), next(self._order), timer))
-        if self._heap[0][2] is timer and self._sleeping is not None:
+    def add(self, delay: float, callback: Callable[[], None]) -> Timer:
+        timer = self.push(now() + max(delay, 0.0), callback)
+        if self._sleeping is not None and self.first() is timer:
             self._sleeping.cancel()  # earlier than what the task sleeps until
-        if self.cancelled > 256 and self.cancelled * 2 > len(self._heap):
-            self._heap = [entry for entry in self._heap if not entry[2].done]
-            heapq.heapify(self._heap)
-            self.cancelled = 0
         return timer
 
     async def run(self) -> None:
         while True:
-            # (self._heap, not a local: a callback's add() may rebuild it.)
-            while self._heap and (self._heap[0][2].done or self._heap[0][0] <= now()):
-                timer = heapq.heappop(self._heap)[2]
-                if timer.done:
-                    self.cancelled = max(self.cancelled - 1, 0)
-                    continue
-                timer.done = True
-                try:
-                    timer.callback()
-                except Exception:  # as asyncio's loop does: one callback cannot stop the rest
-                    log.exception("a call_later callback failed")
+            self.run_due(now)
             # A plain sleep: a timeout that raises (move_on_after) would make garbage with
             # cycles at every timer, and the full collections that follow stall the loop.
             # Only an earlier timer cancels it (add()).
-            wait = max(self._heap[0][0] - now(), 0.0) if self._heap else math.inf
+            deadline = self.next_deadline()
             with anyio.CancelScope() as self._sleeping:
-                if wait == math.inf:
+                if deadline is None:
                     await anyio.sleep_forever()
                 else:
-                    await anyio.sleep(wait)
+                    await anyio.sleep(max(deadline - now(), 0.0))
             self._sleeping = None
 
 

@@ -10,8 +10,6 @@ hand its events to the application, write what it produced, and re-arm one timer
 from __future__ import annotations
 
 import contextlib
-import heapq
-import itertools
 import logging
 import selectors
 import socket
@@ -25,6 +23,7 @@ from diaproto.adapters._runtime import LoopRuntime
 from diaproto.adapters._shutdown import close_all, grace, process_signals
 from diaproto.adapters._tcp import bound_unsent, drop_on_close
 from diaproto.adapters._threaded import ThreadedServer, wait_on_loop
+from diaproto.adapters._timers import Timer, TimerHeap
 from diaproto.config import ConnectionConfig
 from diaproto.runtime import Application
 from diaproto.server import ServerConnection
@@ -33,20 +32,6 @@ log = logging.getLogger("diaproto.adapters.sockets")
 T = TypeVar("T")
 
 READ_SIZE = 65536
-COMPACT_AT = 1024  # heap entries before cancelled timers are swept out
-
-
-class _Timer:
-    """A ``call_later`` timer; cancelled entries stay in the heap and are skipped."""
-
-    __slots__ = ("callback", "cancelled")
-
-    def __init__(self, callback: Callable[[], None]) -> None:
-        self.callback = callback
-        self.cancelled = False
-
-    def cancel(self) -> None:
-        self.cancelled = True
 
 
 class SocketsRuntime(LoopRuntime):
@@ -57,10 +42,8 @@ class SocketsRuntime(LoopRuntime):
         self.loop_thread = None  # the thread that runs serve_forever, once it does
         self._server = server
 
-    def call_later(self, delay: float, callback: Callable[[], None]) -> _Timer:
-        timer = _Timer(callback)
-        self._server.push_timer(now() + delay, timer)
-        return timer
+    def call_later(self, delay: float, callback: Callable[[], None]) -> Timer:
+        return self._server.timers.push(now() + delay, callback)
 
     def soon(self, callback: Callable[[], None]) -> None:
         self._server.ready.append(callback)
@@ -181,9 +164,7 @@ class Server:
         self.ready: deque[Callable[[], None]] = deque()  # callbacks from the loop thread
         self.inbox: deque[Callable[[], None]] = deque()  # callbacks from other threads
         self.inbox_lock = threading.Lock()
-        self.timers: list[tuple[float, int, _Timer]] = []
-        self._seq = itertools.count()
-        self._compact_at = COMPACT_AT
+        self.timers = TimerHeap()
         self._stopping = False
         # The self-pipe: a byte on it wakes the loop out of select() from another thread
         # or from a signal handler.
@@ -215,9 +196,6 @@ class Server:
         if wake:
             self.wake_loop()
 
-    def push_timer(self, deadline: float, timer: _Timer) -> None:
-        heapq.heappush(self.timers, (deadline, next(self._seq), timer))
-
     # --- the loop --------------------------------------------------------------------------
 
     def serve_forever(self) -> None:
@@ -243,14 +221,15 @@ class Server:
                     else:
                         key.data.on_ready(mask)
                 self._run_callbacks()
-                self._run_timers()
+                self.timers.run_due(now)
         finally:
             self._close_everything()
 
     def _timeout(self, shutdown_deadline: float | None) -> float | None:
         if self.ready:
             return 0.0
-        deadlines = [self.timers[0][0]] if self.timers else []
+        first = self.timers.next_deadline()
+        deadlines = [] if first is None else [first]
         if shutdown_deadline is not None:
             deadlines.append(shutdown_deadline)
         return max(min(deadlines) - now(), 0.0) if deadlines else None
@@ -287,20 +266,6 @@ class Server:
                 callback()
             except Exception:
                 log.exception("callback %r failed", callback)
-
-    def _run_timers(self) -> None:
-        while self.timers and self.timers[0][0] <= now():
-            _, _, timer = heapq.heappop(self.timers)
-            if not timer.cancelled:
-                try:
-                    timer.callback()
-                except Exception:
-                    log.exception("timer %r failed", timer.callback)
-        if len(self.timers) > self._compact_at:
-            # Cancelled entries pile up while deadlines keep moving (a heartbeat per write).
-            self.timers = [entry for entry in self.timers if not entry[2].cancelled]
-            heapq.heapify(self.timers)
-            self._compact_at = max(COMPACT_AT, 4 * len(self.timers))
 
     # --- shutting down ---------------------------------------------------------------------
 

@@ -93,20 +93,18 @@ class ServerConnection(HttpFront, WebSocketSession, OutboundStreams):
     def data_to_send(self, now: float) -> bytes:
         self._clock = now
         if self._framer is not None and self._output_open:
-            passed = self._passed
+            passed, self._passed = self._passed, None
             if passed is not None and not self._scheduler.has_queued:
                 # Let through with nothing queued since: it leaves alone. Its size stays in
                 # flight until the transport reports.
-                self._passed = None
-                self._scheduler.took(now)
                 batch = [passed]
             else:
                 self._scheduler.set_in_flight(len(self._out) + self._transport_buffered)
                 batch = self._scheduler.take(now)
                 if passed is not None:
-                    self._passed = None
-                    self._scheduler.took(now)  # a batch, whatever take gave
                     batch.insert(0, passed)  # it left the scheduler first
+            if passed is not None:
+                self._scheduler.took(now)  # a batch, whatever take gave
             if batch:
                 self._keepalive.on_activity(now)
                 frames = self._framer(batch)
