@@ -17,7 +17,9 @@ back is whole:
   ``max_frames`` to a record;
 - :func:`contiguous`: records read back (in any order, with duplicates and a fenced writer's
   records among them) to the frames after a sequence number, or :class:`ReplayGap` when one
-  is missing: a hole is always explicit, never skipped over.
+  is missing: a hole is always explicit, never skipped over;
+- :class:`Journal`: the port a store implements (a stream's head, its records, its ending,
+  and its listeners' reports), and :class:`MemoryJournal`, the store in this process.
 
 No I/O and no clock: a store (memory, Redis Streams) keeps the records, and time is an
 argument.
@@ -26,8 +28,10 @@ argument.
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
 
 from diaproto.errors import DiaprotoError, ReplayGap
 
@@ -224,3 +228,250 @@ def contiguous(
     if by_seq:
         raise ReplayGap(stream_id, expected - 1, min(by_seq))
     return frames
+
+
+# --- the port a store implements -------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class StreamHead:
+    """What a journal keeps of a stream beside its records, written once when it begins."""
+
+    epoch: str  # names this history: a stream begun again under the same token has another
+    owner: str  # the worker that writes it
+
+
+@dataclass(frozen=True, slots=True)
+class Ending:
+    """How a stream ended, after its record ``last_seq``: whole (``error`` None) or not."""
+
+    last_seq: int
+    error: str | None = None
+    code: str = ""  # the wire error code, when it failed
+
+
+@dataclass(frozen=True, slots=True)
+class History:
+    """What a journal holds of one stream: its head, the records it still keeps (the oldest
+    may have aged out), and its ending once it has one."""
+
+    head: StreamHead
+    records: tuple[Record, ...]
+    ending: Ending | None = None
+    takeovers: Mapping[int, int] = field(default_factory=dict)
+
+    @property
+    def last_seq(self) -> int:
+        """The last sequence number written (0: none)."""
+        last = max((record.last_seq for record in self.records), default=0)
+        return max(last, self.ending.last_seq) if self.ending is not None else last
+
+    def frames(self, stream_id: int = 0) -> list[tuple[int, bytes]]:
+        """The frames held, from the oldest record kept on, without a hole (else
+        :class:`ReplayGap`)."""
+        if not self.records:
+            return []
+        first = min(record.first_seq for record in self.records)
+        return contiguous(self.records, first - 1, takeovers=self.takeovers, stream_id=stream_id)
+
+
+@dataclass(frozen=True, slots=True)
+class Unavailable:
+    """The store could not answer (unreachable, refused): not the same as "no such stream"."""
+
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class ListenerReport:
+    """A worker's listeners of one stream: how many, and whether one of them is paused."""
+
+    worker: str
+    listeners: int
+    paused: bool
+
+
+class Subscription(Protocol):
+    def cancel(self) -> None: ...
+
+
+class Journal(Protocol):
+    """A shared store of streams' histories, for listeners on other workers.
+
+    The writer's calls (:meth:`begin`, :meth:`append`, :meth:`end`, :meth:`report`) never
+    block: a store queues them and writes in the background, in order per stream. Answers
+    come through callbacks, which a store may call on any thread (the caller hands them to
+    its loop) and, in :class:`MemoryJournal`, at once.
+    """
+
+    @property
+    def worker(self) -> str:
+        """This process's name in the store (a stream's owner, a listener report's author)."""
+        ...
+
+    def begin(self, token: str, head: StreamHead) -> None: ...
+
+    def append(self, token: str, record: Record) -> None: ...
+
+    def end(self, token: str, ending: Ending) -> None: ...
+
+    def read(self, token: str, reply: Callable[[History | Unavailable | None], None]) -> None:
+        """The stream's history (None: the store has no such stream)."""
+        ...
+
+    def follow(
+        self,
+        token: str,
+        after: int,
+        on_records: Callable[[Sequence[Record]], None],
+        on_end: Callable[[Ending | Unavailable], None],
+    ) -> Subscription:
+        """Records after ``after`` as they are written, then the ending (or why it cannot
+        be followed any more)."""
+        ...
+
+    def report(self, token: str, report: ListenerReport) -> None:
+        """Tell the stream's owner how many listeners this worker has and if one is paused."""
+        ...
+
+    def watch_reports(
+        self, token: str, on_report: Callable[[ListenerReport], None]
+    ) -> Subscription:
+        """Other workers' reports on a stream this worker writes."""
+        ...
+
+
+class _Followed:
+    __slots__ = ("on_end", "on_records", "stream")
+
+    def __init__(
+        self,
+        stream: _Kept,
+        on_records: Callable[[Sequence[Record]], None],
+        on_end: Callable[[Ending | Unavailable], None],
+    ) -> None:
+        self.stream = stream
+        self.on_records = on_records
+        self.on_end = on_end
+
+    def cancel(self) -> None:
+        if self in self.stream.followers:
+            self.stream.followers.remove(self)
+
+
+class _Watched:
+    __slots__ = ("on_report", "stream")
+
+    def __init__(self, stream: _Kept, on_report: Callable[[ListenerReport], None]) -> None:
+        self.stream = stream
+        self.on_report = on_report
+
+    def cancel(self) -> None:
+        if self in self.stream.watchers:
+            self.stream.watchers.remove(self)
+
+
+@dataclass(eq=False)
+class _Kept:
+    head: StreamHead
+    records: list[Record] = field(default_factory=list)
+    ending: Ending | None = None
+    followers: list[_Followed] = field(default_factory=list)
+    watchers: list[_Watched] = field(default_factory=list)
+
+
+class MemoryJournal:
+    """A :class:`Journal` in this process's memory, for applications that share one process
+    (and for tests of what uses the port). Callbacks run at once, on the caller's thread.
+
+    Bounded like a store: at most ``max_records`` records a stream (the oldest go first, so
+    a late reader sees an exact gap) and ``max_streams`` streams (the oldest begun go first).
+    Each application that shares it passes its own ``worker`` name to :meth:`for_worker`.
+    """
+
+    def __init__(
+        self, worker: str = "memory", *, max_records: int = 1024, max_streams: int = 256
+    ) -> None:
+        if max_records < 1 or max_streams < 1:
+            raise ValueError("max_records and max_streams must be at least 1")
+        self._worker = worker
+        self.max_records = max_records
+        self.max_streams = max_streams
+        self._streams: OrderedDict[str, _Kept] = OrderedDict()
+
+    @property
+    def worker(self) -> str:
+        return self._worker
+
+    def for_worker(self, worker: str) -> MemoryJournal:
+        """The same store, seen by another worker."""
+        view = MemoryJournal(worker, max_records=self.max_records, max_streams=self.max_streams)
+        view._streams = self._streams
+        return view
+
+    def begin(self, token: str, head: StreamHead) -> None:
+        self._streams[token] = _Kept(head)
+        while len(self._streams) > self.max_streams:
+            _, dropped = self._streams.popitem(last=False)
+            for follower in list(dropped.followers):
+                follower.on_end(Unavailable("the journal dropped this stream (its bound)"))
+
+    def append(self, token: str, record: Record) -> None:
+        kept = self._streams.get(token)
+        if kept is None or kept.ending is not None:
+            return  # dropped by the bound, or ended: a store refuses what follows an end
+        kept.records.append(record)
+        del kept.records[: -self.max_records]
+        for follower in list(kept.followers):
+            follower.on_records((record,))
+
+    def end(self, token: str, ending: Ending) -> None:
+        kept = self._streams.get(token)
+        if kept is None or kept.ending is not None:
+            return
+        kept.ending = ending
+        for follower in list(kept.followers):
+            follower.on_end(ending)
+        kept.followers.clear()
+
+    def read(self, token: str, reply: Callable[[History | Unavailable | None], None]) -> None:
+        kept = self._streams.get(token)
+        reply(None if kept is None else History(kept.head, tuple(kept.records), kept.ending))
+
+    def follow(
+        self,
+        token: str,
+        after: int,
+        on_records: Callable[[Sequence[Record]], None],
+        on_end: Callable[[Ending | Unavailable], None],
+    ) -> Subscription:
+        kept = self._streams.get(token)
+        if kept is None:
+            kept = _Kept(StreamHead("", ""))
+            on_end(Unavailable("the journal has no such stream"))
+            return _Followed(kept, on_records, on_end)
+        newer = tuple(record for record in kept.records if record.last_seq > after)
+        if newer:
+            on_records(newer)
+        followed = _Followed(kept, on_records, on_end)
+        if kept.ending is not None:
+            on_end(kept.ending)
+        else:
+            kept.followers.append(followed)
+        return followed
+
+    def report(self, token: str, report: ListenerReport) -> None:
+        kept = self._streams.get(token)
+        if kept is not None:
+            for watcher in list(kept.watchers):
+                watcher.on_report(report)
+
+    def watch_reports(
+        self, token: str, on_report: Callable[[ListenerReport], None]
+    ) -> Subscription:
+        kept = self._streams.get(token)
+        if kept is None:
+            return _Watched(_Kept(StreamHead("", "")), on_report)
+        watched = _Watched(kept, on_report)
+        kept.watchers.append(watched)
+        return watched

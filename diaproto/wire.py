@@ -47,6 +47,7 @@ class ErrorCode(StrEnum):
     BUSY = "busy"  # the server has no capacity for this stream now; try again later
     GOING_AWAY = "going_away"  # the server is shutting down (SSE's 1001); reconnect later
     LIMIT_EXCEEDED = "limit_exceeded"  # this client holds as many streams as it may
+    GENERATION_LOST = "generation_lost"  # its producer stopped or died before the end
     INTERNAL = "internal"
 
 

@@ -12,12 +12,15 @@ from __future__ import annotations
 
 import logging
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from urllib.parse import urlsplit
 
 from diaproto.apps.mcp.service import McpService
 from diaproto.apps.serve.event_stream import EventStream
 from diaproto.apps.serve.generation import (
+    Broadcast,
     Generation,
     GenerationRegistry,
     Listener,
@@ -26,6 +29,7 @@ from diaproto.apps.serve.generation import (
 from diaproto.apps.serve.limits import GenerationRefused, ServiceLimits, refused_origin
 from diaproto.apps.serve.listeners import StreamListener
 from diaproto.apps.serve.metrics import CONTENT_TYPE, ServiceMetrics
+from diaproto.apps.serve.mirror import MirroredGeneration
 from diaproto.apps.serve.model_queue import Admission, ModelBusy
 from diaproto.apps.serve.requests import StreamRequest
 from diaproto.apps.serve.responses import Responder
@@ -45,6 +49,7 @@ from diaproto.events import (
     StreamResumed,
     WebSocketRequest,
 )
+from diaproto.journal import History, Journal, Unavailable
 from diaproto.mcp import McpHttpConfig
 from diaproto.mcp.http import accepts, peer_host
 from diaproto.runtime import Runtime, Session
@@ -57,9 +62,16 @@ AUDIO_STREAM_LIMIT = 128 * 1024  # a stream's share: ~1.5 s of audio queued, the
 RESUME_GRACE = 10.0  # seconds a generation waits, paused, for a listener that dropped
 
 
+Found = Broadcast | Unavailable | None
+"""What a lookup by token finds: a generation (here, or mirrored from the shared journal),
+the journal's reason for not answering, or nothing."""
+
+
 @dataclass(eq=False)
 class ConnectionState:
-    listeners: dict[int, tuple[Generation, Listener]] = field(default_factory=dict)
+    listeners: dict[int, tuple[Broadcast, Listener]] = field(default_factory=dict)
+    # Streams whose resume waits for the shared journal: their ids are taken meanwhile.
+    pending: set[int] = field(default_factory=set)
     mcp: bool = False  # the connection's current exchange belongs to the MCP server
 
 
@@ -73,8 +85,12 @@ class DiaService:
         resume_grace: float = RESUME_GRACE,
         mcp_config: McpHttpConfig | None = None,
         limits: ServiceLimits | None = None,
+        journal: Journal | None = None,
     ) -> None:
         self.source = source
+        # A shared journal (``serve --cluster``): generations are written to it, and a resume
+        # of one this worker does not run is served from it.
+        self.journal = journal
         self.resume_grace = resume_grace
         self.limits = limits or ServiceLimits()
         # Which browser origins may use /ws and /v1/*: the MCP endpoints' hosts and origins.
@@ -294,6 +310,7 @@ class DiaService:
             owner=peer_host(session.peer),
             # The one its first listener's event ids already carry, if any.
             epoch=new_epoch() if epoch is None else epoch,
+            journal=self.journal,
         )
         self.generations.add(generation)
         generation.start()
@@ -312,10 +329,67 @@ class DiaService:
         generation.start()
         return generation
 
+    def find(
+        self, session: Session, token: str, then: Callable[[Found], None], *, reach: int = 0
+    ) -> None:
+        """The generation ``token`` names, to ``then``: this worker's own, else (with a
+        journal) a mirror of one another worker runs, read on the journal's thread and
+        handed over on the loop. A mirror is given up to its ``REACH_TIMEOUT`` for the
+        record ``reach`` to arrive (the owner writes each within milliseconds, so a client
+        may have heard a record the journal has not delivered here yet). Nothing is called
+        if the connection closed meanwhile."""
+        found = self.generations.get(token)
+        if found is not None or self.journal is None:
+            self._reach(session, found, reach, then)
+            return
+        runtime = session.runtime
+
+        def reply(history: History | Unavailable | None) -> None:
+            runtime.call_soon_threadsafe(partial(self._read, session, token, history, reach, then))
+
+        self.journal.read(token, reply)
+
+    def _read(
+        self,
+        session: Session,
+        token: str,
+        history: History | Unavailable | None,
+        reach: int,
+        then: Callable[[Found], None],
+    ) -> None:
+        if session not in self._sessions:
+            return  # the connection closed while the journal answered
+        found: Found = self.generations.get(token)  # a mirror made meanwhile
+        if found is None and isinstance(history, History):
+            assert self.journal is not None
+            mirror = MirroredGeneration.from_history(
+                token, history, session.runtime, self.journal, self._idle
+            )
+            self.generations.add_mirror(mirror)
+            found = mirror
+        elif found is None and isinstance(history, Unavailable):
+            found = history  # why the journal did not answer
+        self._reach(session, found, reach, then)
+        session.wake()
+
+    def _reach(
+        self, session: Session, found: Found, reach: int, then: Callable[[Found], None]
+    ) -> None:
+        if isinstance(found, MirroredGeneration) and reach > found.replay.last_seq:
+
+            def reached(_: bool) -> None:
+                if session in self._sessions:
+                    then(found)
+                    session.wake()
+
+            found.when_reached(reach, reached)
+        else:
+            then(found)
+
     def attach(
         self,
         session: Session,
-        generation: Generation,
+        generation: Broadcast,
         listener: StreamListener,
         *,
         after: int | None,
@@ -355,5 +429,5 @@ class DiaService:
         self.metrics.active_streams.dec()
         generation.detach(listener, cancelled=cancelled, grace=self.resume_grace)
 
-    def _idle(self, generation: Generation) -> None:
+    def _idle(self, generation: Broadcast) -> None:
         self.generations.retire(generation)

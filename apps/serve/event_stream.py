@@ -16,10 +16,11 @@ import hashlib
 import json
 import re
 import secrets
+from functools import partial
 from typing import TYPE_CHECKING
 from urllib.parse import parse_qs, urlsplit
 
-from diaproto.apps.serve.generation import Generation, new_epoch
+from diaproto.apps.serve.generation import Broadcast, new_epoch
 from diaproto.apps.serve.listeners import StreamListener
 from diaproto.apps.serve.requests import (
     BadRequest,
@@ -28,11 +29,12 @@ from diaproto.apps.serve.requests import (
     parse_stream_query,
 )
 from diaproto.events import SseRequest
+from diaproto.journal import Unavailable
 from diaproto.runtime import Session
 from diaproto.wire import ErrorCode
 
 if TYPE_CHECKING:
-    from diaproto.apps.serve.app import DiaService
+    from diaproto.apps.serve.app import DiaService, Found
 
 SSE_STREAM_ID = 1
 #: ``<epoch>.<seq>``, ASCII only (str.isdigit() takes "²").
@@ -65,18 +67,48 @@ class EventStream:
         except BadRequest as exc:
             self.responder.error(session, "stream", 400, str(exc))
             return
+        if resume_id is None:
+            if position is not None:
+                self._unknown(session, "no stream to resume: it had no 'id' parameter")
+            else:
+                self._listen(session, secrets.token_urlsafe(12), parsed, None)
+            return
+        token = _resume_token(resume_id, parsed)
+        if position is None:  # a listener to the stream this id names, live or new
+            self.service.find(session, token, partial(self._listen, session, token, parsed))
+            return
+        # A reconnect: it continues the stream it names, or is told why it cannot.
+        then = partial(self._resume, session, token, parsed, position)
+        self.service.find(session, token, then, reach=position[1])
+
+    def _resume(
+        self,
+        session: Session,
+        token: str,
+        parsed: StreamRequest,
+        position: tuple[str, int],
+        found: Found,
+    ) -> None:
+        epoch, after = position
+        generation = self._resumable(session, found, epoch, after)
+        if generation is not None:
+            self._listen(session, token, parsed, generation, after=after)
+
+    def _listen(
+        self,
+        session: Session,
+        token: str,
+        parsed: StreamRequest,
+        found: Found,
+        *,
+        after: int = 0,
+    ) -> None:
+        """Answer with the events of ``found``, or of a new generation when there is none."""
         service = self.service
-        generation = None
-        after = None
-        if position is not None:
-            # A reconnect: it continues the stream it names, or is told why it cannot.
-            epoch, after = position
-            generation = self._resumable(session, resume_id, parsed, epoch, after)
-            if generation is None:
-                return
-        token = _resume_token(resume_id, parsed) if resume_id else secrets.token_urlsafe(12)
-        if generation is None and resume_id:
-            generation = service.generations.get(token)  # a second listener to a live stream
+        if isinstance(found, Unavailable):
+            self._unavailable(session, found)
+            return
+        generation = found
         admission = None
         if generation is None:
             if service.peer_at_limit(session, "stream"):
@@ -92,34 +124,22 @@ class EventStream:
         if generation is None:
             generation = service.start_generation(session, token, parsed, admission, epoch=epoch)
         # A resumed stream continues after Last-Event-ID; a new listener hears it all.
-        service.attach(session, generation, listener, after=after or 0, credit=None)
+        service.attach(session, generation, listener, after=after, credit=None)
 
     def _resumable(
-        self,
-        session: Session,
-        resume_id: str | None,
-        parsed: StreamRequest,
-        epoch: str,
-        after: int,
-    ) -> Generation | None:
+        self, session: Session, found: Found, epoch: str, after: int
+    ) -> Broadcast | None:
         """The generation a ``Last-Event-ID`` reconnect continues, or None after refusing
         it: a stream that cannot be continued is never restarted as if it were."""
-        generations = self.service.generations
-        generation = generations.get(_resume_token(resume_id, parsed)) if resume_id else None
-        if generation is None:
-            why = (
-                "no stream to resume: it had no 'id' parameter"
-                if not resume_id
-                else "no stream with this id and request to resume (unknown, or expired)"
-            )
-            self.responder.error(
-                session,
-                "stream",
-                404,
-                f"{why}; start a new one without Last-Event-ID",
-                code=ErrorCode.UNKNOWN_STREAM,
+        if isinstance(found, Unavailable):
+            self._unavailable(session, found)
+            return None
+        if found is None:
+            self._unknown(
+                session, "no stream with this id and request to resume (unknown, or expired)"
             )
             return None
+        generation = found
         if epoch != generation.epoch:
             self.responder.error(
                 session,
@@ -141,6 +161,19 @@ class EventStream:
             )
             return None
         return generation
+
+    def _unknown(self, session: Session, why: str) -> None:
+        self.responder.error(
+            session,
+            "stream",
+            404,
+            f"{why}; start a new one without Last-Event-ID",
+            code=ErrorCode.UNKNOWN_STREAM,
+        )
+
+    def _unavailable(self, session: Session, found: Unavailable) -> None:
+        message = f"the shared journal did not answer ({found.reason}); retry shortly"
+        self.responder.error(session, "stream", 503, message, retry_after=1)
 
 
 def _query_value(target: str, name: str) -> str | None:

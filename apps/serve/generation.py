@@ -26,9 +26,11 @@ from functools import partial
 from typing import Protocol
 
 from diaproto.apps.serve.model_queue import Admission, ModelBusy
+from diaproto.apps.serve.publication import Elsewhere, Publication
 from diaproto.apps.serve.requests import StreamRequest
 from diaproto.apps.serve.sources import Source
 from diaproto.apps.serve.text import split_sentences
+from diaproto.journal import Ending, Journal
 from diaproto.replay import ReplayBuffer
 from diaproto.runtime import Cancellable, Runtime
 from diaproto.server.framing import Payload
@@ -66,6 +68,26 @@ class Listener(Protocol):
     def fail(self, message: str, now: float, code: str = ErrorCode.INTERNAL) -> None: ...
 
 
+class Broadcast(Protocol):
+    """What listeners attach to: a :class:`Generation` run here, or one run by another
+    worker and heard through the shared journal (:mod:`.mirror`)."""
+
+    token: str
+    epoch: str
+    replay: ReplayBuffer[Payload]
+    listeners: list[Listener]
+    finished: bool
+    failed: str | None
+    failed_code: str
+
+    @property
+    def stopped(self) -> bool: ...
+    def attach(self, listener: Listener) -> None: ...
+    def detach(self, listener: Listener, *, cancelled: bool, grace: float) -> None: ...
+    def update_gate(self) -> None: ...
+    def stop(self) -> None: ...
+
+
 @dataclass(eq=False)
 class Generation:
     token: str
@@ -86,11 +108,16 @@ class Generation:
     # Names this run's history: SSE event ids carry it (``<epoch>.<seq>``), so a reconnect
     # from an earlier run under the same token is told its history is gone.
     epoch: str = field(default_factory=new_epoch)
+    # A shared journal (``serve --cluster``): the chunks are written to it, and listeners on
+    # other workers count for the gate and the grace as this worker's own do.
+    journal: Journal | None = None
+    publication: Publication | None = field(default=None, init=False)
     chunks: int = 0
     _gate: threading.Event = field(default_factory=threading.Event)
     _stopped: threading.Event = field(default_factory=threading.Event)
     _closed: threading.Event = field(default_factory=threading.Event)
     _grace_timer: Cancellable | None = None
+    _grace: float = 0.0  # the last grace a detaching listener was given
     # Loop side: a turn is on a worker thread (at most one at a time).
     _turn_running: bool = False
     # Worker side (one turn at a time): the model's output and the chunk in hand.
@@ -104,6 +131,10 @@ class Generation:
     # --- loop side -------------------------------------------------------------------------
 
     def start(self) -> None:
+        if self.journal is not None:
+            self.publication = Publication(
+                self.journal, self.token, self.epoch, self.runtime, self._elsewhere_changed
+            )
         self._output = self._all_chunks()
         self._start_turn()
 
@@ -135,7 +166,8 @@ class Generation:
         if listener not in self.listeners:
             return  # it already ended with the generation
         self.listeners.remove(listener)
-        if self.listeners or self.finished:
+        self._grace = grace
+        if self.listeners or self.finished or self._heard_elsewhere():
             self.update_gate()
             if not self.listeners:
                 self.on_idle(self)
@@ -143,15 +175,43 @@ class Generation:
         if cancelled or grace <= 0:
             self.stop()
         else:
-            self._gate.clear()  # hold the work: no compute for a listener that left
-            self._grace_timer = self.runtime.call_later(grace, self._grace_over)
+            self._hold()
 
     def update_gate(self) -> None:
-        if self.listeners and not any(listener.paused for listener in self.listeners):
+        elsewhere = self._elsewhere()
+        heard = bool(self.listeners) or elsewhere.listeners > 0
+        paused = elsewhere.paused or any(listener.paused for listener in self.listeners)
+        if heard and not paused:
             self._gate.set()
             self._start_turn()
         else:
             self._gate.clear()
+
+    def _elsewhere(self) -> Elsewhere:
+        if self.publication is None:
+            return Elsewhere()
+        return self.publication.elsewhere(self.runtime.now())
+
+    def _heard_elsewhere(self) -> bool:
+        return self._elsewhere().listeners > 0
+
+    def _hold(self) -> None:
+        """No listener anywhere: hold the work for the grace, then stop."""
+        self._gate.clear()  # no compute for a listener that left
+        if self._grace_timer is None:
+            self._grace_timer = self.runtime.call_later(self._grace, self._grace_over)
+
+    def _elsewhere_changed(self) -> None:
+        """Another worker's listeners came, went, paused or resumed."""
+        if self.finished or self.stopped:
+            return
+        if self._heard_elsewhere() and self._grace_timer is not None:
+            self._grace_timer.cancel()
+            self._grace_timer = None
+        if not self.listeners and not self._heard_elsewhere():
+            self._hold()
+        else:
+            self.update_gate()
 
     def stop(self) -> None:
         """Stop generating for good: a running turn ends at its next chunk; a held
@@ -160,6 +220,15 @@ class Generation:
             return
         self._stopped.set()
         self._gate.set()
+        if self.publication is not None and not self.finished:
+            # What was written stands; a listener elsewhere is told nothing follows.
+            self.publication.end(
+                Ending(
+                    self.replay.last_seq,
+                    "the generation was stopped: no listener was left",
+                    ErrorCode.GENERATION_LOST,
+                )
+            )
         if self._grace_timer is not None:
             self._grace_timer.cancel()
             self._grace_timer = None
@@ -189,7 +258,7 @@ class Generation:
 
     def _grace_over(self) -> None:
         self._grace_timer = None
-        if not self.listeners:
+        if not self.listeners and not self._heard_elsewhere():
             self.stop()
 
     def _deliver(self, data: bytes) -> None:
@@ -199,12 +268,16 @@ class Generation:
         self.replay.append(seq, data, len(data))  # before sending: listeners number from it
         self.chunks += 1
         now = self.runtime.now()
+        if self.publication is not None:
+            self.publication.frame(data, now)
         for listener in list(self.listeners):
             listener.chunk(data, now)
             listener.session.wake()
 
     def _complete(self) -> None:
         self.finished = True
+        if self.publication is not None:
+            self.publication.end(Ending(self.replay.last_seq))
         now = self.runtime.now()
         for listener in list(self.listeners):
             listener.end(now)
@@ -216,6 +289,8 @@ class Generation:
         self.finished = True
         self.failed = message
         self.failed_code = code
+        if self.publication is not None:
+            self.publication.end(Ending(self.replay.last_seq, message, code))
         now = self.runtime.now()
         for listener in list(self.listeners):
             listener.fail(message, now, code)
@@ -303,31 +378,38 @@ class Generation:
 
 
 class GenerationRegistry:
-    """Live generations by token, plus a few finished ones kept for late resumes."""
+    """Live generations by token (run here, and mirrors of those run elsewhere), plus a few
+    finished ones kept for late resumes."""
 
     def __init__(self, keep_finished: int = KEEP_FINISHED) -> None:
         self.live: dict[str, Generation] = {}
-        self._finished: OrderedDict[str, Generation] = OrderedDict()
+        self.mirrors: dict[str, Broadcast] = {}
+        self._finished: OrderedDict[str, Broadcast] = OrderedDict()
         self.keep_finished = keep_finished
 
     def add(self, generation: Generation) -> None:
         self.live[generation.token] = generation
 
-    def get(self, token: str) -> Generation | None:
-        return self.live.get(token) or self._finished.get(token)
+    def add_mirror(self, mirror: Broadcast) -> None:
+        self.mirrors[mirror.token] = mirror
 
-    def retire(self, generation: Generation) -> None:
+    def get(self, token: str) -> Broadcast | None:
+        return self.live.get(token) or self.mirrors.get(token) or self._finished.get(token)
+
+    def retire(self, generation: Broadcast) -> None:
         """Called when a generation has no listeners left or finished."""
         if not generation.finished and not generation.stopped:
             return
-        self.live.pop(generation.token, None)
+        for table in (self.live, self.mirrors):
+            if table.get(generation.token) is generation:
+                del table[generation.token]
         if generation.finished:
             self._finished[generation.token] = generation
             while len(self._finished) > self.keep_finished:
                 self._finished.popitem(last=False)
 
     def stop_all(self) -> None:
-        for generation in list(self.live.values()):
+        for generation in [*self.live.values(), *self.mirrors.values()]:
             generation.stop()
 
     def owned_by(self, owner: str) -> int:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import secrets
+from functools import partial
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
@@ -16,12 +17,13 @@ from diaproto.apps.serve.listeners import StreamListener
 from diaproto.apps.serve.model_queue import ModelBusy
 from diaproto.apps.serve.requests import BadRequest, parse_stream_options
 from diaproto.events import WebSocketRequest
+from diaproto.journal import Unavailable
 from diaproto.mcp.http import peer_host
 from diaproto.runtime import Session
 from diaproto.wire import SUBPROTOCOL, ErrorCode, OpenStream, ResumeStream
 
 if TYPE_CHECKING:
-    from diaproto.apps.serve.app import ConnectionState, DiaService
+    from diaproto.apps.serve.app import ConnectionState, DiaService, Found
 
 log = logging.getLogger("diaproto.serve")
 
@@ -46,7 +48,7 @@ class WebSocketStreams:
     def open(self, session: Session, state: ConnectionState, event: OpenStream) -> None:
         service = self.service
         conn, now = session.conn, session.runtime.now()
-        if event.stream_id in state.listeners or conn.scheduler.has_stream(event.stream_id):
+        if self._taken(session, state, event.stream_id):
             conn.fail_stream(
                 None, ErrorCode.STREAM_EXISTS, f"stream {event.stream_id} is already open", now
             )
@@ -75,20 +77,36 @@ class WebSocketStreams:
 
     def resume(self, session: Session, state: ConnectionState, event: ResumeStream) -> None:
         conn, now = session.conn, session.runtime.now()
-        generation = self.service.generations.get(event.token) if event.token else None
-        if generation is None:
-            conn.fail_stream(
-                event.stream_id,
-                ErrorCode.UNKNOWN_STREAM,
-                "no generation with that resume token",
-                now,
-            )
+        if not event.token:
+            self._unknown(session, event)
             return
-        if event.stream_id in state.listeners or conn.scheduler.has_stream(event.stream_id):
+        if self._taken(session, state, event.stream_id):
             conn.fail_stream(
                 None, ErrorCode.STREAM_EXISTS, f"stream {event.stream_id} is already open", now
             )
             return
+        limited = self._stream_limit_message(session, state)
+        if limited is not None:  # also bounds the journal reads one connection can start
+            conn.fail_stream(event.stream_id, ErrorCode.LIMIT_EXCEEDED, limited, now)
+            return
+        # Here, or (with a shared journal) run by another worker: the answer may come later.
+        state.pending.add(event.stream_id)
+        then = partial(self._resume_found, session, state, event)
+        self.service.find(session, event.token, then, reach=event.after)
+
+    def _resume_found(
+        self, session: Session, state: ConnectionState, event: ResumeStream, found: Found
+    ) -> None:
+        state.pending.discard(event.stream_id)
+        conn, now = session.conn, session.runtime.now()
+        if isinstance(found, Unavailable):
+            message = f"the shared journal did not answer ({found.reason}); retry shortly"
+            conn.fail_stream(event.stream_id, ErrorCode.BUSY, message, now)
+            return
+        if found is None:
+            self._unknown(session, event)
+            return
+        generation = found
         if event.after > generation.replay.last_seq:
             # The client claims records never sent: continuing would look seamless and not be.
             message = (
@@ -96,16 +114,27 @@ class WebSocketStreams:
             )
             conn.fail_stream(event.stream_id, ErrorCode.INVALID_REQUEST, message, now)
             return
-        limited = self._stream_limit_message(session, state)
-        if limited is not None:
-            conn.fail_stream(event.stream_id, ErrorCode.LIMIT_EXCEEDED, limited, now)
-            return
         listener = StreamListener(session, event.stream_id)
         self.service.attach(session, generation, listener, after=event.after, credit=None)
 
+    def _taken(self, session: Session, state: ConnectionState, stream_id: int) -> bool:
+        return (
+            stream_id in state.listeners
+            or stream_id in state.pending
+            or session.conn.scheduler.has_stream(stream_id)
+        )
+
+    def _unknown(self, session: Session, event: ResumeStream) -> None:
+        session.conn.fail_stream(
+            event.stream_id,
+            ErrorCode.UNKNOWN_STREAM,
+            "no generation with that resume token",
+            session.runtime.now(),
+        )
+
     def _stream_limit_message(self, session: Session, state: ConnectionState) -> str | None:
         limit = self.service.limits.max_streams_per_connection
-        if len(state.listeners) < limit:
+        if len(state.listeners) + len(state.pending) < limit:
             return None
         log.warning("peer %s refused: %d streams open on its connection", session.peer, limit)
         self.service.metrics.refused.labels("streams_per_connection").inc()

@@ -22,6 +22,7 @@ export const ErrorCode = Object.freeze({
   INVALID_REQUEST: "invalid_request",
   BUSY: "busy",
   LIMIT_EXCEEDED: "limit_exceeded",
+  GENERATION_LOST: "generation_lost",
   GOING_AWAY: "going_away",
   INTERNAL: "internal",
 });

@@ -6,7 +6,7 @@ import contextlib
 import json
 
 import pytest
-from hypothesis import given
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from diaproto.apps.serve.requests import (
@@ -214,6 +214,8 @@ json_values = st.recursive(
 )
 
 
+# Recursive JSON is slow to draw on a loaded machine: the check is about the parser, not speed.
+@settings(suppress_health_check=[HealthCheck.too_slow])
 @given(
     st.dictionaries(
         st.sampled_from(["model", "input", "voice", "speed", "response_format", "x"]),
