@@ -46,7 +46,7 @@ OUTER_COVERAGE ?= 89
 pytest: $(STAMP)
 	$(BIN)/python -m pytest --cov --cov-report=
 	$(BIN)/coverage report --include='diaproto/*' --fail-under=100
-	$(BIN)/coverage report --include='adapters/*,apps/*' --fail-under=$(OUTER_COVERAGE)
+	$(BIN)/coverage report --include='adapters/*,apps/*,cluster/*' --fail-under=$(OUTER_COVERAGE)
 
 # A long fuzzing run of every harness in fuzz/ (hypothesis-driven; atheris where it installs).
 fuzz: $(STAMP)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 TREE = ROOT / "build" / "typecheck"
-MAPPED = {"adapters": ROOT / "adapters", "apps": ROOT / "apps"}
+MAPPED = {"adapters": ROOT / "adapters", "apps": ROOT / "apps", "cluster": ROOT / "cluster"}
 
 
 def place(target: Path, source: Path) -> None:

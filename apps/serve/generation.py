@@ -85,7 +85,7 @@ class Broadcast(Protocol):
     def attach(self, listener: Listener) -> None: ...
     def detach(self, listener: Listener, *, cancelled: bool, grace: float) -> None: ...
     def update_gate(self) -> None: ...
-    def stop(self) -> None: ...
+    def stop(self, reason: str = ...) -> None: ...
 
 
 @dataclass(eq=False)
@@ -213,9 +213,10 @@ class Generation:
         else:
             self.update_gate()
 
-    def stop(self) -> None:
+    def stop(self, reason: str = "no listener was left") -> None:
         """Stop generating for good: a running turn ends at its next chunk; a held
-        generation's source is closed on a worker (closing may wait for the model)."""
+        generation's source is closed on a worker (closing may wait for the model).
+        ``reason`` is what listeners on other workers are told."""
         if self._stopped.is_set():
             return
         self._stopped.set()
@@ -225,7 +226,7 @@ class Generation:
             self.publication.end(
                 Ending(
                     self.replay.last_seq,
-                    "the generation was stopped: no listener was left",
+                    f"the generation was stopped: {reason}",
                     ErrorCode.GENERATION_LOST,
                 )
             )
@@ -410,7 +411,7 @@ class GenerationRegistry:
 
     def stop_all(self) -> None:
         for generation in [*self.live.values(), *self.mirrors.values()]:
-            generation.stop()
+            generation.stop("the worker that ran it is shutting down")
 
     def owned_by(self, owner: str) -> int:
         """Live generations (running, or held for a resume) started for ``owner``."""

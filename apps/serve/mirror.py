@@ -142,7 +142,7 @@ class MirroredGeneration:
             return
         self._report()
 
-    def stop(self) -> None:
+    def stop(self, reason: str = "") -> None:
         """Stop following (the owner decides for itself, from the reports, when to stop)."""
         if self._stopped:
             return

@@ -37,7 +37,7 @@ def package_of(path: Path) -> str:
     """The package a source file belongs to, by the names it installs under."""
     relative = path.resolve().relative_to(ROOT)
     parts = list(relative.parts[:-1])
-    if parts and parts[0] in ("adapters", "apps"):
+    if parts and parts[0] in ("adapters", "apps", "cluster"):
         parts.insert(0, "diaproto")
     return ".".join(parts)
 

@@ -45,8 +45,12 @@ def source_files(folder: str, suffixes: tuple[str, ...] = (".py",)) -> set[str]:
 def module_names() -> list[str]:
     """Every module the package has, by the names it installs under."""
     names = []
-    for folder, package in (("diaproto", "diaproto"), ("adapters", "diaproto.adapters"),
-                            ("apps", "diaproto.apps")):  # fmt: skip
+    for folder, package in (
+        ("diaproto", "diaproto"),
+        ("adapters", "diaproto.adapters"),
+        ("cluster", "diaproto.cluster"),
+        ("apps", "diaproto.apps"),
+    ):
         for name in sorted(source_files(folder)):
             parts = name.removesuffix(".py").split("/")
             if parts[-1] == "__init__":
@@ -83,6 +87,7 @@ def test_the_wheel_holds_every_module_and_file(dist: Path) -> None:
     expected = (
         {f"diaproto/{name}" for name in source_files("diaproto", (".py", ".json", ".typed"))}
         | {f"diaproto/adapters/{name}" for name in source_files("adapters")}
+        | {f"diaproto/cluster/{name}" for name in source_files("cluster")}
         | {f"diaproto/apps/{name}" for name in source_files("apps")}
         | {f"diaproto/apps/serve/static/{p.name}" for p in (ROOT / "apps/serve/static").iterdir()}
         | {"diaproto/apps/serve/client/diaproto.js"}
@@ -106,7 +111,16 @@ def test_the_sdist_holds_the_whole_project_to_test(dist: Path) -> None:
         name
         for name in tracked(".")
         if name.startswith(
-            ("diaproto/", "adapters/", "apps/", "tests/", "fuzz/", "examples/", "tools/")
+            (
+                "diaproto/",
+                "adapters/",
+                "cluster/",
+                "apps/",
+                "tests/",
+                "fuzz/",
+                "examples/",
+                "tools/",
+            )
         )
         or name in ("LICENSE", "README.md", "pyproject.toml", "Makefile", "MANIFEST.in")
     }

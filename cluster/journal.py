@@ -1,0 +1,548 @@
+"""The shared journal on Redis Streams (Redis 7 or newer, or Valkey): a
+:class:`~diaproto.journal.Journal` for workers on any number of hosts.
+
+Three threads per worker, each with its own connection, so that no event loop ever waits on
+Redis and every runtime (asyncio, trio, tornado, raw sockets) can use it:
+
+- the **writer** drains a bounded queue of writes and sends everything waiting, for all
+  streams, in one pipeline per round trip (group commit: one round trip carries many
+  records). Records carry explicit ids, so a batch resent after a lost connection cannot
+  duplicate anything (Redis refuses an id it holds). It also keeps this worker's ``alive``
+  key fresh. When the queue is full (Redis unreachable for long) a record is dropped and the
+  hole it leaves is what every reader sees: an exact ``replay_gap``, never a skip;
+- the **reader** blocks in one ``XREAD`` on every stream this worker follows (the rings of
+  generations other workers run, the report streams of those this worker runs) and hands
+  what arrives to the callbacks: a record crosses Redis once per worker, however many
+  listeners it has here. It also notices when the worker that runs a followed generation is
+  gone (its ``alive`` key expired) and ends that follow with ``generation_lost``;
+- the **fetcher** answers :meth:`RedisJournal.read` (a resume's history), one at a time.
+
+See :mod:`diaproto.cluster.keys` for the keys.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import queue
+import secrets
+import socket
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, cast
+
+import redis
+
+from diaproto.cluster import keys
+from diaproto.journal import (
+    Ending,
+    History,
+    JournalError,
+    ListenerReport,
+    Record,
+    StreamHead,
+    Subscription,
+    Unavailable,
+    pack,
+    unpack,
+)
+from diaproto.wire import ErrorCode
+
+log = logging.getLogger("diaproto.cluster")
+
+RING_RECORDS = 2048
+"""Records a generation's ring keeps (``MAXLEN ~``): at 2-4 frames a record, 50-95 s of Dia
+audio, more than a listener's grace."""
+KEEP_RUNNING = 3600.0
+"""Seconds a running generation's keys live past their last write."""
+KEEP_FINISHED = 600.0
+"""Seconds a finished generation's keys live, for late resumes."""
+ALIVE_EVERY = 2.0
+ALIVE_FOR = 3 * ALIVE_EVERY
+MAX_PENDING = 20_000
+"""Writes waiting for Redis at most (about 4 minutes of one generation's records, or a few
+seconds of many); past it records are dropped, which readers see as a gap."""
+MAX_READS = 256
+"""Reads (resumes) waiting for the fetcher at most; past it one is answered Unavailable."""
+BLOCK_MS = 1000
+UNAVAILABLE_AFTER = 5.0
+"""Seconds without Redis after which the reader ends its follows (their listeners are told to
+resume later) rather than keep them waiting."""
+
+
+def default_worker_name() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
+
+
+@dataclass(frozen=True)
+class _Write:
+    token: str
+    kind: str  # begin, append, end, report, wake
+    value: StreamHead | Record | Ending | ListenerReport | None = None
+
+
+@dataclass(eq=False)
+class _Follow:
+    journal: RedisJournal
+    token: str
+    last_id: str
+    on_records: Callable[[Sequence[Record]], None]
+    on_end: Callable[[Ending | Unavailable], None]
+    owner: str | None = None  # read from the meta hash on the reader's first pass
+    last_seq: int = 0
+
+    def cancel(self) -> None:
+        self.journal._unfollow(self)
+
+
+@dataclass(eq=False)
+class _Watch:
+    journal: RedisJournal
+    token: str
+    on_report: Callable[[ListenerReport], None]
+    last_id: str = "0-0"
+
+    def cancel(self) -> None:
+        self.journal._unwatch(self)
+
+
+@dataclass(eq=False)
+class _Stats:
+    appended: int = 0
+    dropped: int = 0
+    round_trips: int = 0
+    write_errors: int = 0
+    lost_owners: int = 0
+    reads: int = 0
+    connected: bool = True
+    last_error: str = ""
+    batch_sizes: list[int] = field(default_factory=list)
+
+
+class RedisJournal:
+    """A :class:`~diaproto.journal.Journal` in Redis. ``close`` it when done."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        worker: str | None = None,
+        ring_records: int = RING_RECORDS,
+        keep_running: float = KEEP_RUNNING,
+        keep_finished: float = KEEP_FINISHED,
+        max_pending: int = MAX_PENDING,
+    ) -> None:
+        self.url = url
+        self._worker = worker or default_worker_name()
+        self.ring_records = ring_records
+        self.keep_running = keep_running
+        self.keep_finished = keep_finished
+        self.stats = _Stats()
+        self._writes: queue.Queue[_Write | None] = queue.Queue(max_pending)
+        self._reads: queue.Queue[
+            tuple[str, Callable[[History | Unavailable | None], None]] | None
+        ] = queue.Queue(MAX_READS)
+        self._lock = threading.Lock()
+        self._follows: dict[str, _Follow] = {}  # ring key -> follow
+        self._watches: dict[str, _Watch] = {}  # control key -> watch
+        self._closing = threading.Event()
+        self._missing_owners: set[str] = set()  # the reader's: owners missing at its last look
+        timeout = BLOCK_MS / 1000 + 5
+        self._writer_redis = redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=2)
+        self._reader_redis = redis.Redis.from_url(
+            url, socket_timeout=timeout, socket_connect_timeout=2
+        )
+        self._fetcher_redis = redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=2)
+        self._threads = [
+            threading.Thread(target=self._write_loop, name="journal-writer", daemon=True),
+            threading.Thread(target=self._read_loop, name="journal-reader", daemon=True),
+            threading.Thread(target=self._fetch_loop, name="journal-fetcher", daemon=True),
+        ]
+        for thread in self._threads:
+            thread.start()
+
+    @property
+    def worker(self) -> str:
+        return self._worker
+
+    @property
+    def available(self) -> bool:
+        """False while the last attempt to reach Redis failed."""
+        return self.stats.connected
+
+    def ping(self) -> bool:
+        """Whether Redis answers now (blocking: call it off the loop)."""
+        try:
+            return bool(self._fetcher_redis.ping())
+        except redis.RedisError:
+            return False
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Write what waits (for up to ``timeout`` seconds), then stop the threads."""
+        if self._closing.is_set():
+            return
+        self._closing.set()
+        for q in (self._writes, self._reads):
+            with contextlib.suppress(queue.Full):
+                q.put(None, timeout=timeout)
+        deadline = time.monotonic() + timeout
+        for thread in self._threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        for client in (self._writer_redis, self._reader_redis, self._fetcher_redis):
+            client.close()
+
+    # --- the writer's side of the port --------------------------------------------------
+
+    def begin(self, token: str, head: StreamHead) -> None:
+        self._write(_Write(token, "begin", head), essential=True)
+
+    def append(self, token: str, record: Record) -> None:
+        self._write(_Write(token, "append", record), essential=False)
+
+    def end(self, token: str, ending: Ending) -> None:
+        self._write(_Write(token, "end", ending), essential=True)
+
+    def report(self, token: str, report: ListenerReport) -> None:
+        self._write(_Write(token, "report", report), essential=False)
+
+    def _write(self, write: _Write, *, essential: bool) -> None:
+        if self._closing.is_set():
+            return
+        try:
+            self._writes.put_nowait(write)
+        except queue.Full:
+            if essential:  # a stream's head or end: wait for room rather than lose it
+                try:
+                    self._writes.put(write, timeout=1.0)
+                    return
+                except queue.Full:
+                    pass
+            self.stats.dropped += 1
+            log.warning(
+                "journal: %d writes wait for Redis; dropped a %s",
+                self._writes.qsize(),
+                write.kind,
+            )
+
+    # --- the reader's side --------------------------------------------------------------
+
+    def read(self, token: str, reply: Callable[[History | Unavailable | None], None]) -> None:
+        try:
+            self._reads.put_nowait((token, reply))
+        except queue.Full:
+            reply(Unavailable("too many resumes wait for the journal"))
+
+    def follow(
+        self,
+        token: str,
+        after: int,
+        on_records: Callable[[Sequence[Record]], None],
+        on_end: Callable[[Ending | Unavailable], None],
+    ) -> Subscription:
+        followed = _Follow(self, token, keys.record_id(after), on_records, on_end, last_seq=after)
+        with self._lock:
+            self._follows[keys.ring(token)] = followed
+        self._write(_Write(token, "wake"), essential=False)
+        return followed
+
+    def watch_reports(
+        self, token: str, on_report: Callable[[ListenerReport], None]
+    ) -> Subscription:
+        watched = _Watch(self, token, on_report)
+        with self._lock:
+            self._watches[keys.control(token)] = watched
+        self._write(_Write(token, "wake"), essential=False)
+        return watched
+
+    def _unfollow(self, followed: _Follow) -> None:
+        with self._lock:
+            key = keys.ring(followed.token)
+            if self._follows.get(key) is followed:
+                del self._follows[key]
+
+    def _unwatch(self, watched: _Watch) -> None:
+        with self._lock:
+            key = keys.control(watched.token)
+            if self._watches.get(key) is watched:
+                del self._watches[key]
+
+    # --- the writer thread -------------------------------------------------------------
+
+    def _write_loop(self) -> None:
+        next_alive = 0.0
+        batch: list[_Write] = []
+        while True:
+            if not batch:
+                timeout = max(0.0, next_alive - time.monotonic())
+                try:
+                    first = self._writes.get(timeout=timeout)
+                except queue.Empty:
+                    first = _Write("", "alive")
+                if first is None:
+                    self._flush_on_close()
+                    return
+                batch.append(first)
+                while len(batch) < 1024:
+                    try:
+                        more = self._writes.get_nowait()
+                    except queue.Empty:
+                        break
+                    if more is None:
+                        self._writes.put(None)  # seen again after this batch
+                        break
+                    batch.append(more)
+            if time.monotonic() >= next_alive:
+                batch.append(_Write("", "alive"))
+                next_alive = time.monotonic() + ALIVE_EVERY
+            if self._send(batch):
+                batch = []
+            elif self._closing.wait(0.2):  # Redis is away: keep the batch and try again
+                return
+
+    def _flush_on_close(self) -> None:
+        rest: list[_Write] = []
+        while True:
+            try:
+                item = self._writes.get_nowait()
+            except queue.Empty:
+                break
+            if item is not None:
+                rest.append(item)
+        if rest:
+            self._send(rest)
+
+    def _send(self, batch: list[_Write]) -> bool:
+        pipe = self._writer_redis.pipeline(transaction=False)
+        touched: dict[str, float] = {}
+        for write in batch:
+            self._queue_write(pipe, write, touched)
+        for token, ttl in touched.items():
+            for key in (keys.ring(token), keys.meta(token), keys.control(token)):
+                pipe.expire(key, int(ttl))
+        try:
+            results = pipe.execute(raise_on_error=False)
+        except redis.RedisError as exc:
+            self._lost(exc)
+            return False
+        self.stats.connected = True
+        self.stats.round_trips += 1
+        self.stats.batch_sizes.append(len(batch))
+        del self.stats.batch_sizes[:-64]
+        for result in results:
+            if isinstance(result, redis.ResponseError):
+                # A record id Redis already holds (a batch resent after a lost reply), or a
+                # ring begun again by another worker: the record is not written twice.
+                self.stats.write_errors += 1
+                log.debug("journal: a write was refused: %s", result)
+        return True
+
+    def _queue_write(self, pipe: Any, write: _Write, touched: dict[str, float]) -> None:
+        token, value = write.token, write.value
+        if write.kind == "begin":
+            assert isinstance(value, StreamHead)
+            # A token begun again (an SSE id reused after its stream expired) starts afresh.
+            pipe.delete(keys.ring(token), keys.meta(token), keys.control(token))
+            pipe.hset(
+                keys.meta(token),
+                mapping={"epoch": value.epoch, "owner": value.owner, "state": "running"},
+            )
+            touched[token] = self.keep_running
+        elif write.kind == "append":
+            assert isinstance(value, Record)
+            fields = {"f": value.first_seq, "l": value.lease, "d": pack(value.frames)}
+            pipe.xadd(
+                keys.ring(token),
+                cast("dict[Any, Any]", fields),
+                id=keys.record_id(value.last_seq),
+                maxlen=self.ring_records,
+                approximate=True,
+            )
+            self.stats.appended += 1
+            touched.setdefault(token, self.keep_running)
+        elif write.kind == "end":
+            assert isinstance(value, Ending)
+            state = "done" if value.error is None else "failed"
+            fields = {"e": state, "m": value.error or "", "c": value.code}
+            pipe.xadd(
+                keys.ring(token), cast("dict[Any, Any]", fields), id=keys.ending_id(value.last_seq)
+            )
+            pipe.hset(keys.meta(token), "state", state)
+            touched[token] = self.keep_finished
+        elif write.kind == "report":
+            assert isinstance(value, ListenerReport)
+            fields = {"w": value.worker, "n": value.listeners, "p": int(value.paused)}
+            pipe.xadd(keys.control(token), cast("dict[Any, Any]", fields), maxlen=64)
+        elif write.kind == "wake":
+            pipe.xadd(keys.wake(self._worker), {"t": token}, maxlen=1)
+            pipe.expire(keys.wake(self._worker), int(ALIVE_FOR))
+        else:  # alive
+            pipe.set(keys.alive(self._worker), 1, px=int(ALIVE_FOR * 1000))
+
+    def _lost(self, exc: Exception) -> None:
+        if self.stats.connected:
+            log.warning("journal: Redis at %s is unreachable: %s", self.url, exc)
+        self.stats.connected = False
+        self.stats.last_error = str(exc)
+
+    # --- the reader thread -------------------------------------------------------------
+
+    def _read_loop(self) -> None:
+        wake_key = keys.wake(self._worker)
+        wake_last = "$"
+        unreachable_since: float | None = None
+        next_owner_check = 0.0
+        while not self._closing.is_set():
+            with self._lock:
+                follows = dict(self._follows)
+                watches = dict(self._watches)
+            streams: dict[str, str] = {wake_key: wake_last}
+            streams.update({key: f.last_id for key, f in follows.items()})
+            streams.update({key: w.last_id for key, w in watches.items()})
+            try:
+                if time.monotonic() >= next_owner_check and follows:
+                    self._check_owners(follows)
+                    next_owner_check = time.monotonic() + ALIVE_EVERY
+                response = cast(
+                    "list[Any]",
+                    self._reader_redis.xread(streams, count=256, block=BLOCK_MS),  # type: ignore[arg-type]
+                )
+            except redis.RedisError as exc:
+                self._lost(exc)
+                now = time.monotonic()
+                unreachable_since = unreachable_since or now
+                if now - unreachable_since >= UNAVAILABLE_AFTER:
+                    self._end_follows(Unavailable(f"Redis is unreachable: {exc}"))
+                    unreachable_since = now
+                self._closing.wait(0.2)
+                continue
+            unreachable_since = None
+            for raw_key, entries in response or []:
+                key = raw_key.decode() if isinstance(raw_key, bytes) else str(raw_key)
+                if key == wake_key:
+                    wake_last = _text(entries[-1][0])
+                elif key in follows:
+                    self._deliver_records(follows[key], entries)
+                elif key in watches:
+                    self._deliver_reports(watches[key], entries)
+
+    def _deliver_records(self, followed: _Follow, entries: list[Any]) -> None:
+        records: list[Record] = []
+        ending: Ending | Unavailable | None = None
+        for entry_id, raw in entries:
+            followed.last_id = _text(entry_id)
+            fields = {_text(k): v for k, v in raw.items()}
+            if "e" in fields:
+                last = int(followed.last_id.split("-")[0])
+                error = _text(fields.get("m", b"")) or None
+                ending = Ending(last, error, _text(fields.get("c", b"")))
+                break
+            try:
+                records.append(_record(fields))
+            except (JournalError, ValueError, KeyError) as exc:
+                ending = Unavailable(f"a record of this stream is corrupt: {exc}")
+                break
+        if records:
+            followed.last_seq = records[-1].last_seq
+            followed.on_records(records)
+        if ending is not None:
+            self._unfollow(followed)
+            followed.on_end(ending)
+
+    def _deliver_reports(self, watched: _Watch, entries: list[Any]) -> None:
+        for entry_id, raw in entries:
+            watched.last_id = _text(entry_id)
+            fields = {_text(k): v for k, v in raw.items()}
+            try:
+                report = ListenerReport(
+                    _text(fields["w"]), int(fields["n"]), fields.get("p") == b"1"
+                )
+            except (KeyError, ValueError):
+                continue  # not a report this version writes
+            watched.on_report(report)
+
+    def _check_owners(self, follows: dict[str, _Follow]) -> None:
+        """End the follows of generations whose owner is gone (its ``alive`` key expired)."""
+        unknown = [f for f in follows.values() if f.owner is None]
+        if unknown:
+            pipe = self._reader_redis.pipeline(transaction=False)
+            for followed in unknown:
+                pipe.hget(keys.meta(followed.token), "owner")
+            for followed, owner in zip(unknown, pipe.execute(), strict=True):
+                followed.owner = _text(owner) if owner is not None else ""
+        owners = sorted({f.owner for f in follows.values() if f.owner})
+        if not owners:
+            return
+        pipe = self._reader_redis.pipeline(transaction=False)
+        for owner in owners:
+            pipe.exists(keys.alive(owner))
+        missing = {owner for owner, n in zip(owners, pipe.execute(), strict=True) if not n}
+        # Missing twice in a row: a Redis that restarted empty lacks every alive key until
+        # their workers refresh them (within ALIVE_EVERY), which is no reason to give up.
+        gone = missing & self._missing_owners
+        self._missing_owners = missing
+        for followed in follows.values():
+            if followed.owner in gone:
+                self.stats.lost_owners += 1
+                self._unfollow(followed)
+                followed.on_end(
+                    Ending(
+                        followed.last_seq,
+                        f"the worker that ran this generation ({followed.owner}) is gone",
+                        ErrorCode.GENERATION_LOST,
+                    )
+                )
+
+    def _end_follows(self, why: Unavailable) -> None:
+        with self._lock:
+            follows = list(self._follows.values())
+            self._follows.clear()
+        for followed in follows:
+            followed.on_end(why)
+
+    # --- the fetcher thread ------------------------------------------------------------
+
+    def _fetch_loop(self) -> None:
+        while True:
+            item = self._reads.get()
+            if item is None:
+                return
+            token, reply = item
+            reply(self._fetch(token))
+
+    def _fetch(self, token: str) -> History | Unavailable | None:
+        self.stats.reads += 1
+        pipe = self._fetcher_redis.pipeline(transaction=False)
+        pipe.hgetall(keys.meta(token))
+        pipe.xrange(keys.ring(token), "-", "+")
+        try:
+            meta, entries = pipe.execute()
+        except redis.RedisError as exc:
+            return Unavailable(f"Redis is unreachable: {exc}")
+        if not meta:
+            return None
+        meta = {_text(k): _text(v) for k, v in meta.items()}
+        records: list[Record] = []
+        ending: Ending | None = None
+        for entry_id, raw in entries:
+            fields = {_text(k): v for k, v in raw.items()}
+            if "e" in fields:
+                last = int(_text(entry_id).split("-")[0])
+                ending = Ending(last, _text(fields.get("m", b"")) or None, _text(fields["c"]))
+            else:
+                try:
+                    records.append(_record(fields))
+                except (JournalError, ValueError, KeyError) as exc:
+                    return Unavailable(f"a record of this stream is corrupt: {exc}")
+        head = StreamHead(meta.get("epoch", ""), meta.get("owner", ""))
+        return History(head, tuple(records), ending)
+
+
+def _text(value: object) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _record(fields: dict[str, Any]) -> Record:
+    return Record(int(fields["f"]), unpack(bytes(fields["d"])), int(fields["l"]))

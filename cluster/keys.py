@@ -1,0 +1,49 @@
+"""Where the shared journal keeps things in Redis (or Valkey).
+
+One generation's keys share a hash tag (``{g:<token>}``), so they live in one slot of a
+Redis Cluster and one pipeline touches them together:
+
+- ``dp:{g:T}:ring``: a Stream of its records, explicit ids ``<last seq>-0`` (so a record's id
+  says where it ends, and a repeated one is refused by ``XADD`` itself), fields ``f`` (first
+  seq), ``l`` (the writer's lease), ``d`` (the packed frames); the ending is the entry
+  ``<last seq>-1``, fields ``e`` (``done`` or ``failed``), ``m`` (message), ``c`` (error code);
+- ``dp:{g:T}:meta``: a Hash: ``epoch``, ``owner`` (the worker that writes it), ``state``;
+- ``dp:{g:T}:ctl``: a Stream of listener reports from other workers, fields ``w`` (worker),
+  ``n`` (listeners), ``p`` (1: one is paused).
+
+Per worker: ``dp:w:<worker>:alive`` (a key that expires unless refreshed: the worker lives)
+and ``dp:w:<worker>:wake`` (a Stream its reader also blocks on, so that a new stream to follow
+joins the read at once).
+"""
+
+from __future__ import annotations
+
+PREFIX = "dp"
+
+
+def ring(token: str) -> str:
+    return f"{PREFIX}:{{g:{token}}}:ring"
+
+
+def meta(token: str) -> str:
+    return f"{PREFIX}:{{g:{token}}}:meta"
+
+
+def control(token: str) -> str:
+    return f"{PREFIX}:{{g:{token}}}:ctl"
+
+
+def alive(worker: str) -> str:
+    return f"{PREFIX}:w:{worker}:alive"
+
+
+def wake(worker: str) -> str:
+    return f"{PREFIX}:w:{worker}:wake"
+
+
+def record_id(last_seq: int) -> str:
+    return f"{last_seq}-0"
+
+
+def ending_id(last_seq: int) -> str:
+    return f"{last_seq}-1"
