@@ -6,6 +6,7 @@ gap, with a fenced writer's records left out."""
 from __future__ import annotations
 
 import random
+from collections.abc import Sequence
 
 import pytest
 from hypothesis import given
@@ -16,8 +17,14 @@ from diaproto.journal import (
     MAX_FRAME,
     MAX_FRAMES,
     Batcher,
+    Ending,
+    History,
     JournalError,
+    ListenerReport,
+    MemoryJournal,
     Record,
+    StreamHead,
+    Unavailable,
     contiguous,
     pack,
     unpack,
@@ -237,3 +244,106 @@ def test_fencing_keeps_each_frame_of_the_writer_that_held_the_lease(
     # A reader given only the records that reach past ``after``, and the takeover points.
     reaching = [record for record in records if record.last_seq > after]
     assert contiguous(reaching, after, takeovers=takeovers) == expected
+
+
+# --- the port, in memory ----------------------------------------------------------------------
+
+
+class Follower:
+    def __init__(self) -> None:
+        self.records: list[Record] = []
+        self.endings: list[Ending | Unavailable] = []
+
+    def on_records(self, records: Sequence[Record]) -> None:
+        self.records.extend(records)
+
+    def on_end(self, ending: Ending | Unavailable) -> None:
+        self.endings.append(ending)
+
+
+def read_now(journal: MemoryJournal, token: str) -> History | Unavailable | None:
+    found: list[History | Unavailable | None] = []
+    journal.read(token, found.append)
+    (answer,) = found
+    return answer
+
+
+def test_memory_journal_serves_another_worker_what_one_wrote() -> None:
+    owner = MemoryJournal("a")
+    other = owner.for_worker("b")
+    assert (owner.worker, other.worker) == ("a", "b")
+    assert read_now(other, "t") is None
+    owner.begin("t", StreamHead("e1", "a"))
+    owner.append("t", Record(1, (b"1", b"2")))
+    follower = Follower()
+    other.follow("t", 1, follower.on_records, follower.on_end)  # had 1: gets 1-2 again
+    owner.append("t", Record(3, (b"3",)))
+    owner.end("t", Ending(3))
+    owner.append("t", Record(4, (b"4",)))  # after the end: refused
+    owner.end("t", Ending(4, "late", "internal"))  # a second end: refused
+    assert contiguous(follower.records, 1) == [(2, b"2"), (3, b"3")]
+    assert follower.endings == [Ending(3)]
+    history = read_now(other, "t")
+    assert isinstance(history, History)
+    assert history.head == StreamHead("e1", "a")
+    assert history.last_seq == 3
+    assert history.frames() == [(1, b"1"), (2, b"2"), (3, b"3")]
+    late = Follower()
+    other.follow("t", 3, late.on_records, late.on_end)  # an ended stream: its ending at once
+    assert late.records == [] and late.endings == [Ending(3)]
+
+
+def test_memory_journal_bounds_records_and_streams() -> None:
+    journal = MemoryJournal(max_records=2, max_streams=2)
+    journal.begin("old", StreamHead("e", "memory"))
+    follower = Follower()
+    journal.follow("old", 0, follower.on_records, follower.on_end)
+    for seq in range(1, 5):
+        journal.append("old", Record(seq, (bytes([seq]),)))
+    history = read_now(journal, "old")
+    assert isinstance(history, History)
+    assert [record.first_seq for record in history.records] == [3, 4]  # the oldest went
+    with pytest.raises(ReplayGap):
+        contiguous(history.records, 1)
+    journal.begin("two", StreamHead("e", "memory"))
+    journal.begin("three", StreamHead("e", "memory"))  # "old" goes: its follower is told
+    assert read_now(journal, "old") is None
+    assert isinstance(follower.endings[-1], Unavailable)
+    journal.append("old", Record(5, (b"5",)))  # a dropped stream takes nothing
+    journal.end("old", Ending(5))
+    assert read_now(journal, "old") is None
+    with pytest.raises(ValueError, match="at least 1"):
+        MemoryJournal(max_records=0)
+
+
+def test_memory_journal_unknown_streams_and_cancelled_subscriptions() -> None:
+    journal = MemoryJournal()
+    follower = Follower()
+    journal.follow("nobody", 0, follower.on_records, follower.on_end).cancel()
+    assert follower.endings == [Unavailable("the journal has no such stream")]
+    reports: list[ListenerReport] = []
+    journal.watch_reports("nobody", reports.append).cancel()
+    journal.report("nobody", ListenerReport("w", 1, False))
+    journal.begin("t", StreamHead("e", "memory"))
+    watch = journal.watch_reports("t", reports.append)
+    journal.report("t", ListenerReport("w", 2, True))
+    watch.cancel()
+    watch.cancel()  # twice: harmless
+    journal.report("t", ListenerReport("w", 0, False))
+    assert reports == [ListenerReport("w", 2, True)]
+    live = Follower()
+    followed = journal.follow("t", 0, live.on_records, live.on_end)
+    followed.cancel()
+    followed.cancel()
+    journal.append("t", Record(1, (b"x",)))
+    assert live.records == []
+
+
+def test_a_history_without_records_or_with_a_hole() -> None:
+    head = StreamHead("e", "w")
+    assert History(head, ()).frames() == [] and History(head, ()).last_seq == 0
+    assert History(head, (), Ending(0, "failed", "internal")).last_seq == 0
+    holed = History(head, (Record(2, (b"2",)), Record(4, (b"4",))))
+    assert holed.last_seq == 4
+    with pytest.raises(ReplayGap):
+        holed.frames()
