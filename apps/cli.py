@@ -8,15 +8,25 @@ import importlib.util
 import logging
 import sys
 from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING
 
 from diaproto import __version__
 from diaproto.apps.serve.limits import ServiceLimits
+
+if TYPE_CHECKING:
+    from diaproto.cluster import RedisJournal
 
 RUNTIMES = ("asyncio", "anyio", "trio", "tornado", "sockets")  # see diaproto.adapters.RUNTIMES
 MODELS = ("synthetic", "dia")
 #: What ``pip install diaproto`` lacks for ``serve``: module -> the extra that brings it.
 #: The runtime's own modules are named with ``--runtime`` in the message.
-EXTRAS = {"prometheus_client": "serve", "anyio": "serve", "trio": "serve", "tornado": "tornado"}
+EXTRAS = {
+    "prometheus_client": "serve",
+    "anyio": "serve",
+    "trio": "serve",
+    "tornado": "tornado",
+    "redis": "cluster",
+}
 RUNTIME_MODULES = frozenset({"anyio", "trio", "tornado"})
 USAGE_ERROR = 2  # argparse's status for a bad command line
 CANNOT_LISTEN = 1
@@ -99,6 +109,20 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="ORIGIN",
         help="also accept this browser Origin, e.g. https://app.example (other pages get 403)",
     )
+    cluster = serve.add_argument_group(
+        "many workers on one shared journal (pip install 'diaproto[cluster]')"
+    )
+    cluster.add_argument(
+        "--cluster",
+        metavar="REDIS_URL",
+        help="write streams to Redis >= 7 or Valkey (redis://host:6379/0), so that a client "
+        "may resume on any worker that shares it (default: this process alone)",
+    )
+    cluster.add_argument(
+        "--worker-name",
+        metavar="NAME",
+        help="this worker's name in the journal (default: host-pid-random)",
+    )
     mcp = serve.add_argument_group("MCP (/mcp, /sse)")
     mcp.add_argument(
         "--mcp-token",
@@ -147,7 +171,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as exc:
         print(f"diaproto: {exc}", file=sys.stderr)
         return 2
-    service = DiaService(source, mcp_config=mcp_config, limits=limits)
+    try:
+        journal = _journal(args)
+    except _Refused as exc:
+        print(exc, file=sys.stderr)
+        return USAGE_ERROR
+    service = DiaService(source, mcp_config=mcp_config, limits=limits, journal=journal)
     listening = False
 
     def ready(host: str, port: int) -> None:
@@ -157,7 +186,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(
             f"diaproto serving on http://{shown}:{port}/ "
             f"(runtime {args.runtime}{'+uvloop' if args.uvloop else ''}, model {args.model}); "
-            f"open it in a browser; MCP at http://{shown}:{port}/mcp",
+            f"open it in a browser; MCP at http://{shown}:{port}/mcp"
+            + (f"; worker {journal.worker} of the cluster at {args.cluster}" if journal else ""),
             flush=True,
         )
 
@@ -166,6 +196,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             args.runtime, service, args.host, args.port, ready=ready, use_uvloop=args.uvloop
         )
     except Exception as exc:
+        if journal is not None:
+            journal.close()
         # Before it listens, a failure is the user's to fix (a busy port, an unknown host, a
         # runtime not installed): one line, not a traceback (trio's in an ExceptionGroup box).
         failure = None if listening else _startup_failure(exc, args)
@@ -174,8 +206,38 @@ def main(argv: Sequence[str] | None = None) -> int:
         message, status = failure
         print(message, file=sys.stderr)
         return status
+    if journal is not None:
+        journal.close()  # what waits is written first
     print("diaproto: stopped", flush=True)
     return 0
+
+
+class _Refused(Exception):
+    """A command line that cannot be served, with the one line that says why."""
+
+
+def _journal(args: argparse.Namespace) -> RedisJournal | None:
+    """The shared journal ``--cluster`` names (None: this process alone)."""
+    if not args.cluster:
+        return None
+    try:
+        from diaproto.cluster import RedisJournal  # noqa: PLC0415 (an extra)
+    except ModuleNotFoundError as exc:
+        message = _missing_extra(exc, args.runtime)
+        if message is None:
+            raise
+        raise _Refused(message) from exc
+    try:
+        journal = RedisJournal(args.cluster, worker=args.worker_name)
+    except ValueError as exc:  # not a redis:// URL
+        raise _Refused(f"diaproto: --cluster {args.cluster}: {exc}") from exc
+    if not journal.ping():  # served anyway: it says so on /healthz and recovers
+        logging.getLogger("diaproto").warning(
+            "the shared journal at %s does not answer yet: /healthz says degraded and "
+            "new streams get 503 until it does",
+            args.cluster,
+        )
+    return journal
 
 
 def _port(text: str) -> int:

