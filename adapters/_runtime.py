@@ -14,9 +14,17 @@ from typing import TypeVar
 
 from diaproto.adapters._pump import now
 from diaproto.adapters._workers import WorkerThreads
-from diaproto.runtime import Cancellable
+from diaproto.runtime import Application, Cancellable, Runtime
 
 T = TypeVar("T")
+
+
+def tell_started(app: Application, runtime: Runtime) -> None:
+    """Loop thread, once the server listens: hand the application its runtime, if it asks
+    for it (``started``), for work that is not a connection's (a job queue's)."""
+    started = getattr(app, "started", None)
+    if callable(started):
+        started(runtime)
 
 
 class LoopRuntime:

@@ -20,7 +20,7 @@ import anyio.to_thread
 from anyio.abc import SocketAttribute
 
 from diaproto.adapters._pump import dispatch, now, past, write_deadline
-from diaproto.adapters._runtime import LoopRuntime
+from diaproto.adapters._runtime import LoopRuntime, tell_started
 from diaproto.adapters._shutdown import SIGNALS, close_all, grace, stop_on_signal
 from diaproto.adapters._tcp import bound_unsent, drop_on_close
 from diaproto.adapters._threaded import Listening, ThreadedServer, start_loop_thread
@@ -157,6 +157,7 @@ class Server:
         async with anyio.create_task_group() as tg:
             self.runtime = runtime = AnyioRuntime(tg)
             tg.start_soon(accept, tg)
+            tell_started(self.app, runtime)
             if ready is not None:
                 ready(str(bound[0]), int(bound[1]))
             await self._stopping.wait()

@@ -17,7 +17,7 @@ from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar, cast
 
 from diaproto.adapters._pump import Pump, now
-from diaproto.adapters._runtime import LoopRuntime
+from diaproto.adapters._runtime import LoopRuntime, tell_started
 from diaproto.adapters._shutdown import close_all, grace, serve_until_signal
 from diaproto.adapters._tcp import bound_unsent, drop_on_close
 from diaproto.adapters._threaded import (
@@ -193,6 +193,7 @@ class Server:
         )
         try:
             bound = listener.sockets[0].getsockname()
+            tell_started(self.app, self.runtime)
             if ready is not None:
                 ready(str(bound[0]), int(bound[1]))
             await self._stopping.wait()

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from typing import TypeVar
 
 from diaproto.adapters._pump import Pump, now
-from diaproto.adapters._runtime import LoopRuntime
+from diaproto.adapters._runtime import LoopRuntime, tell_started
 from diaproto.adapters._shutdown import close_all, grace, process_signals
 from diaproto.adapters._tcp import bound_unsent, drop_on_close
 from diaproto.adapters._threaded import ThreadedServer, wait_on_loop
@@ -204,6 +204,7 @@ class Server:
         self.runtime.loop_thread = threading.get_ident()
         self.selector.register(self.listener, selectors.EVENT_READ, "listener")
         self.selector.register(self._wake_r, selectors.EVENT_READ, "wake")
+        tell_started(self.app, self.runtime)
         shutdown_deadline: float | None = None
         try:
             while True:

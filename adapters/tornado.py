@@ -22,7 +22,7 @@ from tornado.netutil import bind_sockets
 from tornado.tcpserver import TCPServer
 
 from diaproto.adapters._pump import Pump, now
-from diaproto.adapters._runtime import LoopRuntime
+from diaproto.adapters._runtime import LoopRuntime, tell_started
 from diaproto.adapters._shutdown import close_all, grace, serve_until_signal
 from diaproto.adapters._tcp import bound_unsent, drop_on_close
 from diaproto.adapters._threaded import ThreadedServer, start_serving_thread, wait_on_loop
@@ -174,6 +174,7 @@ class Server(TCPServer):
         self.add_sockets(sockets)
         bound = sockets[0].getsockname()
         try:
+            tell_started(self.app, self.runtime)
             if ready is not None:
                 ready(str(bound[0]), int(bound[1]))
             await self._stopping.wait()

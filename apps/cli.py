@@ -7,13 +7,14 @@ import errno
 import importlib.util
 import logging
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING
 
 from diaproto import __version__
 from diaproto.apps.serve.limits import ServiceLimits
 
 if TYPE_CHECKING:
+    from diaproto.apps.serve.model_worker import JobTaker, QueuedJob
     from diaproto.cluster import RedisJournal
 
 RUNTIMES = ("asyncio", "anyio", "trio", "tornado", "sockets")  # see diaproto.adapters.RUNTIMES
@@ -37,8 +38,18 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"diaproto {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
     serve = commands.add_parser("serve", help="run the Dia streaming service")
+    _serve_arguments(serve, port=8000, worker=False)
+    worker = commands.add_parser(
+        "worker",
+        help="run a model worker: the generations that 'serve --cluster URL --queue' queues",
+    )
+    _serve_arguments(worker, port=8001, worker=True)
+    return parser
+
+
+def _serve_arguments(serve: argparse.ArgumentParser, *, port: int, worker: bool) -> None:
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
-    serve.add_argument("--port", type=_port, default=8000, help="port (default 8000; 0 = any)")
+    serve.add_argument("--port", type=_port, default=port, help=f"port (default {port}; 0 = any)")
     serve.add_argument("--runtime", choices=RUNTIMES, default="asyncio")
     serve.add_argument("--uvloop", action="store_true", help="use uvloop (asyncio, anyio only)")
     serve.add_argument("--model", choices=MODELS, default="synthetic")
@@ -115,9 +126,25 @@ def build_parser() -> argparse.ArgumentParser:
     cluster.add_argument(
         "--cluster",
         metavar="REDIS_URL",
+        required=worker,
         help="write streams to Redis >= 7 or Valkey (redis://host:6379/0), so that a client "
         "may resume on any worker that shares it (default: this process alone)",
     )
+    if worker:
+        cluster.add_argument(
+            "--jobs",
+            type=int,
+            default=4,
+            metavar="N",
+            help="jobs this worker runs at once (default 4; more wait for another worker)",
+        )
+    else:
+        cluster.add_argument(
+            "--queue",
+            action="store_true",
+            help="queue new generations for model workers (diaproto worker) instead of "
+            "running them here",
+        )
     cluster.add_argument(
         "--worker-name",
         metavar="NAME",
@@ -129,7 +156,6 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="TOKEN",
         help="require 'Authorization: Bearer TOKEN' on every MCP request",
     )
-    return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -171,12 +197,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as exc:
         print(f"diaproto: {exc}", file=sys.stderr)
         return 2
+    queue = getattr(args, "queue", False)
     try:
+        if queue and not args.cluster:
+            raise _Refused("diaproto: --queue needs --cluster REDIS_URL (where jobs go)")
         journal = _journal(args)
+        take_jobs = _job_consumer(args, journal) if args.command == "worker" else None
     except _Refused as exc:
         print(exc, file=sys.stderr)
         return USAGE_ERROR
-    service = DiaService(source, mcp_config=mcp_config, limits=limits, journal=journal)
+    service = DiaService(
+        source,
+        mcp_config=mcp_config,
+        limits=limits,
+        journal=journal,
+        jobs=journal if queue else None,
+        take_jobs=take_jobs,
+    )
     listening = False
 
     def ready(host: str, port: int) -> None:
@@ -238,6 +275,22 @@ def _journal(args: argparse.Namespace) -> RedisJournal | None:
             args.cluster,
         )
     return journal
+
+
+def _job_consumer(
+    args: argparse.Namespace, journal: RedisJournal | None
+) -> Callable[[Callable[[QueuedJob], None]], JobTaker]:
+    """``diaproto worker``: how the service starts taking jobs, once it listens."""
+    from diaproto.cluster.jobs import JobConsumer  # noqa: PLC0415 (an extra)
+
+    assert journal is not None  # --cluster is required
+    if args.jobs < 1:
+        raise _Refused("diaproto: --jobs must be at least 1")
+
+    def take(on_job: Callable[[QueuedJob], None]) -> JobTaker:
+        return JobConsumer(args.cluster, journal.worker, on_job, slots=args.jobs)
+
+    return take
 
 
 def _port(text: str) -> int:

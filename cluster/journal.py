@@ -68,6 +68,9 @@ seconds of many); past it records are dropped, which readers see as a gap."""
 MAX_READS = 256
 """Reads (resumes) waiting for the fetcher at most; past it one is answered Unavailable."""
 BLOCK_MS = 1000
+RERUN_WAIT = 30.0
+"""Seconds a follow of a generation that sent nothing waits for it after its owner is gone:
+a model worker's job is taken over (after 15 s idle) and rerun by another."""
 UNAVAILABLE_AFTER = 5.0
 """Seconds without Redis after which the reader ends its follows (their listeners are told to
 resume later) rather than keep them waiting."""
@@ -77,11 +80,24 @@ def default_worker_name() -> str:
     return f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
 
 
+MAX_JOBS = 10_000
+"""Jobs the queue keeps at most (``MAXLEN ~``): past it the oldest, long taken, go."""
+
+
+@dataclass(frozen=True)
+class Job:
+    """A generation for a model worker: its token, epoch, and request (JSON)."""
+
+    token: str
+    epoch: str
+    request: str
+
+
 @dataclass(frozen=True)
 class _Write:
     token: str
-    kind: str  # begin, append, end, report, wake
-    value: StreamHead | Record | Ending | ListenerReport | None = None
+    kind: str  # begin, append, end, report, wake, job
+    value: StreamHead | Record | Ending | ListenerReport | Job | None = None
 
 
 @dataclass(eq=False)
@@ -149,7 +165,7 @@ class RedisJournal:
         self._follows: dict[str, _Follow] = {}  # ring key -> follow
         self._watches: dict[str, _Watch] = {}  # control key -> watch
         self._closing = threading.Event()
-        self._missing_owners: set[str] = set()  # the reader's: owners missing at its last look
+        self._missing_since: dict[str, float] = {}  # the reader's: owners without alive keys
         timeout = BLOCK_MS / 1000 + 5
         self._writer_redis = redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=2)
         self._reader_redis = redis.Redis.from_url(
@@ -207,6 +223,11 @@ class RedisJournal:
 
     def report(self, token: str, report: ListenerReport) -> None:
         self._write(_Write(token, "report", report), essential=False)
+
+    def submit(self, token: str, epoch: str, request: str) -> None:
+        """Queue a generation for the model workers (:mod:`diaproto.cluster.jobs`); its
+        meta says ``queued`` (with its epoch) until one of them begins it."""
+        self._write(_Write(token, "job", Job(token, epoch, request)), essential=True)
 
     def _write(self, write: _Write, *, essential: bool) -> None:
         if self._closing.is_set():
@@ -344,7 +365,8 @@ class RedisJournal:
         if write.kind == "begin":
             assert isinstance(value, StreamHead)
             # A token begun again (an SSE id reused after its stream expired) starts afresh.
-            pipe.delete(keys.ring(token), keys.meta(token), keys.control(token))
+            # Its reports stay: listeners may report before a model worker begins a job.
+            pipe.delete(keys.ring(token), keys.meta(token))
             pipe.hset(
                 keys.meta(token),
                 mapping={"epoch": value.epoch, "owner": value.owner, "state": "running"},
@@ -375,6 +397,14 @@ class RedisJournal:
             assert isinstance(value, ListenerReport)
             fields = {"w": value.worker, "n": value.listeners, "p": int(value.paused)}
             pipe.xadd(keys.control(token), cast("dict[Any, Any]", fields), maxlen=64)
+        elif write.kind == "job":
+            assert isinstance(value, Job)
+            pipe.hset(
+                keys.meta(token), mapping={"epoch": value.epoch, "owner": "", "state": "queued"}
+            )
+            touched[token] = self.keep_running
+            fields = {"t": token, "e": value.epoch, "r": value.request}
+            pipe.xadd(keys.JOBS, cast("dict[Any, Any]", fields), maxlen=MAX_JOBS)
         elif write.kind == "wake":
             pipe.xadd(keys.wake(self._worker), {"t": token}, maxlen=1)
             pipe.expire(keys.wake(self._worker), int(ALIVE_FOR))
@@ -464,36 +494,41 @@ class RedisJournal:
             watched.on_report(report)
 
     def _check_owners(self, follows: dict[str, _Follow]) -> None:
-        """End the follows of generations whose owner is gone (its ``alive`` key expired)."""
-        unknown = [f for f in follows.values() if f.owner is None]
-        if unknown:
-            pipe = self._reader_redis.pipeline(transaction=False)
-            for followed in unknown:
-                pipe.hget(keys.meta(followed.token), "owner")
-            for followed, owner in zip(unknown, pipe.execute(), strict=True):
-                followed.owner = _text(owner) if owner is not None else ""
-        owners = sorted({f.owner for f in follows.values() if f.owner})
+        """End the follows of generations whose owner is gone (its ``alive`` key expired).
+
+        The owner is read each time: a job taken over by another model worker changes it.
+        A generation that sent nothing yet is given :data:`RERUN_WAIT` seconds (a model
+        worker's job is then rerun by another, which its listeners cannot tell); one that
+        sent something is lost at the second look (a Redis that restarted empty lacks every
+        alive key until their workers refresh them, within ``ALIVE_EVERY``)."""
+        listed = list(follows.values())
+        pipe = self._reader_redis.pipeline(transaction=False)
+        for followed in listed:
+            pipe.hget(keys.meta(followed.token), "owner")
+        for followed, owner in zip(listed, pipe.execute(), strict=True):
+            followed.owner = _text(owner) if owner is not None else ""
+        owners = sorted({f.owner for f in listed if f.owner})
         if not owners:
             return
         pipe = self._reader_redis.pipeline(transaction=False)
         for owner in owners:
             pipe.exists(keys.alive(owner))
+        now = time.monotonic()
         missing = {owner for owner, n in zip(owners, pipe.execute(), strict=True) if not n}
-        # Missing twice in a row: a Redis that restarted empty lacks every alive key until
-        # their workers refresh them (within ALIVE_EVERY), which is no reason to give up.
-        gone = missing & self._missing_owners
-        self._missing_owners = missing
-        for followed in follows.values():
-            if followed.owner in gone:
-                self.stats.lost_owners += 1
-                self._unfollow(followed)
-                followed.on_end(
-                    Ending(
-                        followed.last_seq,
-                        f"the worker that ran this generation ({followed.owner}) is gone",
-                        ErrorCode.GENERATION_LOST,
-                    )
+        self._missing_since = {o: self._missing_since.get(o, now) for o in missing}
+        for followed in listed:
+            since = self._missing_since.get(followed.owner or "")
+            if since is None or now - since < (RERUN_WAIT if not followed.last_seq else 0.1):
+                continue
+            self.stats.lost_owners += 1
+            self._unfollow(followed)
+            followed.on_end(
+                Ending(
+                    followed.last_seq,
+                    f"the worker that ran this generation ({followed.owner}) is gone",
+                    ErrorCode.GENERATION_LOST,
                 )
+            )
 
     def _end_follows(self, why: Unavailable) -> None:
         with self._lock:

@@ -11,6 +11,10 @@ Redis Cluster and one pipeline touches them together:
 - ``dp:{g:T}:ctl``: a Stream of listener reports from other workers, fields ``w`` (worker),
   ``n`` (listeners), ``p`` (1: one is paused).
 
+The generation jobs: ``dp:{q}:jobs``, a Stream read by the consumer group ``models`` (fields
+``t`` token, ``e`` epoch, ``r`` the request as JSON); a front worker writes a generation's
+``meta`` (state ``queued``) with its job, and the model worker that takes it begins the ring.
+
 Per worker: ``dp:w:<worker>:alive`` (a key that expires unless refreshed: the worker lives)
 and ``dp:w:<worker>:wake`` (a Stream its reader also blocks on, so that a new stream to follow
 joins the read at once).
@@ -39,6 +43,10 @@ def alive(worker: str) -> str:
 
 def wake(worker: str) -> str:
     return f"{PREFIX}:w:{worker}:wake"
+
+
+JOBS = f"{PREFIX}:{{q}}:jobs"
+JOB_GROUP = "models"
 
 
 def record_id(last_seq: int) -> str:

@@ -102,6 +102,10 @@ class Session(Protocol):
 
 
 class Application(Protocol):
+    """An application may also define ``started(runtime)``: every adapter calls it once, on
+    the loop thread, when the server listens (for work that is no connection's own, such as
+    taking jobs from a queue)."""
+
     def handle_event(self, session: Session, event: Event) -> None:
         """One core event of one connection, on the loop thread."""
         ...

@@ -31,6 +31,13 @@ from diaproto.apps.serve.listeners import StreamListener
 from diaproto.apps.serve.metrics import CONTENT_TYPE, ServiceMetrics
 from diaproto.apps.serve.mirror import MirroredGeneration
 from diaproto.apps.serve.model_queue import Admission, ModelBusy
+from diaproto.apps.serve.model_worker import (
+    JobQueue,
+    JobTaker,
+    ModelWorker,
+    QueuedJob,
+    request_json,
+)
 from diaproto.apps.serve.requests import StreamRequest
 from diaproto.apps.serve.responses import Responder
 from diaproto.apps.serve.sources import Source
@@ -49,7 +56,7 @@ from diaproto.events import (
     StreamResumed,
     WebSocketRequest,
 )
-from diaproto.journal import History, Journal, Unavailable
+from diaproto.journal import History, Journal, StreamHead, Unavailable
 from diaproto.mcp import McpHttpConfig
 from diaproto.mcp.http import accepts, peer_host
 from diaproto.runtime import Runtime, Session
@@ -86,11 +93,19 @@ class DiaService:
         mcp_config: McpHttpConfig | None = None,
         limits: ServiceLimits | None = None,
         journal: Journal | None = None,
+        jobs: JobQueue | None = None,
+        take_jobs: Callable[[Callable[[QueuedJob], None]], JobTaker] | None = None,
     ) -> None:
         self.source = source
         # A shared journal (``serve --cluster``): generations are written to it, and a resume
         # of one this worker does not run is served from it.
         self.journal = journal
+        # ``--queue``: a new generation is a job for a model worker, heard through the journal.
+        self.jobs = jobs
+        # ``diaproto worker``: this worker runs the jobs others queue (from ``started``).
+        self.model_worker = ModelWorker(self, take_jobs) if take_jobs is not None else None
+        if (jobs is not None or take_jobs is not None) and journal is None:
+            raise ValueError("a job queue needs the shared journal the jobs are heard through")
         self.resume_grace = resume_grace
         self.limits = limits or ServiceLimits()
         # Which browser origins may use /ws and /v1/*: the MCP endpoints' hosts and origins.
@@ -171,7 +186,14 @@ class DiaService:
                 del self._sessions[session]
                 self.metrics.connections.dec()
 
+    def started(self, runtime: Runtime) -> None:
+        """The server listens: a model worker starts taking jobs."""
+        if self.model_worker is not None:
+            self.model_worker.start(runtime)
+
     def shutdown(self) -> None:
+        if self.model_worker is not None:
+            self.model_worker.close()  # its jobs left unfinished go to another worker
         self.mcp.shutdown()
         self.generations.stop_all()
 
@@ -314,7 +336,9 @@ class DiaService:
         admission: Admission | None,
         *,
         epoch: str | None = None,
-    ) -> Generation:
+    ) -> Broadcast:
+        if self.jobs is not None:
+            return self._queue_job(session, token, request, admission, epoch or new_epoch())
         generation = Generation(
             token,
             request,
@@ -330,6 +354,27 @@ class DiaService:
         self.generations.add(generation)
         generation.start()
         return generation
+
+    def _queue_job(
+        self,
+        session: Session,
+        token: str,
+        request: StreamRequest,
+        admission: Admission | None,
+        epoch: str,
+    ) -> Broadcast:
+        """A job for a model worker, and the mirror its listeners hear it through."""
+        assert self.jobs is not None and self.journal is not None
+        if admission is not None:
+            admission.close()  # the model is the model worker's to share, not this one's
+        self.jobs.submit(token, epoch, request_json(request))
+        queued = History(StreamHead(epoch, ""), ())
+        mirror = MirroredGeneration.from_history(
+            token, queued, session.runtime, self.journal, self._idle
+        )
+        mirror.owner = peer_host(session.peer)  # counted against its peer's limit
+        self.generations.add_mirror(mirror)
+        return mirror
 
     def _start_mcp_generation(
         self, runtime: Runtime, request: StreamRequest, owner: str

@@ -80,6 +80,8 @@ class Broadcast(Protocol):
     failed: str | None
     failed_code: str
 
+    owner: str
+
     @property
     def stopped(self) -> bool: ...
     def attach(self, listener: Listener) -> None: ...
@@ -186,6 +188,13 @@ class Generation:
             self._start_turn()
         else:
             self._gate.clear()
+
+    def expect_listeners(self, grace: float) -> None:
+        """For a generation all of whose listeners are on other workers (a model worker's
+        job): stop it if none is heard of within ``grace``, or after the last one left."""
+        self._grace = grace
+        if not self.listeners and not self._heard_elsewhere() and self._grace_timer is None:
+            self._grace_timer = self.runtime.call_later(grace, self._grace_over)
 
     def _elsewhere(self) -> Elsewhere:
         if self.publication is None:
@@ -414,8 +423,9 @@ class GenerationRegistry:
             generation.stop("the worker that ran it is shutting down")
 
     def owned_by(self, owner: str) -> int:
-        """Live generations (running, or held for a resume) started for ``owner``."""
-        return sum(1 for g in self.live.values() if g.owner == owner)
+        """Live generations (running, or held for a resume, here or as a job for a model
+        worker) started for ``owner``."""
+        return sum(1 for g in [*self.live.values(), *self.mirrors.values()] if g.owner == owner)
 
     @property
     def running_workers(self) -> int:
