@@ -211,6 +211,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         mcp_config=mcp_config,
         limits=limits,
         journal=journal,
+        shared_sessions=journal,
         jobs=journal if queue else None,
         take_jobs=take_jobs,
     )

@@ -187,9 +187,9 @@ class JobConsumer:
         self._running[entry] = job.token
         try:
             self._on_job(job)
-        except Exception:
-            log.exception("job %s could not start", job.token)
-            self._finish(entry)
+        except Exception:  # this worker is stopping: another takes the job over
+            log.exception("job %s could not start here", job.token)
+            del self._running[entry]
 
     def _renew(self) -> None:
         self._redis.xclaim(

@@ -32,7 +32,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 import redis
 
@@ -52,6 +52,7 @@ from diaproto.journal import (
 from diaproto.wire import ErrorCode
 
 log = logging.getLogger("diaproto.cluster")
+T = TypeVar("T")
 
 RING_RECORDS = 2048
 """Records a generation's ring keeps (``MAXLEN ~``): at 2-4 frames a record, 50-95 s of Dia
@@ -94,10 +95,17 @@ class Job:
 
 
 @dataclass(frozen=True)
+class _Session:
+    state: str
+    owner: str
+    ttl: float
+
+
+@dataclass(frozen=True)
 class _Write:
-    token: str
-    kind: str  # begin, append, end, report, wake, job
-    value: StreamHead | Record | Ending | ListenerReport | Job | None = None
+    token: str  # the generation's (the session's, for session writes)
+    kind: str  # begin, append, end, report, wake, job, session, drop
+    value: StreamHead | Record | Ending | ListenerReport | Job | _Session | None = None
 
 
 @dataclass(eq=False)
@@ -158,9 +166,10 @@ class RedisJournal:
         self.keep_finished = keep_finished
         self.stats = _Stats()
         self._writes: queue.Queue[_Write | None] = queue.Queue(max_pending)
-        self._reads: queue.Queue[
-            tuple[str, Callable[[History | Unavailable | None], None]] | None
-        ] = queue.Queue(MAX_READS)
+        # What the fetcher answers: (what it asks Redis, where the answer goes).
+        self._reads: queue.Queue[tuple[Callable[[], Any], Callable[[Any], None]] | None] = (
+            queue.Queue(MAX_READS)
+        )
         self._lock = threading.Lock()
         self._follows: dict[str, _Follow] = {}  # ring key -> follow
         self._watches: dict[str, _Watch] = {}  # control key -> watch
@@ -251,10 +260,38 @@ class RedisJournal:
     # --- the reader's side --------------------------------------------------------------
 
     def read(self, token: str, reply: Callable[[History | Unavailable | None], None]) -> None:
+        self._ask(lambda: self._fetch(token), reply)
+
+    def _ask(self, fetch: Callable[[], T], reply: Callable[[T | Unavailable], None]) -> None:
         try:
-            self._reads.put_nowait((token, reply))
+            self._reads.put_nowait((fetch, reply))
         except queue.Full:
-            reply(Unavailable("too many resumes wait for the journal"))
+            reply(Unavailable("too many reads wait for the journal"))
+
+    # --- MCP sessions, so that any worker serves a session another one made ----------------
+
+    def save_session(self, session_id: str, state: str, owner: str, ttl: float) -> None:
+        """Keep (or refresh) a session's portable state for ``ttl`` seconds (its idle
+        timeout): any worker may then serve it."""
+        self._write(_Write(session_id, "session", _Session(state, owner, ttl)), essential=False)
+
+    def drop_session(self, session_id: str) -> None:
+        self._write(_Write(session_id, "drop", None), essential=True)
+
+    def load_session(
+        self, session_id: str, reply: Callable[[tuple[str, str] | Unavailable | None], None]
+    ) -> None:
+        """(state, owner) of a session, None if no worker has it."""
+        self._ask(lambda: self._fetch_session(session_id), reply)
+
+    def _fetch_session(self, session_id: str) -> tuple[str, str] | Unavailable | None:
+        try:
+            found = self._fetcher_redis.hgetall(keys.session(session_id))
+        except redis.RedisError as exc:
+            return Unavailable(f"Redis is unreachable: {exc}")
+        if not found or b"state" not in found:
+            return None
+        return _text(found[b"state"]), _text(found.get(b"owner", b""))
 
     def follow(
         self,
@@ -405,6 +442,13 @@ class RedisJournal:
             touched[token] = self.keep_running
             fields = {"t": token, "e": value.epoch, "r": value.request}
             pipe.xadd(keys.JOBS, cast("dict[Any, Any]", fields), maxlen=MAX_JOBS)
+        elif write.kind == "session":
+            assert isinstance(value, _Session)
+            key = keys.session(token)
+            pipe.hset(key, mapping={"state": value.state, "owner": value.owner})
+            pipe.expire(key, max(1, int(value.ttl)))
+        elif write.kind == "drop":
+            pipe.delete(keys.session(token))
         elif write.kind == "wake":
             pipe.xadd(keys.wake(self._worker), {"t": token}, maxlen=1)
             pipe.expire(keys.wake(self._worker), int(ALIVE_FOR))
@@ -451,12 +495,15 @@ class RedisJournal:
             unreachable_since = None
             for raw_key, entries in response or []:
                 key = raw_key.decode() if isinstance(raw_key, bytes) else str(raw_key)
-                if key == wake_key:
-                    wake_last = _text(entries[-1][0])
-                elif key in follows:
-                    self._deliver_records(follows[key], entries)
-                elif key in watches:
-                    self._deliver_reports(watches[key], entries)
+                try:
+                    if key == wake_key:
+                        wake_last = _text(entries[-1][0])
+                    elif key in follows:
+                        self._deliver_records(follows[key], entries)
+                    elif key in watches:
+                        self._deliver_reports(watches[key], entries)
+                except Exception:  # a callback failed (its loop ended): the rest go on
+                    log.exception("journal: delivering %s failed", key)
 
     def _deliver_records(self, followed: _Follow, entries: list[Any]) -> None:
         records: list[Record] = []
@@ -544,8 +591,11 @@ class RedisJournal:
             item = self._reads.get()
             if item is None:
                 return
-            token, reply = item
-            reply(self._fetch(token))
+            fetch, reply = item
+            try:
+                reply(fetch())
+            except Exception:  # the reply failed (its loop ended): the next read goes on
+                log.exception("journal: answering a read failed")
 
     def _fetch(self, token: str) -> History | Unavailable | None:
         self.stats.reads += 1

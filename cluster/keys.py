@@ -15,6 +15,8 @@ The generation jobs: ``dp:{q}:jobs``, a Stream read by the consumer group ``mode
 ``t`` token, ``e`` epoch, ``r`` the request as JSON); a front worker writes a generation's
 ``meta`` (state ``queued``) with its job, and the model worker that takes it begins the ring.
 
+An MCP session's portable state: ``dp:{s:<id>}:sess``, expiring with the session's idle time.
+
 Per worker: ``dp:w:<worker>:alive`` (a key that expires unless refreshed: the worker lives)
 and ``dp:w:<worker>:wake`` (a Stream its reader also blocks on, so that a new stream to follow
 joins the read at once).
@@ -35,6 +37,11 @@ def meta(token: str) -> str:
 
 def control(token: str) -> str:
     return f"{PREFIX}:{{g:{token}}}:ctl"
+
+
+def session(session_id: str) -> str:
+    """An MCP session's portable state (a Hash: ``state`` JSON, ``owner``)."""
+    return f"{PREFIX}:{{s:{session_id}}}:sess"
 
 
 def alive(worker: str) -> str:

@@ -66,6 +66,9 @@ class McpPeer:
     streams: dict[str, RequestId | None] = field(default_factory=dict)
     finished: set[str] = field(default_factory=set)
     replies: dict[RequestId, ReplyHandler] = field(default_factory=dict)
+    # What the shared session store holds of it (``serve --cluster``), and since when.
+    saved_state: str = ""
+    saved_at: float = float("-inf")
     _stream_count: int = 0
 
     # --- what a SpeakCall needs ---------------------------------------------------------------

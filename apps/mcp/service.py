@@ -26,6 +26,7 @@ from diaproto.apps.mcp.catalog import Catalog
 from diaproto.apps.mcp.peer import McpPeer, Transport
 from diaproto.apps.mcp.responses import answer, answer_json, refuse
 from diaproto.apps.mcp.routes import Route, open_sse_route
+from diaproto.apps.mcp.shared_sessions import SessionSharing, SharedSessions
 from diaproto.apps.mcp.speak import SpeakCall
 from diaproto.apps.mcp.tools import TOOLS, error_result, list_voices_result, parse_speak
 from diaproto.apps.mcp.transports.legacy_sse import LegacySse
@@ -86,6 +87,7 @@ class McpService:
         *,
         config: McpHttpConfig | None = None,
         info: ServerInfo | None = None,
+        shared: SharedSessions | None = None,
     ) -> None:
         self.config = config or McpHttpConfig()
         self.info = info or ServerInfo(
@@ -105,6 +107,8 @@ class McpService:
             max_sessions=self.config.max_sessions,
             max_per_owner=self.config.max_sessions_per_peer,
         )
+        #: Sessions any worker serves (``serve --cluster``): their state in a shared store.
+        self.sharing = SessionSharing(self, shared) if shared is not None else None
         self.streamable = StreamableHttp(self)
         self.stateless = StatelessHttp(self)
         self.legacy_sse = LegacySse(self)

@@ -18,6 +18,7 @@ from functools import partial
 from urllib.parse import urlsplit
 
 from diaproto.apps.mcp.service import McpService
+from diaproto.apps.mcp.shared_sessions import SharedSessions
 from diaproto.apps.serve.event_stream import EventStream
 from diaproto.apps.serve.generation import (
     Broadcast,
@@ -93,6 +94,7 @@ class DiaService:
         mcp_config: McpHttpConfig | None = None,
         limits: ServiceLimits | None = None,
         journal: Journal | None = None,
+        shared_sessions: SharedSessions | None = None,
         jobs: JobQueue | None = None,
         take_jobs: Callable[[Callable[[QueuedJob], None]], JobTaker] | None = None,
     ) -> None:
@@ -116,7 +118,7 @@ class DiaService:
         if self.model_queue is not None:
             self.metrics.watch_model_queue(self.model_queue)
         self.generations = GenerationRegistry()
-        self.mcp = McpService(self._start_mcp_generation, config=mcp_config)
+        self.mcp = McpService(self._start_mcp_generation, config=mcp_config, shared=shared_sessions)
         self.mcp.on_call = lambda tool: self.metrics.mcp_calls.labels(tool).inc()
         self.mcp.on_session_refused = lambda reason: self.metrics.mcp_sessions_refused.labels(
             reason

@@ -73,6 +73,9 @@ class SessionRegistry(Generic[T]):
     def __iter__(self) -> Iterator[str]:
         return iter(list(self._entries))
 
+    def __contains__(self, session_id: object) -> bool:
+        return session_id in self._entries
+
     @property
     def full(self) -> bool:
         return len(self._entries) >= self.max_sessions
@@ -114,14 +117,17 @@ class SessionRegistry(Generic[T]):
                 least_recent = candidate
         return None if least_recent is None else least_recent[2]
 
-    def add(self, value: T, now: float, *, owner: str = "") -> str:
-        """Register a session; returns its new id. Call :meth:`make_room` first: a full
-        table (or owner) raises."""
+    def add(self, value: T, now: float, *, owner: str = "", session_id: str | None = None) -> str:
+        """Register a session; returns its new id (or ``session_id``: a session another
+        process made, adopted here). Call :meth:`make_room` first: a full table (or owner)
+        raises, and so does an id already registered."""
         if self.full or (
             self.max_per_owner is not None and self.owned(owner) >= self.max_per_owner
         ):
             raise LocalProtocolError("too many sessions")
-        session_id = self._new_id()
+        if session_id is not None and session_id in self._entries:
+            raise LocalProtocolError("that session id is registered already")
+        session_id = session_id or self._new_id()
         while session_id in self._entries:  # only a broken id source repeats itself
             session_id = self._new_id()
         self._entries[session_id] = _Entry(value, now, owner)

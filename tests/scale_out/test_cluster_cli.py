@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -16,12 +17,16 @@ from pathlib import Path
 
 import httpx
 import pytest
+import yaml  # type: ignore[import-untyped]
 from support import POLL_LIMIT, records, wait_until
 from test_make_run import EXIT_LIMIT, free_port, read_until_url
 from valkey_server import ValkeyServer, valkey_server
 from websockets.sync.client import ClientConnection, connect
 from websockets.typing import Subprotocol
 
+from diaproto.apps.cli import build_parser
+
+ROOT = Path(__file__).resolve().parents[2]
 TEXT = "One worker starts this. Another one finishes it. Nothing is lost between them."
 
 
@@ -158,3 +163,24 @@ def test_a_worker_without_redis_is_degraded_and_recovers(
         answer = http.get(worker.url + "v1/stream", params={"text": "Hi."})
         assert answer.status_code == 200 and "event: end" in answer.text
     assert "Traceback" not in worker.stop()
+
+
+def test_the_compose_file_runs_commands_this_version_accepts() -> None:
+    compose = yaml.safe_load((ROOT / "compose.yaml").read_text())
+    services = compose["services"]
+    assert set(services) == {"valkey", "front-a", "front-b", "model-1"}
+    assert "noeviction" in services["valkey"]["command"]
+    roles = {}
+    for name in ("front-a", "front-b", "model-1"):
+        script = services[name]["command"]
+        argv = shlex.split(script.split("&&", 1)[1].strip().rstrip('"'))
+        assert argv[0] == "diaproto"
+        args = build_parser().parse_args(argv[1:])
+        assert args.cluster == "redis://valkey:6379/0"
+        assert args.worker_name == name
+        roles[name] = (args.command, getattr(args, "queue", False))
+    assert roles == {
+        "front-a": ("serve", True),
+        "front-b": ("serve", True),
+        "model-1": ("worker", False),
+    }

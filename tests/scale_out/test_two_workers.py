@@ -10,7 +10,6 @@ import json
 import re
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,40 +17,20 @@ from typing import Any
 import httpx
 import pytest
 from httpx_sse import connect_sse
-from server_fixture import RunningApp, running_app, ws_connect
-from support import POLL_LIMIT, fast_source, records, synthetic_audio, wait_until
+from server_fixture import ws_connect
+from support import POLL_LIMIT, records, synthetic_audio, wait_until
 from valkey_server import ValkeyServer, valkey_server
 from websockets.sync.client import ClientConnection
+from worker_support import Worker, shared_workers
 
-from diaproto.apps.serve.app import DiaService
-from diaproto.apps.serve.generation import Generation
 from diaproto.apps.serve.mirror import MirroredGeneration
 from diaproto.apps.serve.publication import Elsewhere
-from diaproto.cluster import RedisJournal
 
 # About 4 s of the test voice (paced 50x real time) on this machine.
 LONG_TEXT = " ".join(f"Sentence number {n} is here to make the stream last." for n in range(10))
 # Long enough to outlast any wait below (the owner pauses with its listener long before).
 LONGEST_TEXT = " ".join(f"Sentence {n} makes this one long." for n in range(100))
-GRACE = 1.0
 EVENT_ID = re.compile(r"([0-9a-f]{8})\.([0-9]+)")
-
-
-@dataclass
-class Worker:
-    app: RunningApp
-    service: DiaService
-    journal: RedisJournal
-
-    def call(self, function: Any, *args: Any) -> Any:
-        return self.app.call(function, *args)
-
-    def generations(self) -> list[Generation]:
-        return list(self.call(lambda: list(self.service.generations.live.values())))
-
-    def mirrors(self) -> list[MirroredGeneration]:
-        found = self.call(lambda: list(self.service.generations.mirrors.values()))
-        return [m for m in found if isinstance(m, MirroredGeneration)]
 
 
 @pytest.fixture
@@ -62,16 +41,8 @@ def valkey(tmp_path: Path) -> Iterator[ValkeyServer]:
 
 @pytest.fixture
 def workers(valkey: ValkeyServer) -> Iterator[tuple[Worker, Worker]]:
-    with ExitStack() as stack:
-        pair = []
-        for name in ("worker-a", "worker-b"):
-            journal = RedisJournal(valkey.url, worker=name)
-            stack.callback(journal.close)
-            # A short grace: a generation kept going is kept by its listener elsewhere.
-            service = DiaService(fast_source(), journal=journal, resume_grace=GRACE)
-            app = stack.enter_context(running_app(service))
-            pair.append(Worker(app, service, journal))
-        yield pair[0], pair[1]
+    with shared_workers(valkey.url, "worker-a", "worker-b") as (a, b):
+        yield a, b
 
 
 def read_records(

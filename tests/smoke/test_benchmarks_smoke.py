@@ -23,6 +23,7 @@ def test_every_scenario_produces_figures(tmp_path: Path) -> None:
     ids = {r.id for r in results}
     assert {"P1-32B", "P1-4KiB", "P2", "P3", "P4", "P5-bounded", "P6"} <= ids
     assert {"P7-jitter", "P7-rss", "P8", "P9", "P10-ttfa", "P10-rtf"} <= ids
+    assert {"P11-hop", "P11-ingest", "P11-fanout"} <= ids
     for result in results:
         assert result.skipped is None or result.id == "P9", (result.id, result.skipped)
         assert result.series, result.id

@@ -10,6 +10,7 @@ per client host and in all: idle ones are evicted to make room for a new one.
 from __future__ import annotations
 
 import logging
+from functools import partial
 from typing import TYPE_CHECKING
 
 from diaproto.apps.mcp.peer import McpPeer, Transport
@@ -56,15 +57,49 @@ class StreamableHttp:
         now: float,
         *,
         last_event_id: str | None,
+        looked_up: bool = False,
     ) -> None:
-        if method == "POST":
+        """``looked_up``: the shared store was asked for the session already (a request
+        for a session no worker has is then a 404)."""
+        if method not in ("POST", "GET", "DELETE"):
+            refuse(conn, method_not_allowed("GET, POST, DELETE"), now)
+            return
+        if not looked_up and self._elsewhere(conn, headers, now):
+            again = partial(self._again, conn, method, headers, body, last_event_id)
+            assert self.service.sharing is not None
+            session_id, _ = session_header(headers)
+            assert session_id is not None
+            self.service.sharing.adopt(conn, session_id, again)
+        elif method == "POST":
             self._post(conn, headers, body, now)
         elif method == "GET":
             self._get(conn, headers, last_event_id, now)
-        elif method == "DELETE":
-            self._delete(conn, headers, now)
         else:
-            refuse(conn, method_not_allowed("GET, POST, DELETE"), now)
+            self._delete(conn, headers, now)
+
+    def _elsewhere(self, conn: Session, headers: Headers, now: float) -> bool:
+        """A session this worker does not hold, which another may have made."""
+        if self.service.sharing is None:
+            return False
+        session_id, refusal = session_header(headers)
+        if refusal is not None or session_id is None:
+            return False
+        return session_id not in self.service.sessions
+
+    def _again(
+        self,
+        conn: Session,
+        method: str,
+        headers: Headers,
+        body: bytes,
+        last_event_id: str | None,
+    ) -> None:
+        now = conn.runtime.now()
+        self.handle(conn, method, headers, body, now, last_event_id=last_event_id, looked_up=True)
+
+    def _save(self, peer: McpPeer, now: float) -> None:
+        if self.service.sharing is not None:
+            self.service.sharing.save(peer, now)
 
     def _post(self, conn: Session, headers: Headers, body: bytes, now: float) -> None:
         refusal = check_post(headers, body, self.service.config)
@@ -101,6 +136,7 @@ class StreamableHttp:
             peer.session.receive(message)
             answer(conn, 202, b"", None, now)
             peer.pump(now)
+            self._save(peer, now)  # notifications/initialized: the session is ready
             return
         if _id_in_use(peer, message.id):
             # Refused on its own POST, before anything is registered: the call that holds the
@@ -115,6 +151,7 @@ class StreamableHttp:
         self.service.waiting[conn] = peer
         peer.session.receive(message)
         peer.pump(now)
+        self._save(peer, now)  # a log level, a subscription
 
     def _initialize(self, conn: Session, request: JsonRpcRequest, now: float) -> None:
         session = self.service.new_session()
@@ -138,6 +175,7 @@ class StreamableHttp:
         )
         peer.session_id = self.service.sessions.add(peer, now, owner=owner)
         self.service.schedule_expiry(now)
+        self._save(peer, now)
         answer_json(conn, reply.text, now, headers=(("mcp-session-id", peer.session_id),))
 
     def _make_room(self, conn: Session, owner: str, now: float) -> bool:
@@ -219,6 +257,8 @@ class StreamableHttp:
         if peer is None:
             refuse(conn, HttpRefusal(404, "unknown or ended session"), now)
             return
+        if self.service.sharing is not None:
+            self.service.sharing.forget(session_id)
         peer.close(now)
         answer(conn, 204, b"", None, now)
 

@@ -38,6 +38,17 @@ def test_add_get_remove() -> None:
     assert list(registry) == [second]
 
 
+def test_a_session_made_elsewhere_is_adopted_under_its_own_id() -> None:
+    registry: SessionRegistry[str] = SessionRegistry(10.0)
+    adopted = "ab" * 16
+    assert adopted not in registry
+    assert registry.add("moved", 0.0, session_id=adopted) == adopted
+    assert adopted in registry
+    assert registry.get(adopted, 1.0) == "moved"
+    with pytest.raises(LocalProtocolError, match="registered already"):
+        registry.add("again", 1.0, session_id=adopted)
+
+
 def test_iteration_survives_removal() -> None:
     registry: SessionRegistry[int] = SessionRegistry(1.0)
     for n in range(3):
