@@ -14,7 +14,7 @@ from diaproto import __version__
 from diaproto.apps.serve.limits import ServiceLimits
 
 if TYPE_CHECKING:
-    from diaproto.apps.serve.model_worker import JobTaker, QueuedJob
+    from diaproto.apps.serve.model_worker import JobTaker, QueuedJob, TakeJobs
     from diaproto.cluster import RedisJournal
 
 RUNTIMES = ("asyncio", "anyio", "trio", "tornado", "sockets")  # see diaproto.adapters.RUNTIMES
@@ -278,9 +278,7 @@ def _journal(args: argparse.Namespace) -> RedisJournal | None:
     return journal
 
 
-def _job_consumer(
-    args: argparse.Namespace, journal: RedisJournal | None
-) -> Callable[[Callable[[QueuedJob], None]], JobTaker]:
+def _job_consumer(args: argparse.Namespace, journal: RedisJournal | None) -> TakeJobs:
     """``diaproto worker``: how the service starts taking jobs, once it listens."""
     from diaproto.cluster.jobs import JobConsumer  # noqa: PLC0415 (an extra)
 
@@ -288,8 +286,8 @@ def _job_consumer(
     if args.jobs < 1:
         raise _Refused("diaproto: --jobs must be at least 1")
 
-    def take(on_job: Callable[[QueuedJob], None]) -> JobTaker:
-        return JobConsumer(args.cluster, journal.worker, on_job, slots=args.jobs)
+    def take(on_job: Callable[[QueuedJob], None], on_lost: Callable[[str], None]) -> JobTaker:
+        return JobConsumer(args.cluster, journal.worker, on_job, on_lost=on_lost, slots=args.jobs)
 
     return take
 

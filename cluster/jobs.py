@@ -50,6 +50,7 @@ class JobConsumer:
         worker: str,
         on_job: Callable[[Job], None],
         *,
+        on_lost: Callable[[str], None] | None = None,
         slots: int = 1,
         claim_after: float = CLAIM_AFTER,
         renew_every: float = RENEW_EVERY,
@@ -67,7 +68,9 @@ class JobConsumer:
         self.lost = 0
         self.poisoned = 0
         self._on_job = on_job
+        self._on_lost = on_lost
         self._running: dict[str, str] = {}  # entry id -> token (the consumer thread's)
+        self._claim_cursor = "0-0"  # where the next XAUTOCLAIM scan starts
         self._finished: queue.Queue[str] = queue.Queue()
         self._closing = threading.Event()
         self._redis = redis.Redis.from_url(
@@ -110,6 +113,9 @@ class JobConsumer:
                 log.warning("job queue: Redis is unreachable: %s", exc)
                 self._group_ready = False
                 self._closing.wait(0.5)
+            except Exception:  # a job this version cannot read, a callback that failed
+                log.exception("job queue: the consumer goes on after an error")
+                self._closing.wait(0.5)
 
     _group_ready = False
 
@@ -137,9 +143,17 @@ class JobConsumer:
 
     def _reclaim(self) -> None:
         min_idle = int(self.claim_after * 1000)
+        # Redis scans 10 x count pending entries a call: the cursor carries the scan on
+        # through a long list, so a dead worker's job behind many live ones is found too.
         answer: list[Any] = self._redis.xautoclaim(
-            keys.JOBS, keys.JOB_GROUP, self.worker, min_idle, "0-0", count=1
+            keys.JOBS,
+            keys.JOB_GROUP,
+            self.worker,
+            min_idle,
+            self._claim_cursor,
+            count=max(1, self.slots - len(self._running)),
         )
+        self._claim_cursor = _text(answer[0])
         for entry_id, fields in answer[1]:
             if not fields:
                 continue  # deleted meanwhile
@@ -192,9 +206,26 @@ class JobConsumer:
             del self._running[entry]
 
     def _renew(self) -> None:
-        self._redis.xclaim(
-            keys.JOBS, keys.JOB_GROUP, self.worker, 0, list(self._running), justid=True
+        """Reset the idle time of the jobs still this worker's. One taken over meanwhile
+        (this worker lost Redis for longer than ``claim_after``) is another's now: it is
+        given up here (``on_lost``), never claimed back."""
+        mine = cast(
+            "list[dict[str, Any]]",
+            self._redis.xpending_range(
+                keys.JOBS, keys.JOB_GROUP, "-", "+", len(self._running) + 64, self.worker
+            ),
         )
+        held = {_text(entry["message_id"]) for entry in mine}
+        for entry, token in list(self._running.items()):
+            if entry not in held:
+                log.warning("job %s was taken over by another worker: stopping it here", token)
+                del self._running[entry]
+                if self._on_lost is not None:
+                    self._on_lost(token)
+        if self._running:
+            self._redis.xclaim(
+                keys.JOBS, keys.JOB_GROUP, self.worker, 0, list(self._running), justid=True
+            )
 
     def _acknowledge(self) -> None:
         while True:

@@ -72,6 +72,9 @@ BLOCK_MS = 1000
 RERUN_WAIT = 30.0
 """Seconds a follow of a generation that sent nothing waits for it after its owner is gone:
 a model worker's job is taken over (after 15 s idle) and rerun by another."""
+QUEUE_WAIT = 60.0
+"""Seconds a queued job may wait for a model worker to begin it before its listeners are
+told ``busy`` (no model worker runs, or all are full)."""
 UNAVAILABLE_AFTER = 5.0
 """Seconds without Redis after which the reader ends its follows (their listeners are told to
 resume later) rather than keep them waiting."""
@@ -115,7 +118,8 @@ class _Follow:
     last_id: str
     on_records: Callable[[Sequence[Record]], None]
     on_end: Callable[[Ending | Unavailable], None]
-    owner: str | None = None  # read from the meta hash on the reader's first pass
+    owner: str | None = None  # the meta hash's, at the reader's last look ("": queued)
+    unowned_since: float | None = None  # since when it has had no owner
     last_seq: int = 0
 
     def cancel(self) -> None:
@@ -165,7 +169,11 @@ class RedisJournal:
         self.keep_running = keep_running
         self.keep_finished = keep_finished
         self.stats = _Stats()
-        self._writes: queue.Queue[_Write | None] = queue.Queue(max_pending)
+        # Unbounded as a queue: records and reports are counted against ``max_pending`` and
+        # dropped past it; a stream's head, end and job always get in (never waiting on the
+        # loop), bounded by the generations the service admits.
+        self._writes: queue.Queue[_Write | None] = queue.Queue()
+        self.max_pending = max_pending
         # What the fetcher answers: (what it asks Redis, where the answer goes).
         self._reads: queue.Queue[tuple[Callable[[], Any], Callable[[Any], None]] | None] = (
             queue.Queue(MAX_READS)
@@ -210,9 +218,9 @@ class RedisJournal:
         if self._closing.is_set():
             return
         self._closing.set()
-        for q in (self._writes, self._reads):
-            with contextlib.suppress(queue.Full):
-                q.put(None, timeout=timeout)
+        self._writes.put(None)
+        with contextlib.suppress(queue.Full):
+            self._reads.put(None, timeout=timeout)
         deadline = time.monotonic() + timeout
         for thread in self._threads:
             thread.join(max(0.0, deadline - time.monotonic()))
@@ -241,21 +249,18 @@ class RedisJournal:
     def _write(self, write: _Write, *, essential: bool) -> None:
         if self._closing.is_set():
             return
-        try:
-            self._writes.put_nowait(write)
-        except queue.Full:
-            if essential:  # a stream's head or end: wait for room rather than lose it
-                try:
-                    self._writes.put(write, timeout=1.0)
-                    return
-                except queue.Full:
-                    pass
+        if not essential and self._writes.qsize() >= self.max_pending:
+            # Redis is away for long: the record is lost, which its readers see as a gap.
             self.stats.dropped += 1
-            log.warning(
-                "journal: %d writes wait for Redis; dropped a %s",
-                self._writes.qsize(),
-                write.kind,
-            )
+            if self.stats.dropped % 1000 == 1:
+                log.warning(
+                    "journal: %d writes wait for Redis; dropping %ss (%d so far)",
+                    self._writes.qsize(),
+                    write.kind,
+                    self.stats.dropped,
+                )
+            return
+        self._writes.put_nowait(write)
 
     # --- the reader's side --------------------------------------------------------------
 
@@ -376,7 +381,11 @@ class RedisJournal:
         pipe = self._writer_redis.pipeline(transaction=False)
         touched: dict[str, float] = {}
         for write in batch:
-            self._queue_write(pipe, write, touched)
+            try:
+                self._queue_write(pipe, write, touched)
+            except Exception:  # a write this version cannot make: lost (a gap), not fatal
+                self.stats.dropped += 1
+                log.exception("journal: a %s of %s cannot be written", write.kind, write.token)
         for token, ttl in touched.items():
             for key in (keys.ring(token), keys.meta(token), keys.control(token)):
                 pipe.expire(key, int(ttl))
@@ -387,6 +396,7 @@ class RedisJournal:
             return False
         self.stats.connected = True
         self.stats.round_trips += 1
+        self.stats.appended += sum(1 for write in batch if write.kind == "append")
         self.stats.batch_sizes.append(len(batch))
         del self.stats.batch_sizes[:-64]
         for result in results:
@@ -419,7 +429,6 @@ class RedisJournal:
                 maxlen=self.ring_records,
                 approximate=True,
             )
-            self.stats.appended += 1
             touched.setdefault(token, self.keep_running)
         elif write.kind == "end":
             assert isinstance(value, Ending)
@@ -434,6 +443,7 @@ class RedisJournal:
             assert isinstance(value, ListenerReport)
             fields = {"w": value.worker, "n": value.listeners, "p": int(value.paused)}
             pipe.xadd(keys.control(token), cast("dict[Any, Any]", fields), maxlen=64)
+            pipe.expire(keys.control(token), int(self.keep_running))
         elif write.kind == "job":
             assert isinstance(value, Job)
             pipe.hset(
@@ -492,6 +502,10 @@ class RedisJournal:
                     unreachable_since = now
                 self._closing.wait(0.2)
                 continue
+            except Exception:  # a callback of the owner check failed: the reader goes on
+                log.exception("journal: the reader's owner check failed")
+                self._closing.wait(0.2)
+                continue
             unreachable_since = None
             for raw_key, entries in response or []:
                 key = raw_key.decode() if isinstance(raw_key, bytes) else str(raw_key)
@@ -541,41 +555,54 @@ class RedisJournal:
             watched.on_report(report)
 
     def _check_owners(self, follows: dict[str, _Follow]) -> None:
-        """End the follows of generations whose owner is gone (its ``alive`` key expired).
+        """End the follows of generations nobody will write to any more.
 
         The owner is read each time: a job taken over by another model worker changes it.
-        A generation that sent nothing yet is given :data:`RERUN_WAIT` seconds (a model
-        worker's job is then rerun by another, which its listeners cannot tell); one that
-        sent something is lost at the second look (a Redis that restarted empty lacks every
-        alive key until their workers refresh them, within ``ALIVE_EVERY``)."""
+        An owner whose ``alive`` key is gone: a generation that sent nothing yet is given
+        :data:`RERUN_WAIT` seconds (a model worker's job is then rerun by another, which its
+        listeners cannot tell); one that sent something is lost at the second look (a Redis
+        that restarted empty lacks every alive key until their workers refresh them, within
+        ``ALIVE_EVERY``). A queued job that no model worker begins within
+        :data:`QUEUE_WAIT` is ``busy``; a generation whose meta is gone (Redis lost it) is
+        lost at the second look."""
         listed = list(follows.values())
         pipe = self._reader_redis.pipeline(transaction=False)
         for followed in listed:
             pipe.hget(keys.meta(followed.token), "owner")
+        now = time.monotonic()
         for followed, owner in zip(listed, pipe.execute(), strict=True):
-            followed.owner = _text(owner) if owner is not None else ""
+            followed.owner = _text(owner) if owner is not None else None
+            if followed.owner:
+                followed.unowned_since = None
+            elif followed.unowned_since is None:
+                followed.unowned_since = now
         owners = sorted({f.owner for f in listed if f.owner})
-        if not owners:
-            return
         pipe = self._reader_redis.pipeline(transaction=False)
         for owner in owners:
             pipe.exists(keys.alive(owner))
-        now = time.monotonic()
         missing = {owner for owner, n in zip(owners, pipe.execute(), strict=True) if not n}
         self._missing_since = {o: self._missing_since.get(o, now) for o in missing}
         for followed in listed:
-            since = self._missing_since.get(followed.owner or "")
-            if since is None or now - since < (RERUN_WAIT if not followed.last_seq else 0.1):
-                continue
-            self.stats.lost_owners += 1
-            self._unfollow(followed)
-            followed.on_end(
-                Ending(
-                    followed.last_seq,
-                    f"the worker that ran this generation ({followed.owner}) is gone",
-                    ErrorCode.GENERATION_LOST,
-                )
-            )
+            ending = self._given_up(followed, now)
+            if ending is not None:
+                self.stats.lost_owners += 1
+                self._unfollow(followed)
+                followed.on_end(ending)
+
+    def _given_up(self, followed: _Follow, now: float) -> Ending | None:
+        last, owner = followed.last_seq, followed.owner
+        unowned = now - followed.unowned_since if followed.unowned_since is not None else None
+        if owner is None and unowned:  # no meta, twice: Redis lost it
+            message = "the journal lost this generation's record (did Redis restart?)"
+            return Ending(last, message, ErrorCode.GENERATION_LOST)
+        if owner == "" and unowned is not None and unowned >= QUEUE_WAIT:
+            message = f"no model worker took this generation within {QUEUE_WAIT:.0f} s"
+            return Ending(last, message, ErrorCode.BUSY)
+        since = self._missing_since.get(owner or "")
+        if since is None or now - since < (RERUN_WAIT if not last else 0.1):
+            return None
+        message = f"the worker that ran this generation ({owner}) is gone"
+        return Ending(last, message, ErrorCode.GENERATION_LOST)
 
     def _end_follows(self, why: Unavailable) -> None:
         with self._lock:

@@ -32,13 +32,7 @@ from diaproto.apps.serve.listeners import StreamListener
 from diaproto.apps.serve.metrics import CONTENT_TYPE, ServiceMetrics
 from diaproto.apps.serve.mirror import MirroredGeneration
 from diaproto.apps.serve.model_queue import Admission, ModelBusy
-from diaproto.apps.serve.model_worker import (
-    JobQueue,
-    JobTaker,
-    ModelWorker,
-    QueuedJob,
-    request_json,
-)
+from diaproto.apps.serve.model_worker import JobQueue, ModelWorker, TakeJobs, request_json
 from diaproto.apps.serve.requests import StreamRequest
 from diaproto.apps.serve.responses import Responder
 from diaproto.apps.serve.sources import Source
@@ -96,7 +90,7 @@ class DiaService:
         journal: Journal | None = None,
         shared_sessions: SharedSessions | None = None,
         jobs: JobQueue | None = None,
-        take_jobs: Callable[[Callable[[QueuedJob], None]], JobTaker] | None = None,
+        take_jobs: TakeJobs | None = None,
     ) -> None:
         self.source = source
         # A shared journal (``serve --cluster``): generations are written to it, and a resume
@@ -372,7 +366,7 @@ class DiaService:
         self.jobs.submit(token, epoch, request_json(request))
         queued = History(StreamHead(epoch, ""), ())
         mirror = MirroredGeneration.from_history(
-            token, queued, session.runtime, self.journal, self._idle
+            token, queued, session.runtime, self.journal, self._idle, grace=self.resume_grace
         )
         mirror.owner = peer_host(session.peer)  # counted against its peer's limit
         self.generations.add_mirror(mirror)
@@ -425,9 +419,11 @@ class DiaService:
         if found is None and isinstance(history, History):
             assert self.journal is not None
             mirror = MirroredGeneration.from_history(
-                token, history, session.runtime, self.journal, self._idle
+                token, history, session.runtime, self.journal, self._idle, grace=self.resume_grace
             )
             self.generations.add_mirror(mirror)
+            if mirror.finished:
+                self._idle(mirror)  # kept with the finished ones (bounded), not as live
             found = mirror
         elif found is None and isinstance(history, Unavailable):
             found = history  # why the journal did not answer
@@ -439,10 +435,14 @@ class DiaService:
     ) -> None:
         if isinstance(found, MirroredGeneration) and reach > found.replay.last_seq:
 
-            def reached(_: bool) -> None:
-                if session in self._sessions:
-                    then(found)
-                    session.wake()
+            def reached(arrived: bool) -> None:
+                if session not in self._sessions:
+                    return
+                if arrived or found.finished:
+                    then(found)  # a finished stream says itself what it had
+                else:  # not here yet: retryable, not the client's mistake
+                    then(Unavailable(f"record {reach} has not reached this worker yet"))
+                session.wake()
 
             found.when_reached(reach, reached)
         else:

@@ -84,6 +84,11 @@ class Broadcast(Protocol):
 
     @property
     def stopped(self) -> bool: ...
+    @property
+    def lasting(self) -> bool:
+        """Whether its outcome is kept for late resumes once it is over."""
+        ...
+
     def attach(self, listener: Listener) -> None: ...
     def detach(self, listener: Listener, *, cancelled: bool, grace: float) -> None: ...
     def update_gate(self) -> None: ...
@@ -154,6 +159,10 @@ class Generation:
     @property
     def stopped(self) -> bool:
         return self._stopped.is_set()
+
+    @property
+    def lasting(self) -> bool:
+        return True
 
     def attach(self, listener: Listener) -> None:
         if self._grace_timer is not None:
@@ -413,7 +422,7 @@ class GenerationRegistry:
         for table in (self.live, self.mirrors):
             if table.get(generation.token) is generation:
                 del table[generation.token]
-        if generation.finished:
+        if generation.finished and generation.lasting:
             self._finished[generation.token] = generation
             while len(self._finished) > self.keep_finished:
                 self._finished.popitem(last=False)

@@ -77,6 +77,7 @@ class MirroredGeneration:
     _grace_timer: Cancellable | None = None
     _report_timer: Cancellable | None = None
     _waiters: list[_Waiter] = field(default_factory=list)
+    _transient: bool = False
 
     def __post_init__(self) -> None:
         self.replay = ReplayBuffer(0, max_messages=REPLAY_MESSAGES, max_bytes=REPLAY_BYTES)
@@ -89,22 +90,32 @@ class MirroredGeneration:
         runtime: Runtime,
         journal: Journal,
         on_idle: Callable[[MirroredGeneration], None],
+        *,
+        grace: float = 10.0,
     ) -> MirroredGeneration:
-        """A mirror holding what the journal still has, following what comes next."""
+        """A mirror holding what the journal still has, following what comes next; it
+        stops following after ``grace`` seconds unless a listener attaches."""
         mirror = cls(token, history.head.epoch, runtime, journal, on_idle)
-        try:
-            frames = history.frames()
-        except ReplayGap as gap:  # a hole: keep what follows it (a resume before it is a gap)
-            frames = contiguous(history.records, gap.oldest_available - 1)
-        for seq, frame in frames:
+        for seq, frame in _after_the_last_hole(history):
             mirror.replay.append(seq, frame, len(frame))
-        if history.ending is not None:
-            mirror._ended(history.ending)
+        ending = history.ending
+        if ending is not None and ending.last_seq > mirror.replay.last_seq:
+            mirror._ended(_lost_before(ending, mirror.replay.last_seq))
+        elif ending is not None:
+            mirror._ended(ending)
         else:
             mirror._subscription = journal.follow(
                 token, mirror.replay.last_seq, mirror._records_arrived, mirror._end_arrived
             )
+            mirror._grace_timer = runtime.call_later(grace, mirror._grace_over)
         return mirror
+
+    @property
+    def lasting(self) -> bool:
+        """Whether its outcome holds for later listeners here: not when this worker only
+        lost its view of it (the journal went away, records went missing on the way),
+        which a fresh read of the journal may not repeat."""
+        return not self._transient
 
     # --- what listeners and the service see (as of a local Generation) ---------------------
 
@@ -185,6 +196,7 @@ class MirroredGeneration:
         try:
             frames = contiguous(records, after)
         except ReplayGap as gap:
+            self._transient = True
             self._fail(
                 f"records {after + 1} to {gap.oldest_available - 1} of this stream were lost "
                 "on their way between workers; what follows cannot be heard as continuous",
@@ -204,16 +216,15 @@ class MirroredGeneration:
             return
         if isinstance(ending, Unavailable):
             log.warning("generation %s: the journal stopped answering: %s", self.token, ending)
+            self._transient = True
             self._fail(
                 f"this worker lost the shared journal ({ending.reason}); resume later",
                 ErrorCode.GOING_AWAY,
             )
         elif ending.last_seq > self.replay.last_seq:
-            self._fail(
-                f"the stream ended after record {ending.last_seq}, but records after "
-                f"{self.replay.last_seq} never reached this worker",
-                ErrorCode.REPLAY_GAP,
-            )
+            self._transient = True
+            lost = _lost_before(ending, self.replay.last_seq)
+            self._fail(lost.error or "", lost.code)
         else:
             self._ended(ending)
             self._notify_end()
@@ -287,3 +298,25 @@ class MirroredGeneration:
             if timer is not None:
                 timer.cancel()
         self._grace_timer = self._report_timer = None
+
+
+def _after_the_last_hole(history: History) -> list[tuple[int, bytes]]:
+    """The frames held from the last hole on (a resume from before it is a gap)."""
+    after = 0
+    if history.records:
+        after = min(record.first_seq for record in history.records) - 1
+    while True:
+        try:
+            return contiguous(history.records, after)
+        except ReplayGap as gap:
+            after = gap.oldest_available - 1
+
+
+def _lost_before(ending: Ending, last_seq: int) -> Ending:
+    """An ending past the records this worker has: those between are missing."""
+    return Ending(
+        last_seq,
+        f"the stream ended after record {ending.last_seq}, but records after {last_seq} "
+        "are missing from the journal",
+        ErrorCode.REPLAY_GAP,
+    )

@@ -18,7 +18,9 @@ from typing import TYPE_CHECKING, Protocol
 
 from diaproto.apps.serve.generation import Broadcast, Generation
 from diaproto.apps.serve.requests import BadRequest, StreamRequest, parse_stream_json
+from diaproto.journal import Ending
 from diaproto.runtime import Runtime
+from diaproto.wire import ErrorCode
 
 if TYPE_CHECKING:
     from diaproto.apps.serve.app import DiaService
@@ -48,6 +50,11 @@ class JobTaker(Protocol):
     def close(self, timeout: float = ...) -> None: ...
 
 
+TakeJobs = Callable[[Callable[[QueuedJob], None], Callable[[str], None]], JobTaker]
+"""Starts taking jobs: ``take_jobs(on_job, on_lost)``; ``on_lost(token)`` is called when a
+job was taken over by another worker (this one lost Redis for too long)."""
+
+
 def request_json(request: StreamRequest) -> str:
     """A job's request, as the front worker writes it and the model worker parses it."""
     return json.dumps({"text": request.text, "voice": request.voice, "speed": request.speed})
@@ -60,7 +67,7 @@ class ModelWorker:
     def __init__(
         self,
         service: DiaService,
-        take_jobs: Callable[[Callable[[QueuedJob], None]], JobTaker],
+        take_jobs: TakeJobs,
     ) -> None:
         self.service = service
         self._take_jobs = take_jobs
@@ -69,16 +76,27 @@ class ModelWorker:
 
     def start(self, runtime: Runtime) -> None:
         self.runtime = runtime
-        self.taker = self._take_jobs(self._job_taken)
+        self.taker = self._take_jobs(self._job_taken, self._job_lost)
 
     def close(self) -> None:
         if self.taker is not None:
-            self.taker.close()
+            self.taker.close(0.0)  # on the loop: never wait for a thread that may wait on it
 
     def _job_taken(self, job: QueuedJob) -> None:
         # The consumer's thread: the generation is the loop's.
         assert self.runtime is not None
         self.runtime.call_soon_threadsafe(partial(self._run, job))
+
+    def _job_lost(self, token: str) -> None:
+        assert self.runtime is not None
+        self.runtime.call_soon_threadsafe(partial(self._stop, token))
+
+    def _stop(self, token: str) -> None:
+        generation = self.service.generations.live.get(token)
+        if generation is not None:
+            # Not ended in the journal: the worker that took it over writes that ring now.
+            generation.publication = None
+            generation.stop("another model worker took it over")
 
     def _run(self, job: QueuedJob) -> None:
         service, runtime = self.service, self.runtime
@@ -87,6 +105,9 @@ class ModelWorker:
             request = parse_stream_json(job.request.encode())
         except BadRequest as exc:  # a front worker of another version: not ours to run
             log.warning("job %s refused: %s", job.token, exc)
+            if service.journal is not None:  # its listeners are told, not left waiting
+                message = f"the model worker cannot run this request: {exc}"
+                service.journal.end(job.token, Ending(0, message, ErrorCode.INVALID_REQUEST))
             self.taker.done(job.token)
             return
         generation = Generation(

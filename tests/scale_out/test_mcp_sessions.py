@@ -31,9 +31,10 @@ def mcp(worker: Worker) -> str:
     return f"{worker.app.url}/mcp"
 
 
-def saved(worker: Worker, session_id: str) -> bool:
+def saved(worker: Worker, session_id: str, text: str = '"ready"') -> bool:
+    """Whether ``worker`` holds the session and has saved state with ``text`` in it."""
     peer = worker.call(lambda: worker.service.mcp.sessions.get(session_id, 0.0))
-    return peer is not None and '"ready"' in peer.saved_state
+    return peer is not None and text in peer.saved_state
 
 
 def test_a_session_made_on_one_worker_serves_requests_on_the_other(
@@ -47,13 +48,7 @@ def test_a_session_made_on_one_worker_serves_requests_on_the_other(
             mcp(a), json=rpc("logging/setLevel", {"level": "warning"}), headers=session(session_id)
         )
         assert level.status_code == 200, level.text
-        wait_until(
-            lambda: (
-                '"warning"'
-                in a.call(lambda: a.service.mcp.sessions.get(session_id, 0.0).saved_state)
-            ),
-            "worker a kept the new log level",
-        )
+        wait_until(lambda: saved(a, session_id, '"warning"'), "worker a kept the log level")
         listed = http.post(mcp(b), json=rpc("tools/list"), headers=session(session_id))
         assert listed.status_code == 200, listed.text
         names = {tool["name"] for tool in listed.json()["result"]["tools"]}

@@ -76,8 +76,10 @@ class Cluster:
         self.stack.callback(journal.close)
         consumers: list[JobConsumer] = []
 
-        def take_jobs(on_job: Callable[[QueuedJob], None]) -> JobTaker:
-            consumer = JobConsumer(self.url, name, on_job, claim_after=CLAIM_AFTER)
+        def take_jobs(
+            on_job: Callable[[QueuedJob], None], on_lost: Callable[[str], None]
+        ) -> JobTaker:
+            consumer = JobConsumer(self.url, name, on_job, on_lost=on_lost, claim_after=CLAIM_AFTER)
             self.stack.callback(consumer.close)
             consumers.append(consumer)
             return consumer

@@ -119,7 +119,7 @@ def test_an_unknown_stream_is_none_and_a_failed_one_keeps_its_reason(
     assert history.frames() == []
 
 
-def test_reports_reach_the_owner_and_not_the_reporter(
+def test_reports_reach_the_owner(
     journals: tuple[RedisJournal, RedisJournal],
 ) -> None:
     owner, other = journals
@@ -224,6 +224,33 @@ def test_the_writer_sends_many_records_per_round_trip(
     finally:
         client.close()
     assert max(owner.stats.batch_sizes) > 10, "records waiting together leave together"
+
+
+def test_a_failing_callback_does_not_stop_the_journal(
+    journals: tuple[RedisJournal, RedisJournal],
+) -> None:
+    owner, other = journals
+
+    def broken(_: History | Unavailable | None) -> None:
+        raise RuntimeError("the loop that asked has ended")
+
+    other.read("nobody", broken)
+    assert read(other, "nobody") is None, "the next read is answered"
+    owner.begin("t8", StreamHead("e8", "owner"))
+    wait_until(lambda: isinstance(read(other, "t8"), History), "written")
+    calls: list[int] = []
+
+    def broken_records(records: Sequence[Record]) -> None:
+        calls.append(len(records))
+        raise RuntimeError("the loop that follows has ended")
+
+    other.follow("t8", 0, broken_records, lambda _: None)
+    heard = Heard()
+    other.follow("t9", 0, heard.on_records, heard.on_end)
+    owner.begin("t9", StreamHead("e9", "owner"))
+    owner.append("t8", Record(1, (b"one",)))
+    owner.append("t9", Record(1, (b"one",)))
+    wait_until(lambda: bool(heard.records) and bool(calls), "both follows were delivered")
 
 
 def _last(found: History | Unavailable | None) -> int:

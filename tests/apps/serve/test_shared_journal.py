@@ -198,7 +198,7 @@ def test_a_mirror_replays_what_was_written_and_hears_what_follows() -> None:
     mirror.update_gate()
     assert reports[-1] == ListenerReport("b", 1, True)
     journal.end("t", Ending(3))
-    assert listener.ended and mirror.finished and mirror.failed is None
+    assert listener.ended and mirror.finished and mirror.failed is None and mirror.lasting
     mirror.update_gate()  # ended: nothing more to report
     assert len(reports) == 3
 
@@ -230,11 +230,30 @@ def test_an_ending_past_what_arrived_is_a_replay_gap() -> None:
     assert listener.failure is not None and listener.failure[0] == ErrorCode.REPLAY_GAP
 
 
-def test_a_history_with_a_hole_keeps_what_follows_it() -> None:
+def test_a_history_with_holes_keeps_what_follows_the_last() -> None:
     journal = MemoryJournal("owner")
-    started(journal, Record(1, (b"1",)), Record(3, (b"3", b"4")))
+    started(journal, Record(1, (b"1",)), Record(3, (b"3", b"4")), Record(6, (b"6",)))
     mirror = mirror_of(journal, ClockRuntime())
-    assert (mirror.replay.oldest_seq, mirror.replay.last_seq) == (3, 4)
+    assert (mirror.replay.oldest_seq, mirror.replay.last_seq) == (6, 6)
+
+
+def test_a_history_that_ended_past_its_records_is_a_replay_gap() -> None:
+    journal = MemoryJournal("owner")
+    started(journal, Record(1, (b"1",)))
+    journal.end("t", Ending(3))  # records 2 and 3 never made it to the journal
+    mirror = mirror_of(journal, ClockRuntime())
+    assert mirror.finished and mirror.failed_code == ErrorCode.REPLAY_GAP
+    assert "after 1 are missing" in str(mirror.failed)
+
+
+def test_a_mirror_nobody_attaches_to_stops_after_the_grace() -> None:
+    journal = MemoryJournal("owner")
+    runtime = ClockRuntime()
+    started(journal, Record(1, (b"1",)))
+    idle: list[MirroredGeneration] = []
+    mirror = mirror_of(journal, runtime, idle)
+    runtime.advance(10.0)
+    assert mirror.stopped and idle == [mirror]
 
 
 def test_a_finished_or_failed_history_is_a_finished_mirror() -> None:
@@ -255,6 +274,7 @@ def test_a_journal_that_stops_answering_is_going_away() -> None:
     mirror.attach(listener)
     journal.begin("another", StreamHead("e", "owner"))  # the bound drops "t"
     assert listener.failure is not None and listener.failure[0] == ErrorCode.GOING_AWAY
+    assert not mirror.lasting, "this worker lost its view: a fresh read may do better"
 
 
 def test_a_resume_waits_for_its_record_to_arrive_and_no_longer() -> None:
