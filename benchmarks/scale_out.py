@@ -235,7 +235,7 @@ class ScaleOut(Scenario):
         return 3 * level.rounds
 
     def run(self, level: Level, tick: Tick) -> list[Result]:
-        sentences = int(level.pick(1, 3, 10))
+        sentences = int(level.pick(2, 3, 10))
         text = " ".join(f"Sentence {n} of the scale-out benchmark." for n in range(sentences))
         listeners = int(level.pick(4, 100, 1000))
         frames = int(level.pick(4000, 40_000, 200_000))

@@ -198,6 +198,7 @@ class Scheduler(Generic[T]):
         stream = self._streams.get(stream_id)
         if stream is None or stream.finishing or size < 0:
             raise self._refusal(stream_id, stream)
+        removed = 0  # what a lossy stream's policy removed to make room
         if stream.policy is Policy.PAUSE:
             overhead = self._budget.overhead
             if size + overhead > self._budget.room():
@@ -206,9 +207,15 @@ class Scheduler(Generic[T]):
                     f"pass the connection budget of {self.config.max_buffered}; the producer "
                     "must wait for StreamResumed"
                 )
-        elif not self._make_room(stream, size, key):
-            stream.metrics.drops += 1
-            return None
+        else:
+            charged = self._budget.charged
+            room = self._make_room(stream, size, key)
+            removed = charged - self._budget.charged
+            if not room:
+                stream.metrics.drops += 1
+                if removed:
+                    self._update_pauses()
+                return None
         seq = stream.next_seq
         stream.next_seq = seq + 1
         if stream.recorder is not None:
@@ -219,6 +226,10 @@ class Scheduler(Generic[T]):
         self._queue(stream, item)
         if self._budget.check(stream, now):
             self._emit(StreamPaused(stream_id))
+        if removed:
+            # Room was made by dropping or replacing: the connection may be back under its
+            # low mark, and a paused stream must hear so now, not at the next write.
+            self._update_pauses()
         return seq
 
     def _refusal(self, stream_id: int, stream: StreamRecord[T] | None) -> LocalProtocolError:

@@ -272,6 +272,7 @@ def test_memory_journal_serves_another_worker_what_one_wrote() -> None:
     owner = MemoryJournal("a")
     other = owner.for_worker("b")
     assert (owner.worker, other.worker) == ("a", "b")
+    assert owner.available  # memory is always there
     assert read_now(other, "t") is None
     owner.begin("t", StreamHead("e1", "a"))
     owner.append("t", Record(1, (b"1", b"2")))

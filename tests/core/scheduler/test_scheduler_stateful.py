@@ -463,6 +463,10 @@ class SchedulerMachine(RuleBasedStateMachine):
 
         seq = self.sched.enqueue(m.sid, payload, size, self.now, key=key)
 
+        # Bytes the policy removed to make room (a drop, a replaced LATEST value).
+        removed = m.charged(self.overhead) - (
+            sum(i.size for i in new_queue) + self.overhead * len(new_queue)
+        )
         m.queue = new_queue
         m.drops += drops
         m.coalesced += coalesced
@@ -478,6 +482,9 @@ class SchedulerMachine(RuleBasedStateMachine):
             assert self.sched_charged() <= cfg.max_buffered
         else:
             assert seq is None
+        if removed:
+            # The connection may be back under its low mark: paused streams resume now.
+            self.update_pauses(events)
         # Never growing past the budget (it may already be past it after a resume).
         assert self.sched_charged() <= max(before, cfg.max_buffered)
         self.expect(events)
