@@ -204,10 +204,14 @@ def _ingest(url: str, frames: int, generations: int) -> tuple[float, float, floa
     for n in range(records):
         seq = n // generations * per_record + 1
         journal.append(f"ingest-{n % generations}", Record(seq, (frame,) * per_record))
-    sizes = list(journal.stats.batch_sizes)
-    journal.close(timeout=300)  # returns once everything waiting is written
+    deadline = time.monotonic() + 300
+    while journal.stats.appended < records:  # counted once Redis has answered
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{journal.stats.appended} of {records} records written")
+        time.sleep(0.001)
     grouped = frames / (time.perf_counter() - started)
-    sizes = sorted(journal.stats.batch_sizes or sizes)
+    sizes = sorted(journal.stats.batch_sizes)
+    journal.close()
     client = redis.Redis.from_url(url)
     try:
         data = pack((frame,) * per_record)
