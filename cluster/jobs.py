@@ -174,30 +174,35 @@ class JobConsumer:
         elif deliveries > self.max_deliveries:
             self.poisoned += 1
             message = f"the job failed on {deliveries - 1} model workers; it is not retried"
-            self._end(token, last, message, ErrorCode.INTERNAL)
+            self._end(token, last, message, ErrorCode.INTERNAL, deliveries)
             self._finish(entry)
         elif last:
             self.lost += 1
             owner = _text(self._redis.hget(keys.meta(token), "owner") or b"?")
             message = f"the model worker that ran this generation ({owner}) stopped answering"
-            self._end(token, last, message, ErrorCode.GENERATION_LOST)
+            self._end(token, last, message, ErrorCode.GENERATION_LOST, deliveries)
             self._finish(entry)
         else:
             log.info("job %s: rerun on %s (nothing was sent)", token, self.worker)
-            self._start(entry, fields)
+            self._start(entry, fields, lease=deliveries)
 
-    def _end(self, token: str, last: list[Any], message: str, code: str) -> None:
+    def _end(self, token: str, last: list[Any], message: str, code: str, lease: int) -> None:
         last_seq = int(_text(last[0][0]).split("-")[0]) if last else 0
-        fields = {"e": "failed", "m": message, "c": code}
+        fields = {"e": "failed", "m": message, "c": code, "l": lease}
         # Refused if the worker wrote on meanwhile: its own end comes, or the readers' check.
         with contextlib.suppress(redis.ResponseError):
             self._redis.xadd(
-                keys.ring(token), cast("dict[Any, Any]", fields), id=keys.ending_id(last_seq)
+                keys.ring(token),
+                cast("dict[Any, Any]", fields),
+                id=keys.ending_id(last_seq, lease),
             )
         self._redis.hset(keys.meta(token), "state", "failed")
 
-    def _start(self, entry: str, fields: dict[Any, Any]) -> None:
-        job = Job(_text(fields[b"t"]), _text(fields[b"e"]), _text(fields[b"r"]))
+    def _start(self, entry: str, fields: dict[Any, Any], *, lease: int = 1) -> None:
+        """Run a job; ``lease`` is its delivery count, which its records carry: a worker
+        that took the job over writes under a higher one, so the readers ignore what the
+        worker it took over from (a zombie that only hung) may still write."""
+        job = Job(_text(fields[b"t"]), _text(fields[b"e"]), _text(fields[b"r"]), lease)
         self._running[entry] = job.token
         try:
             self._on_job(job)

@@ -95,6 +95,7 @@ class Job:
     token: str
     epoch: str
     request: str
+    lease: int = 1  # its delivery count: a worker that takes it over writes under a higher one
 
 
 @dataclass(frozen=True)
@@ -119,6 +120,7 @@ class _Follow:
     on_records: Callable[[Sequence[Record]], None]
     on_end: Callable[[Ending | Unavailable], None]
     owner: str | None = None  # the meta hash's, at the reader's last look ("": queued)
+    lease: int = 0  # the highest writer's lease seen: an end under a lower one is fenced
     unowned_since: float | None = None  # since when it has had no owner
     last_seq: int = 0
 
@@ -433,9 +435,11 @@ class RedisJournal:
         elif write.kind == "end":
             assert isinstance(value, Ending)
             state = "done" if value.error is None else "failed"
-            fields = {"e": state, "m": value.error or "", "c": value.code}
+            fields = {"e": state, "m": value.error or "", "c": value.code, "l": value.lease}
             pipe.xadd(
-                keys.ring(token), cast("dict[Any, Any]", fields), id=keys.ending_id(value.last_seq)
+                keys.ring(token),
+                cast("dict[Any, Any]", fields),
+                id=keys.ending_id(value.last_seq, value.lease),
             )
             pipe.hset(keys.meta(token), "state", state)
             touched[token] = self.keep_finished
@@ -526,15 +530,17 @@ class RedisJournal:
             followed.last_id = _text(entry_id)
             fields = {_text(k): v for k, v in raw.items()}
             if "e" in fields:
-                last = int(followed.last_id.split("-")[0])
-                error = _text(fields.get("m", b"")) or None
-                ending = Ending(last, error, _text(fields.get("c", b"")))
+                ended = _ending(followed.last_id, fields)
+                if ended.lease < followed.lease:
+                    continue  # a fenced writer's end: the stream goes on
+                ending = ended
                 break
             try:
                 records.append(_record(fields))
             except (JournalError, ValueError, KeyError) as exc:
                 ending = Unavailable(f"a record of this stream is corrupt: {exc}")
                 break
+            followed.lease = max(followed.lease, records[-1].lease)
         if records:
             followed.last_seq = records[-1].last_seq
             followed.on_records(records)
@@ -641,8 +647,9 @@ class RedisJournal:
         for entry_id, raw in entries:
             fields = {_text(k): v for k, v in raw.items()}
             if "e" in fields:
-                last = int(_text(entry_id).split("-")[0])
-                ending = Ending(last, _text(fields.get("m", b"")) or None, _text(fields["c"]))
+                ended = _ending(_text(entry_id), fields)
+                if ending is None or ended.lease >= ending.lease:
+                    ending = ended
             else:
                 try:
                     records.append(_record(fields))
@@ -658,3 +665,9 @@ def _text(value: object) -> str:
 
 def _record(fields: dict[str, Any]) -> Record:
     return Record(int(fields["f"]), unpack(bytes(fields["d"])), int(fields["l"]))
+
+
+def _ending(entry_id: str, fields: dict[str, Any]) -> Ending:
+    last = int(entry_id.split("-", maxsplit=1)[0])
+    error = _text(fields.get("m", b"")) or None
+    return Ending(last, error, _text(fields.get("c", b"")), int(fields.get("l", 0)))

@@ -6,7 +6,8 @@ Redis Cluster and one pipeline touches them together:
 - ``dp:{g:T}:ring``: a Stream of its records, explicit ids ``<last seq>-0`` (so a record's id
   says where it ends, and a repeated one is refused by ``XADD`` itself), fields ``f`` (first
   seq), ``l`` (the writer's lease), ``d`` (the packed frames); the ending is the entry
-  ``<last seq>-1``, fields ``e`` (``done`` or ``failed``), ``m`` (message), ``c`` (error code);
+  ``<last seq>-<lease + 1>``, fields ``e`` (``done`` or ``failed``), ``m`` (message), ``c``
+  (error code), ``l`` (lease);
 - ``dp:{g:T}:meta``: a Hash: ``epoch``, ``owner`` (the worker that writes it), ``state``;
 - ``dp:{g:T}:ctl``: a Stream of listener reports from other workers, fields ``w`` (worker),
   ``n`` (listeners), ``p`` (1: one is paused).
@@ -60,5 +61,7 @@ def record_id(last_seq: int) -> str:
     return f"{last_seq}-0"
 
 
-def ending_id(last_seq: int) -> str:
-    return f"{last_seq}-1"
+def ending_id(last_seq: int, lease: int = 0) -> str:
+    """After the record ``last_seq``; a writer that took over (a higher lease) can still
+    end a stream that a fenced one ended first."""
+    return f"{last_seq}-{lease + 1}"

@@ -243,11 +243,13 @@ class StreamHead:
 
 @dataclass(frozen=True, slots=True)
 class Ending:
-    """How a stream ended, after its record ``last_seq``: whole (``error`` None) or not."""
+    """How a stream ended, after its record ``last_seq``: whole (``error`` None) or not;
+    written under ``lease`` (a reader ignores an ending from a writer since fenced)."""
 
     last_seq: int
     error: str | None = None
     code: str = ""  # the wire error code, when it failed
+    lease: int = 0
 
 
 @dataclass(frozen=True, slots=True)

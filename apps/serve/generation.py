@@ -118,6 +118,7 @@ class Generation:
     # A shared journal (``serve --cluster``): the chunks are written to it, and listeners on
     # other workers count for the gate and the grace as this worker's own do.
     journal: Journal | None = None
+    lease: int = 0  # what its records carry (a model worker's job: its delivery count)
     publication: Publication | None = field(default=None, init=False)
     chunks: int = 0
     _gate: threading.Event = field(default_factory=threading.Event)
@@ -140,7 +141,12 @@ class Generation:
     def start(self) -> None:
         if self.journal is not None:
             self.publication = Publication(
-                self.journal, self.token, self.epoch, self.runtime, self._elsewhere_changed
+                self.journal,
+                self.token,
+                self.epoch,
+                self.runtime,
+                self._elsewhere_changed,
+                lease=self.lease,
             )
         self._output = self._all_chunks()
         self._start_turn()

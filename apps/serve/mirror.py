@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 
 from diaproto.apps.serve.generation import (
@@ -78,6 +78,7 @@ class MirroredGeneration:
     _report_timer: Cancellable | None = None
     _waiters: list[_Waiter] = field(default_factory=list)
     _transient: bool = False
+    _lease: int = 0  # the highest writer's lease seen: records under a lower one are fenced
 
     def __post_init__(self) -> None:
         self.replay = ReplayBuffer(0, max_messages=REPLAY_MESSAGES, max_bytes=REPLAY_BYTES)
@@ -96,6 +97,15 @@ class MirroredGeneration:
         """A mirror holding what the journal still has, following what comes next; it
         stops following after ``grace`` seconds unless a listener attaches."""
         mirror = cls(token, history.head.epoch, runtime, journal, on_idle)
+        # A job run again by another model worker began its ring afresh under a higher
+        # lease: whatever a lower one wrote since is a fenced (zombie) writer's.
+        lease = mirror._lease = max((record.lease for record in history.records), default=0)
+        ending = history.ending
+        history = replace(
+            history,
+            records=tuple(record for record in history.records if record.lease >= lease),
+            ending=ending if ending is None or ending.lease >= lease else None,
+        )
         for seq, frame in _after_the_last_hole(history):
             mirror.replay.append(seq, frame, len(frame))
         ending = history.ending
@@ -193,6 +203,21 @@ class MirroredGeneration:
         if self.finished or self._stopped:
             return
         after = self.replay.last_seq
+        newest = max(record.lease for record in records)
+        if newest > self._lease:
+            first = min(r.first_seq for r in records if r.lease == newest)
+            if first <= after:
+                # Another worker took the job over and ran it again from an earlier point:
+                # what it writes does not continue what was heard here.
+                self._fail(
+                    "the generation was started again by another model worker after "
+                    f"record {after} was heard; what follows would not continue it",
+                    ErrorCode.GENERATION_LOST,
+                )
+                return
+            self._lease = newest
+        # Written under a lease since taken over: a fenced (zombie) writer's, ignored.
+        records = tuple(record for record in records if record.lease >= self._lease)
         try:
             frames = contiguous(records, after)
         except ReplayGap as gap:
@@ -214,6 +239,8 @@ class MirroredGeneration:
     def _take_end(self, ending: Ending | Unavailable) -> None:
         if self.finished or self._stopped:
             return
+        if isinstance(ending, Ending) and ending.lease < self._lease:
+            return  # a fenced writer's ending (the readers of Redis stop following at an end)
         if isinstance(ending, Unavailable):
             log.warning("generation %s: the journal stopped answering: %s", self.token, ending)
             self._transient = True

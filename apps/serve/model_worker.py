@@ -35,6 +35,8 @@ class QueuedJob(Protocol):
     def epoch(self) -> str: ...
     @property
     def request(self) -> str: ...
+    @property
+    def lease(self) -> int: ...
 
 
 class JobQueue(Protocol):
@@ -118,6 +120,7 @@ class ModelWorker:
             self._idle,
             epoch=job.epoch,
             journal=service.journal,
+            lease=job.lease,
         )
         service.generations.add(generation)
         generation.start()

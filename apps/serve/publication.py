@@ -16,7 +16,7 @@ refreshed for :data:`REPORT_STALE` seconds (the worker died or lost the journal)
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 
 from diaproto.journal import Batcher, Ending, Journal, ListenerReport, StreamHead
@@ -44,12 +44,15 @@ class Publication:
         epoch: str,
         runtime: Runtime,
         changed: Callable[[], None],
+        *,
+        lease: int = 0,
     ) -> None:
         self.journal = journal
         self.token = token
         self.runtime = runtime
         self._changed = changed
-        self._batcher = Batcher()
+        self.lease = lease
+        self._batcher = Batcher(lease=lease)
         self._flush_timer: Cancellable | None = None
         self._expiry_timer: Cancellable | None = None
         self._reports: dict[str, tuple[ListenerReport, float]] = {}
@@ -77,7 +80,7 @@ class Publication:
         record = self._batcher.flush()
         if record is not None:
             self.journal.append(self.token, record)
-        self.journal.end(self.token, ending)
+        self.journal.end(self.token, replace(ending, lease=self.lease))
         self._watch.cancel()
         for timer in (self._flush_timer, self._expiry_timer):
             if timer is not None:

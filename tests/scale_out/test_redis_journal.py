@@ -226,6 +226,26 @@ def test_the_writer_sends_many_records_per_round_trip(
     assert max(owner.stats.batch_sizes) > 10, "records waiting together leave together"
 
 
+def test_a_fenced_writer_cannot_end_the_stream_for_its_readers(
+    journals: tuple[RedisJournal, RedisJournal],
+) -> None:
+    owner, other = journals
+    zombie = other  # any writer: what fences it is the lease its records and end carry
+    owner.begin("t10", StreamHead("e10", "owner"))
+    owner.append("t10", Record(1, (b"one",), lease=2))
+    wait_until(lambda: _last(read(other, "t10")) == 1, "written")
+    heard = Heard()
+    other.follow("t10", 0, heard.on_records, heard.on_end)
+    zombie.end("t10", Ending(1, "the zombie is done", "internal", lease=1))
+    owner.append("t10", Record(2, (b"two",), lease=2))
+    owner.end("t10", Ending(2, lease=2))
+    wait_until(lambda: bool(heard.endings), "the follower hears an end")
+    assert heard.endings == [Ending(2, None, "", 2)], "the writer's, not the zombie's"
+    assert [seq for seq, _ in heard.frames()] == [1, 2]
+    history = read(other, "t10")
+    assert isinstance(history, History) and history.ending == Ending(2, None, "", 2)
+
+
 def test_a_failing_callback_does_not_stop_the_journal(
     journals: tuple[RedisJournal, RedisJournal],
 ) -> None:

@@ -13,10 +13,11 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import httpx
 import pytest
+import redis
 from httpx_sse import connect_sse
 from server_fixture import ws_connect
 from support import POLL_LIMIT, records, synthetic_audio, wait_until
@@ -26,6 +27,7 @@ from worker_support import GRACE, Worker, shared_workers
 
 from diaproto.apps.serve.mirror import MirroredGeneration
 from diaproto.apps.serve.publication import Elsewhere
+from diaproto.cluster import keys
 
 # About 4 s of the test voice (paced 50x real time) on this machine.
 LONG_TEXT = " ".join(f"Sentence number {n} is here to make the stream last." for n in range(10))
@@ -256,3 +258,32 @@ def read_events(events: Iterator[Any], limit: int | None = None) -> Events:
 def _wait_for_mirror(worker: Worker) -> list[MirroredGeneration]:
     wait_until(lambda: bool(worker.mirrors()), "the worker mirrors the generation")
     return worker.mirrors()
+
+
+def test_a_hung_redis_leaves_the_owners_listeners_going(
+    workers: tuple[Worker, Worker], valkey: ValkeyServer
+) -> None:
+    a, _ = workers
+    valkey.pause()  # SIGSTOP: connections stay open, nothing answers
+    try:
+        with ws_connect(a.app) as ws:
+            token = open_stream(ws, LONG_TEXT)
+            seqs, audio, end = read_records(ws)
+    finally:
+        valkey.resume()
+    assert end["type"] == "end", end
+    assert audio == synthetic_audio(LONG_TEXT), "the owner's listener heard it all meanwhile"
+    # What waited for Redis (bounded) is written once it answers again, the end included.
+    client = redis.Redis.from_url(valkey.url)
+    try:
+
+        def ended() -> bool:
+            last = cast("list[Any]", client.xrevrange(keys.ring(token), "+", "-", count=1))
+            # The ending entry (fields e, m, c, l) after the last record.
+            return (
+                bool(last) and b"e" in last[0][1] and last[0][0].startswith(f"{seqs[-1]}-".encode())
+            )
+
+        wait_until(ended, "the whole stream reached Redis", limit=POLL_LIMIT * 3)
+    finally:
+        client.close()

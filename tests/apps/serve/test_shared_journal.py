@@ -332,3 +332,50 @@ def test_a_mirror_whose_last_listener_cancels_or_ends_stops_at_once(cancelled: b
     mirror.attach(listener)
     mirror.detach(listener, cancelled=cancelled, grace=0.0 if not cancelled else 5.0)
     assert mirror.stopped
+
+
+# --- fencing: a job taken over by another model worker -----------------------------------------
+
+
+def test_a_fenced_writers_records_and_ending_are_ignored() -> None:
+    journal = MemoryJournal("owner")
+    runtime = ClockRuntime()
+    started(journal, Record(1, (b"1",), lease=1))
+    mirror = mirror_of(journal, runtime)
+    listener = Heard()
+    mirror.attach(listener)
+    journal.append("t", Record(2, (b"2",), lease=2))  # the new writer goes on from 2
+    journal.append("t", Record(3, (b"zombie",), lease=1))  # the old one, woken up
+    journal.append("t", Record(3, (b"3",), lease=2))
+    journal.end("t", Ending(3, lease=1))  # the zombie's end: not the stream's
+    assert listener.chunks == [b"2", b"3"]
+    assert not listener.ended
+    mirror._take_end(Ending(3, lease=2))  # as the journal would deliver the new writer's
+    assert listener.ended
+
+
+def test_a_job_run_again_from_the_start_after_frames_were_heard_is_generation_lost() -> None:
+    journal = MemoryJournal("owner")
+    runtime = ClockRuntime()
+    started(journal, Record(1, (b"1", b"2"), lease=1))
+    mirror = mirror_of(journal, runtime)
+    listener = Heard()
+    mirror.attach(listener)
+    journal.append("t", Record(1, (b"other 1",), lease=2))
+    assert listener.failure is not None
+    assert listener.failure[0] == ErrorCode.GENERATION_LOST
+    assert listener.chunks == []
+
+
+def test_a_history_keeps_the_newest_writers_records_and_ending() -> None:
+    journal = MemoryJournal("owner")
+    started(
+        journal,
+        Record(1, (b"new 1",), lease=2),
+        Record(2, (b"zombie 2",), lease=1),
+        Record(2, (b"new 2",), lease=2),
+    )
+    journal.end("t", Ending(2, lease=1))  # the zombie's
+    mirror = mirror_of(journal, ClockRuntime())
+    assert [entry.payload for entry in mirror.replay.since(0)] == [b"new 1", b"new 2"]
+    assert not mirror.finished, "the zombie's end is not the stream's"
