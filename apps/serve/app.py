@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import logging
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from urllib.parse import urlsplit
 
 from diaproto.apps.mcp.service import McpService
 from diaproto.apps.mcp.shared_sessions import SharedSessions
+from diaproto.apps.serve.api_access import ApiAccess, protected
 from diaproto.apps.serve.event_stream import EventStream
 from diaproto.apps.serve.generation import (
     Broadcast,
@@ -42,6 +43,7 @@ from diaproto.apps.serve.websocket_streams import WebSocketStreams
 from diaproto.events import (
     ConnectionClosed,
     Event,
+    Headers,
     RemoteError,
     Request,
     SlowConsumer,
@@ -75,6 +77,7 @@ class ConnectionState:
     # Streams whose resume waits for the shared journal: their ids are taken meanwhile.
     pending: set[int] = field(default_factory=set)
     mcp: bool = False  # the connection's current exchange belongs to the MCP server
+    cors: Headers = ()  # what every answer to the current API request tells a browser
 
 
 class DiaService:
@@ -91,6 +94,7 @@ class DiaService:
         shared_sessions: SharedSessions | None = None,
         jobs: JobQueue | None = None,
         take_jobs: TakeJobs | None = None,
+        api_keys: Sequence[str] = (),
     ) -> None:
         self.source = source
         # A shared journal (``serve --cluster``): generations are written to it, and a resume
@@ -106,8 +110,9 @@ class DiaService:
         self.limits = limits or ServiceLimits()
         # Which browser origins may use /ws and /v1/*: the MCP endpoints' hosts and origins.
         self.access = mcp_config or McpHttpConfig()
+        self.api = ApiAccess(self.access, api_keys)
         self.metrics = ServiceMetrics()
-        self.responder = Responder(self.metrics)
+        self.responder = Responder(self.metrics, self.cors_headers)
         self.model_queue = source.model_queue
         if self.model_queue is not None:
             self.metrics.watch_model_queue(self.model_queue)
@@ -136,7 +141,10 @@ class DiaService:
                 self.metrics.active_generations.set(self.generations.running_workers)
                 return
         if isinstance(event, Request | SseRequest | WebSocketRequest):
-            if not self._foreign_page(session, event):  # else refused: a page from elsewhere
+            # Refused first: a page from elsewhere (403), then a call without its key (401).
+            if not self._foreign_page(session, event) and not self._api_gate(
+                session, state, event
+            ):
                 self._exchange(session, event)
         else:
             self._stream_event(session, state, event)
@@ -206,6 +214,43 @@ class DiaService:
         log.warning("peer %s: %s refused: %s", session.peer, path, reason)
         self.metrics.refused.labels("origin").inc()
         self.responder.error(session, "origin", 403, reason)
+        return True
+
+    def cors_headers(self, session: Session) -> Headers:
+        """The CORS headers of every answer to the session's current API request."""
+        state = self._sessions.get(session)
+        return state.cors if state is not None else ()
+
+    def _api_gate(
+        self,
+        session: Session,
+        state: ConnectionState,
+        request: Request | SseRequest | WebSocketRequest,
+    ) -> bool:
+        """Answer a CORS preflight, or refuse (401) an API call without its key: True when
+        the request is answered so."""
+        path = urlsplit(request.target).path
+        state.cors = self.api.cors_headers(request.headers) if protected(path) else ()
+        if not protected(path):
+            return False
+        if isinstance(request, Request) and request.method == "OPTIONS":
+            preflight = self.api.preflight_headers(request.headers)
+            if preflight is not None:  # a browser asks before its call; no key is sent
+                state.cors = preflight
+                self.responder.respond(session, "preflight", 200, b"", "text/plain")
+                return True
+        if self.api.authorized(request.headers):
+            return False
+        log.warning("peer %s: %s refused: no valid API key", session.peer, path)
+        self.metrics.refused.labels("api_key").inc()
+        self.responder.error(
+            session,
+            "auth",
+            401,
+            "a valid API key is required: 'Authorization: Bearer <key>'",
+            code="invalid_api_key",
+            headers=(("www-authenticate", 'Bearer realm="diaproto"'),),
+        )
         return True
 
     def _belongs_to_mcp(self, state: ConnectionState, event: Event) -> bool:

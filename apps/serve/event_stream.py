@@ -118,7 +118,7 @@ class EventStream:
                 return
         conn, now = session.conn, session.runtime.now()
         epoch = new_epoch() if generation is None else generation.epoch
-        conn.accept_sse(now=now, id_prefix=f"{epoch}.")
+        conn.accept_sse(service.cors_headers(session), now=now, id_prefix=f"{epoch}.")
         service.metrics.requests.labels("stream", "200").inc()
         listener = StreamListener(session, SSE_STREAM_ID, ends_response=True)
         if generation is None:

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import base64
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+from diaproto.apps.serve.encoding import SpeechEncoder
 from diaproto.errors import LocalProtocolError
 from diaproto.runtime import Session
 from diaproto.sse import SseEvent
@@ -52,35 +53,56 @@ class StreamListener:
 
 @dataclass(eq=False)
 class SpeechBodyListener(StreamListener):
-    """OpenAI's speech endpoint, ``stream_format=audio``: a chunked body of PCM (or WAV)."""
+    """OpenAI's speech endpoint, ``stream_format=audio``: a chunked body in the response's
+    format, encoded as the audio comes."""
+
+    encoder: SpeechEncoder = field(default_factory=lambda: SpeechEncoder("pcm"))
 
     def __post_init__(self) -> None:
         self.ends_response = True
 
+    def chunk(self, data: bytes, now: float) -> None:
+        encoded = self.encoder.encode(data)
+        if encoded:  # an encoder may hold a chunk until it has a whole packet
+            super().chunk(encoded, now)
+
     def end(self, now: float) -> None:
         conn = self.session.conn
         if conn.scheduler.has_stream(self.stream_id):
+            rest = self.encoder.finish()
+            if rest:
+                conn.send(self.stream_id, rest, now)
             conn.scheduler.finish_stream(self.stream_id)
+        else:
+            self.encoder.close()
         self._end_response(now)
 
     def fail(self, message: str, now: float, code: str = ErrorCode.INTERNAL) -> None:
         # Headers are out: the only honest signal left is an aborted body (no final chunk).
+        self.encoder.close()
         self.session.conn.close(now)
 
 
 @dataclass(eq=False)
 class SpeechSseListener(StreamListener):
-    """OpenAI's speech endpoint, ``stream_format=sse``: speech.audio.delta / .done events."""
+    """OpenAI's speech endpoint, ``stream_format=sse``: speech.audio.delta / .done events,
+    each delta's audio in the response's format."""
 
     input_chars: int = 0
     audio_bytes: int = 0
+    encoder: SpeechEncoder = field(default_factory=lambda: SpeechEncoder("pcm"))
 
     def __post_init__(self) -> None:
         self.ends_response = True
 
     def chunk(self, data: bytes, now: float) -> None:
         self.audio_bytes += len(data)
-        delta = {"type": "speech.audio.delta", "audio": base64.b64encode(data).decode("ascii")}
+        self._delta(self.encoder.encode(data), now)
+
+    def _delta(self, audio: bytes, now: float) -> None:
+        if not audio:
+            return
+        delta = {"type": "speech.audio.delta", "audio": base64.b64encode(audio).decode("ascii")}
         try:
             self.session.conn.send(self.stream_id, SseEvent(json.dumps(delta)), now)
         except LocalProtocolError:
@@ -99,11 +121,16 @@ class SpeechSseListener(StreamListener):
         }
         conn = self.session.conn
         if conn.scheduler.has_stream(self.stream_id):
+            self._delta(self.encoder.finish(), now)
+        else:
+            self.encoder.close()
+        if conn.scheduler.has_stream(self.stream_id):
             conn.send(self.stream_id, SseEvent(json.dumps(done)), now)
             conn.scheduler.finish_stream(self.stream_id)
         self._end_response(now)
 
     def fail(self, message: str, now: float, code: str = ErrorCode.INTERNAL) -> None:
+        self.encoder.close()
         error = {"type": "error", "error": {"message": message, "code": code}}
         conn = self.session.conn
         if conn.scheduler.has_stream(self.stream_id):

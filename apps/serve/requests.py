@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Literal
 from urllib.parse import parse_qs, urlsplit
 
+from diaproto.apps.serve.encoding import RAW_FORMATS, RAW_SAMPLE_RATES, RESPONSE_FORMATS
 from diaproto.apps.serve.text import MAX_INPUT_CHARS
 
 VOICES = ("S1", "S2")
@@ -36,11 +37,8 @@ OPENAI_VOICE_ALIASES: Mapping[str, str] = {
 }
 # "dia" is ours; the others are OpenAI's model names, accepted so OpenAI clients work as is.
 MODELS = ("dia", "tts-1", "tts-1-hd", "gpt-4o-mini-tts", "gpt-4o-mini-tts-2025-12-15")
-RESPONSE_FORMATS = ("pcm", "wav")
 STREAM_FORMATS = ("audio", "sse")
-# OpenAI's default is mp3, which we cannot encode; wav is the default instead because, like
-# mp3, it is a self-describing file any player opens, whereas raw pcm needs its parameters.
-DEFAULT_RESPONSE_FORMAT: Literal["wav"] = "wav"
+DEFAULT_RESPONSE_FORMAT = "mp3"  # OpenAI's
 MIN_SPEED = 0.25
 MAX_SPEED = 4.0
 _NUMBER = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?")
@@ -71,10 +69,12 @@ class SpeechRequest:
     model: str
     input: str
     voice: str  # resolved to "S1" or "S2"
-    response_format: Literal["pcm", "wav"] = DEFAULT_RESPONSE_FORMAT
+    response_format: str = DEFAULT_RESPONSE_FORMAT  # one of RESPONSE_FORMATS
     speed: float = 1.0
     stream_format: Literal["audio", "sse"] = "audio"
     instructions: str | None = None  # accepted for compatibility; Dia has no such control
+    # Our extension: the raw formats' rate (OpenAI's 24 kHz unless asked; 44100 is Dia's own).
+    sample_rate: int | None = None
 
     def stream_request(self) -> StreamRequest:
         """The text, voice and speed to generate."""
@@ -221,8 +221,25 @@ def parse_speech_request(body: bytes) -> SpeechRequest:
         model=model,
         input=parse_text(data["input"], "input"),
         voice=parse_voice(data["voice"]),
-        response_format="pcm" if response_format == "pcm" else "wav",
+        response_format=response_format,
         speed=1.0 if speed is None else parse_speed(speed),
         stream_format="sse" if stream_format == "sse" else "audio",
         instructions=instructions,
+        sample_rate=_sample_rate(data.get("sample_rate"), response_format),
     )
+
+
+def _sample_rate(value: object, response_format: str) -> int | None:
+    """``sample_rate`` (absent: the format's own), for the raw formats only."""
+    if value is None:
+        return None
+    rates = ", ".join(map(str, RAW_SAMPLE_RATES))
+    if response_format not in RAW_FORMATS:
+        raise BadRequest(
+            f"sample_rate applies to response_format pcm and wav only (here: {rates})",
+            "sample_rate",
+        )
+    if isinstance(value, bool) or value not in RAW_SAMPLE_RATES:
+        raise BadRequest(f"sample_rate must be one of {rates}", "sample_rate")
+    assert isinstance(value, int | float)
+    return int(value)

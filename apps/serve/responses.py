@@ -7,16 +7,26 @@ Errors are JSON in the shape OpenAI's API uses (``{"error": {"message", "type", 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 
 from diaproto.apps.serve.metrics import ServiceMetrics
+from diaproto.events import Headers
 from diaproto.runtime import Session
+
+
+def _no_headers(session: Session) -> Headers:
+    return ()
 
 
 class Responder:
     """Answers a request at once, with a body of any type or with a JSON error."""
 
-    def __init__(self, metrics: ServiceMetrics) -> None:
+    def __init__(
+        self, metrics: ServiceMetrics, extra_headers: Callable[[Session], Headers] = _no_headers
+    ) -> None:
         self.metrics = metrics
+        # Headers every answer on the session carries (CORS for the API's callers).
+        self.extra_headers = extra_headers
 
     def respond(
         self,
@@ -29,13 +39,19 @@ class Responder:
         cache: str = "no-store",
         allow: str | None = None,
         retry_after: int | None = None,
+        headers: Headers = (),
     ) -> None:
-        headers = [("content-type", content_type), ("cache-control", cache)]
+        answer = [
+            ("content-type", content_type),
+            ("cache-control", cache),
+            *headers,
+            *self.extra_headers(session),
+        ]
         if allow is not None:
-            headers.append(("allow", allow))
+            answer.append(("allow", allow))
         if retry_after is not None:
-            headers.append(("retry-after", str(retry_after)))
-        session.conn.respond(status, tuple(headers), body, now=session.runtime.now())
+            answer.append(("retry-after", str(retry_after)))
+        session.conn.respond(status, tuple(answer), body, now=session.runtime.now())
         self.metrics.requests.labels(endpoint, str(status)).inc()
 
     def error(
@@ -49,6 +65,7 @@ class Responder:
         param: str | None = None,
         retry_after: int | None = None,
         code: str | None = None,
+        headers: Headers = (),
     ) -> None:
         body = json.dumps(
             {
@@ -68,4 +85,5 @@ class Responder:
             "application/json",
             allow=allow,
             retry_after=retry_after,
+            headers=headers,
         )

@@ -1,8 +1,9 @@
 """``/v1/audio/speech``: OpenAI's speech API, streamed.
 
 The body is OpenAI's (``model``, ``input``, ``voice``, ``response_format``, ``speed``,
-``stream_format``): the audio comes as the response body (WAV or raw PCM) as it is made, or
-as OpenAI's ``speech.audio.delta`` events with ``stream_format: "sse"``.
+``stream_format``): the audio comes as the response body, encoded in ``response_format``
+(mp3 by default, as OpenAI's) as it is made, or as OpenAI's ``speech.audio.delta`` events
+with ``stream_format: "sse"``.
 """
 
 from __future__ import annotations
@@ -10,9 +11,9 @@ from __future__ import annotations
 import secrets
 from typing import TYPE_CHECKING
 
-from diaproto.apps.serve.audio import wav_header
+from diaproto.apps.serve.encoding import SpeechEncoder
 from diaproto.apps.serve.event_stream import SSE_STREAM_ID
-from diaproto.apps.serve.listeners import SpeechBodyListener, SpeechSseListener, StreamListener
+from diaproto.apps.serve.listeners import SpeechBodyListener, SpeechSseListener
 from diaproto.apps.serve.requests import BadRequest, StreamRequest, parse_speech_request
 from diaproto.events import Request
 from diaproto.runtime import Session
@@ -32,8 +33,7 @@ class SpeechApi:
         try:
             speech = parse_speech_request(request.body)
         except BadRequest as exc:
-            param = getattr(exc, "param", None)
-            service.responder.error(session, "speech", 400, str(exc), param=param)
+            service.responder.error(session, "speech", 400, str(exc), param=exc.field)
             return
         if service.peer_at_limit(session, "speech"):
             return
@@ -42,19 +42,19 @@ class SpeechApi:
             return
         conn, now = session.conn, session.runtime.now()
         parsed = StreamRequest(speech.input, speech.voice, speech.speed)
-        listener: StreamListener
+        encoder = SpeechEncoder(speech.response_format, speech.sample_rate)
+        cors = service.cors_headers(session)
+        listener: SpeechBodyListener | SpeechSseListener
         if speech.stream_format == "sse":
-            conn.accept_sse(now=now)
-            listener = SpeechSseListener(session, SSE_STREAM_ID, input_chars=len(speech.input))
-        else:
-            media = "audio/wav" if speech.response_format == "wav" else "audio/pcm"
-            conn.start_response(
-                200, (("content-type", media), ("cache-control", "no-store")), now=now
+            conn.accept_sse(headers=cors, now=now)
+            listener = SpeechSseListener(
+                session, SSE_STREAM_ID, input_chars=len(speech.input), encoder=encoder
             )
-            listener = SpeechBodyListener(session, SSE_STREAM_ID)
+        else:
+            headers = (("content-type", encoder.media_type), ("cache-control", "no-store"))
+            conn.start_response(200, (*headers, *cors), now=now)
+            listener = SpeechBodyListener(session, SSE_STREAM_ID, encoder=encoder)
         service.metrics.requests.labels("speech", "200").inc()
         token = secrets.token_urlsafe(12)
         generation = service.start_generation(session, token, parsed, admission)
         service.attach(session, generation, listener, after=None, credit=None)
-        if speech.stream_format != "sse" and speech.response_format == "wav":
-            conn.send(SSE_STREAM_ID, wav_header(), now)

@@ -113,7 +113,8 @@ def running_server(
     backend: str = "asyncio",
     config: ConnectionConfig | None = None,
     resume_grace: float = 10.0,
+    **service_options: Any,
 ) -> Iterator[RunningServer]:
-    service = DiaService(source or fast_source(), resume_grace=resume_grace)
+    service = DiaService(source or fast_source(), resume_grace=resume_grace, **service_options)
     with running_app(service, backend=backend, config=config) as app:
         yield RunningServer(app.server, app.port, app.token, app.thread, service)

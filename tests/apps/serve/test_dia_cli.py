@@ -49,7 +49,13 @@ def test_serve_model_dia_from_a_local_checkpoint(tmp_path: Path) -> None:
         with httpx.Client(trust_env=False, timeout=IMPORT_LIMIT) as client:
             speech = client.post(
                 url + "v1/audio/speech",
-                json={"model": "tts-1", "voice": "alloy", "input": "Hi.", "response_format": "pcm"},
+                json={
+                    "model": "tts-1",
+                    "voice": "alloy",
+                    "input": "Hi.",
+                    "response_format": "pcm",
+                    "sample_rate": 44100,
+                },
             )
             assert speech.status_code == 200
             assert len(speech.content) == (STEPS - 16) * 1024

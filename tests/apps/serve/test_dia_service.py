@@ -140,7 +140,11 @@ def test_openai_speech_streams_from_the_first_decodable_frame(held: Held) -> Non
     with (
         client,
         client.audio.speech.with_streaming_response.create(
-            model="tts-1", voice="alloy", input="Hello there.", response_format="pcm"
+            model="tts-1",
+            voice="alloy",
+            input="Hello there.",
+            response_format="pcm",
+            extra_body={"sample_rate": 44100},  # the model's own samples, as they come
         ) as response,
     ):
         for data in response.iter_bytes(chunk_size=FRAME_BYTES):

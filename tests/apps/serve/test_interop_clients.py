@@ -279,7 +279,11 @@ def openai_client(server: RunningServer) -> Iterator[openai.OpenAI]:
 def test_openai_wav_to_file(openai_client: openai.OpenAI, tmp_path: Path) -> None:
     path = tmp_path / "speech.wav"
     with openai_client.audio.speech.with_streaming_response.create(
-        model="tts-1", voice="alloy", input=TEXT, response_format="wav"
+        model="tts-1",
+        voice="alloy",
+        input=TEXT,
+        response_format="wav",
+        extra_body={"sample_rate": SAMPLE_RATE},  # the model's own rate (OpenAI's is 24 kHz)
     ) as response:
         assert response.headers["content-type"] == "audio/wav"
         response.stream_to_file(path)
@@ -294,7 +298,11 @@ def test_openai_wav_to_file(openai_client: openai.OpenAI, tmp_path: Path) -> Non
 
 def test_openai_pcm(openai_client: openai.OpenAI) -> None:
     with openai_client.audio.speech.with_streaming_response.create(
-        model="tts-1", voice="onyx", input=TEXT, response_format="pcm"
+        model="tts-1",
+        voice="onyx",
+        input=TEXT,
+        response_format="pcm",
+        extra_body={"sample_rate": SAMPLE_RATE},
     ) as response:
         assert response.headers["content-type"] == "audio/pcm"
         audio = b"".join(response.iter_bytes())
@@ -313,6 +321,7 @@ def test_openai_stream_format_sse(openai_client: openai.OpenAI) -> None:
         input=TEXT,
         response_format="pcm",
         stream_format="sse",
+        extra_body={"sample_rate": SAMPLE_RATE},
     ) as response:
         assert response.headers["content-type"].startswith("text/event-stream")
         for line in response.iter_lines():

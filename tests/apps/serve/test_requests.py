@@ -9,6 +9,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from diaproto.apps.serve.encoding import RESPONSE_FORMATS
 from diaproto.apps.serve.requests import (
     MODELS,
     OPENAI_VOICE_ALIASES,
@@ -134,7 +135,8 @@ def test_stream_query_refused(target: str, message: str) -> None:
 def test_speech_request_defaults() -> None:
     got = parse_speech_request(body(model="tts-1", input=" Hello. ", voice="alloy"))
     assert got == SpeechRequest(model="tts-1", input="Hello.", voice="S2")
-    assert got.response_format == "wav"  # OpenAI's mp3 we cannot encode: see the module
+    assert got.response_format == "mp3"  # OpenAI's default
+    assert got.sample_rate is None  # the format's own rate
     assert got.stream_format == "audio"
     assert got.speed == 1.0
     assert got.stream_request() == StreamRequest("Hello.", "S2", 1.0)
@@ -174,9 +176,25 @@ def test_every_model_alias_is_accepted(model: str) -> None:
         ({"model": "dia", "input": "a", "voice": "bob"}, "voice", "voice must be S1, S2"),
         ({"model": "dia", "input": "a", "voice": {"id": "x"}}, "voice", "voice must be"),
         (
-            {"model": "dia", "input": "a", "voice": "S1", "response_format": "mp3"},
+            {"model": "dia", "input": "a", "voice": "S1", "response_format": "ogg"},
             "response_format",
-            "response_format must be one of pcm, wav",
+            "response_format must be one of mp3, opus, aac, flac, wav, pcm",
+        ),
+        (
+            {"model": "dia", "input": "a", "voice": "S1", "sample_rate": 44100},
+            "sample_rate",
+            "sample_rate applies to response_format pcm and wav only",
+        ),
+        (
+            {
+                "model": "dia",
+                "input": "a",
+                "voice": "S1",
+                "response_format": "wav",
+                "sample_rate": True,
+            },
+            "sample_rate",
+            "sample_rate must be one of 8000, 16000",
         ),
         (
             {"model": "dia", "input": "a", "voice": "S1", "stream_format": "chunks"},
@@ -204,7 +222,14 @@ def test_speech_request_null_optionals_take_defaults() -> None:
     got = parse_speech_request(
         body(model="dia", input="a", voice="S1", response_format=None, speed=None)
     )
-    assert (got.response_format, got.speed, got.instructions) == ("wav", 1.0, None)
+    assert (got.response_format, got.speed, got.instructions) == ("mp3", 1.0, None)
+
+
+def test_the_raw_formats_take_a_sample_rate() -> None:
+    got = parse_speech_request(
+        body(model="dia", input="a", voice="S1", response_format="pcm", sample_rate=44100)
+    )
+    assert got.sample_rate == 44100
 
 
 json_values = st.recursive(
@@ -232,7 +257,7 @@ def test_speech_request_only_returns_valid_or_raises_bad_request(
     assert got.model in MODELS
     assert got.voice in ("S1", "S2")
     assert 0.25 <= got.speed <= 4.0
-    assert got.response_format in ("pcm", "wav")
+    assert got.response_format in RESPONSE_FORMATS
     assert got.input and len(got.input) <= MAX_INPUT_CHARS
 
 

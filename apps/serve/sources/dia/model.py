@@ -35,9 +35,10 @@ from diaproto.apps.serve.sources.dia.steps import (
     StepStreamer,
     log_unread_errors,
 )
-from diaproto.apps.serve.sources.dia.tensor_audio import LinearResampler, pcm16
+from diaproto.apps.serve.sources.dia.tensor_audio import pcm16
 from diaproto.apps.serve.sources.dia.text_batches import MAX_CHARS_PER_CALL, tagged_batches
 from diaproto.apps.serve.sources.source import SourceUnavailable, check_voice_and_speed, framed
+from diaproto.apps.serve.tempo import Tempo
 
 log = logging.getLogger("diaproto.serve.dia")
 
@@ -123,21 +124,21 @@ class TransformersDiaSource:
         admission: Admission | None,
     ) -> Generator[bytes, None, None]:
         with self._admitted(admission) as place:
-            resampler = LinearResampler(speed)
+            tempo = Tempo(speed)  # pitch kept, as OpenAI's speed means
             for batch in batches:
                 if stop.is_set():
                     return
                 chunks = self.stream_batch(batch, stop, place)
                 try:
                     for audio in chunks:
-                        yield pcm16(resampler.push(audio))
+                        yield tempo.push(pcm16(audio))
                 finally:
                     chunks.close()
             if stop.is_set():
                 return
-            tail = resampler.finish()
-            if tail.numel():
-                yield pcm16(tail)
+            tail = tempo.finish()
+            if tail:
+                yield tail
 
     @contextmanager
     def _admitted(self, admission: Admission | None) -> Iterator[Admission]:

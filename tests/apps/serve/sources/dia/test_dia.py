@@ -22,7 +22,7 @@ from diaproto.apps.serve.sources.dia.frames import ChunkShape, Undelay, WindowPl
 from diaproto.apps.serve.sources.dia.model import ChunkReady, TransformersDiaSource
 from diaproto.apps.serve.sources.dia.random_weights import tiny_dia
 from diaproto.apps.serve.sources.dia.steps import StepStreamer
-from diaproto.apps.serve.sources.dia.tensor_audio import LinearResampler, pcm16
+from diaproto.apps.serve.sources.dia.tensor_audio import pcm16
 from diaproto.apps.serve.sources.dia.text_batches import tagged_batches
 
 STEPS = 120  # frames = STEPS - 16 when nothing says EOS
@@ -167,37 +167,14 @@ def test_several_batches_carry_the_speaker_and_stream_one_after_another() -> Non
 
 
 @pytest.mark.parametrize("speed", [0.5, 1.3, 2.0])
-def test_speed_resamples_the_stream_like_the_whole_signal(speed: float) -> None:
+def test_speed_changes_the_pace_of_the_stream(speed: float) -> None:
+    """The model's own audio (at speed 1) through the tempo filter: the streamed length is
+    the whole length over ``speed`` (within the filter's window)."""
     model, processor = tiny_dia()
     source = TransformersDiaSource(model, processor, generate_options=GREEDY)
     streamed = samples(b"".join(source.generate("Hello there.", "S1", speed)))
-    inputs = processor(text=[TEXT], padding=False, return_tensors="pt")
-    with torch.inference_mode():
-        whole = processor.batch_decode(model.generate(**inputs, **GREEDY))[0]
-    at_once = LinearResampler(speed)
-    reference = samples(pcm16(torch.cat([at_once.push(whole), at_once.finish()])))
-    assert streamed.shape == reference.shape
-    assert streamed.shape[0] == round((STEPS - 16) * 512 / speed)
-    assert int((streamed - reference).abs().max()) <= 1
-
-
-@pytest.mark.parametrize("speed", [0.25, 0.7, 1.5, 2.9, 4.0])
-def test_the_resampler_does_not_depend_on_how_the_input_is_cut(speed: float) -> None:
-    torch.manual_seed(7)
-    signal = torch.rand(5000) * 2 - 1
-    whole = LinearResampler(speed)
-    at_once = torch.cat([whole.push(signal), whole.finish()])
-    cut = LinearResampler(speed)
-    pieces = [cut.push(signal[a : a + n]) for a, n in ((0, 1), (1, 511), (512, 2000), (2512, 2488))]
-    in_pieces = torch.cat([*pieces, cut.finish()])
-    assert at_once.shape[0] == round(5000 / speed)
-    assert torch.allclose(at_once, in_pieces, atol=1e-6)
-    # Output j is input position j * speed, linearly interpolated.
-    j = 37
-    pos = j * speed
-    i = int(pos)
-    expected = signal[i] + (signal[i + 1] - signal[i]) * (pos - i)
-    assert torch.isclose(at_once[j], expected, atol=1e-6)
+    at_speed_one = (STEPS - 16) * 512
+    assert abs(streamed.shape[0] - at_speed_one / speed) <= 0.05 * at_speed_one / speed
 
 
 def test_pcm_conversion_clips_and_silences_nan() -> None:
@@ -336,15 +313,6 @@ def test_a_stop_signal_takes_a_waiting_request_out_of_the_line() -> None:
     assert result == [[]]
     assert source.model_queue.stats().waiting == 0
     holder.release()
-
-
-def test_the_resampler_stays_on_the_audio_device() -> None:
-    """The codec's audio lives on the GPU there; the meta device stands in for it here (a
-    tensor on another device than the positions' would be refused)."""
-    resampler = LinearResampler(1.5)
-    out = resampler.push(torch.zeros(1000, device="meta"))
-    assert out.device.type == "meta"
-    assert resampler.finish().device.type == "meta"
 
 
 def test_long_sentences_are_cut_at_spaces_and_nothing_is_dropped() -> None:
