@@ -63,13 +63,15 @@ def speech(client: openai.OpenAI, **options: Any) -> tuple[str, bytes]:
 def reference(speed: float = 1.0) -> np.ndarray:
     """The synthetic voice's own samples (S2 is alloy's), as floats at 44.1 kHz."""
     pcm = synthetic_audio(TEXT, "S2", speed)
-    return np.frombuffer(pcm, dtype="<i2").astype(np.float64) / 32768
+    samples: np.ndarray = np.frombuffer(pcm, dtype="<i2").astype(np.float64) / 32768
+    return samples
 
 
 def envelope(samples: np.ndarray, rate: int) -> np.ndarray:
     window = int(rate * ENVELOPE_SECONDS)
     whole = len(samples) // window * window
-    return np.sqrt((samples[:whole].reshape(-1, window) ** 2).mean(axis=1))
+    power: np.ndarray = (samples[:whole].reshape(-1, window) ** 2).mean(axis=1)
+    return np.sqrt(power)
 
 
 def assert_same_speech(decoded: np.ndarray, rate: int, speed: float = 1.0) -> None:
@@ -102,7 +104,7 @@ def adts_frames(data: bytes) -> tuple[int, int]:
 
 
 def decode_with_ffmpeg(data: bytes) -> np.ndarray:
-    with av.open(io.BytesIO(data)) as container:
+    with av.open(io.BytesIO(data), mode="r") as container:
         return np.concatenate(
             [frame.to_ndarray()[0] for frame in container.decode(audio=0)]
         ).astype(np.float64)
