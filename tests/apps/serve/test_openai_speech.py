@@ -71,7 +71,8 @@ def envelope(samples: np.ndarray, rate: int) -> np.ndarray:
     window = int(rate * ENVELOPE_SECONDS)
     whole = len(samples) // window * window
     power: np.ndarray = (samples[:whole].reshape(-1, window) ** 2).mean(axis=1)
-    return np.sqrt(power)
+    rms: np.ndarray = np.sqrt(power)
+    return rms
 
 
 def assert_same_speech(decoded: np.ndarray, rate: int, speed: float = 1.0) -> None:
