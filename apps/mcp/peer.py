@@ -48,6 +48,7 @@ class Transport(Enum):
     LEGACY_SSE = "sse"
     STREAMABLE = "streamable"  # 2025-11-25 and earlier: sessions, resumable streams
     MODERN = "modern"  # 2026-07-28: one request per peer, its stream is its lifetime
+    STDIO = "stdio"  # one session for the life of the process (diaproto mcp --stdio)
 
 
 @dataclass(eq=False)
@@ -247,7 +248,12 @@ class McpPeer:
             self.standing = None
         elif route.request_id is not None:
             self.routes.pop(route.request_id, None)
-        if self.transport in (Transport.WEBSOCKET, Transport.LEGACY_SSE, Transport.MODERN):
+        if self.transport in (
+            Transport.WEBSOCKET,
+            Transport.LEGACY_SSE,
+            Transport.MODERN,
+            Transport.STDIO,
+        ):
             # Nothing can reach this client again: its calls stop now (not after a grace).
             self.close(now)
         else:

@@ -116,7 +116,7 @@ class DiaService:
         self.model_queue = source.model_queue
         if self.model_queue is not None:
             self.metrics.watch_model_queue(self.model_queue)
-        self.generations = GenerationRegistry()
+        self.generations = GenerationRegistry(on_ended=self.metrics.generation_ended)
         self.mcp = McpService(self._start_mcp_generation, config=mcp_config, shared=shared_sessions)
         self.mcp.on_call = lambda tool: self.metrics.mcp_calls.labels(tool).inc()
         self.mcp.on_session_refused = lambda reason: self.metrics.mcp_sessions_refused.labels(

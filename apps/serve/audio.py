@@ -6,11 +6,12 @@ per second), so chunks of one frame are the smallest unit the model can produce.
 
 from __future__ import annotations
 
-import math
 import struct
-import sys
-from array import array
 from collections.abc import Iterator, Sequence
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
 
 SAMPLE_RATE = 44100
 CHANNELS = 1
@@ -62,19 +63,14 @@ def wav_header(
     )
 
 
-def float_to_pcm16(samples: Sequence[float]) -> bytes:
-    """Float samples in [-1, 1] (clipped; NaN becomes 0) to PCM s16le bytes."""
-    out = array("h", bytes(2 * len(samples)))
-    for i, s in enumerate(samples):
-        if s >= 1.0:
-            out[i] = 32767
-        elif s <= -1.0:
-            out[i] = -32767  # symmetric: -1.0 and 1.0 have equal magnitude
-        elif not math.isnan(s):  # NaN stays 0
-            out[i] = round(s * 32767)
-    if sys.byteorder == "big":
-        out.byteswap()
-    return out.tobytes()
+def float_to_pcm16(samples: Sequence[float] | npt.NDArray[np.floating[Any]]) -> bytes:
+    """Float samples in [-1, 1] (clipped; NaN becomes 0) to PCM s16le bytes, vectorised.
+
+    -1.0 and 1.0 map to -32767 and 32767: symmetric, equal magnitudes.
+    """
+    values = np.nan_to_num(np.asarray(samples, dtype=np.float64), nan=0.0)
+    scaled = np.rint(np.clip(values, -1.0, 1.0) * 32767)
+    return scaled.astype("<i2").tobytes()
 
 
 def frames(pcm: bytes, frame_bytes: int = FRAME_BYTES) -> Iterator[bytes]:

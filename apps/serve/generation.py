@@ -49,6 +49,18 @@ def new_epoch() -> str:
     return secrets.token_hex(4)
 
 
+@dataclass(frozen=True)
+class GenerationEnded:
+    """What a generation did, for the metrics: handed to its ``on_end`` once, on the loop,
+    when its source is closed. Times are on the runtime's clock."""
+
+    outcome: str  # "completed", "failed", "refused" (the model was busy) or "stopped"
+    model: str  # the source's name
+    seconds: float  # from start() to the source closed, pauses included
+    compute_seconds: float  # spent waiting on the source for chunks (pauses not included)
+    audio_bytes: int  # PCM s16le the source produced
+
+
 class Waker(Protocol):
     def wake(self) -> None: ...
 
@@ -121,6 +133,11 @@ class Generation:
     lease: int = 0  # what its records carry (a model worker's job: its delivery count)
     publication: Publication | None = field(default=None, init=False)
     chunks: int = 0
+    # Told how it went once its source is closed (the registry it is added to sets it).
+    on_end: Callable[[GenerationEnded], None] | None = None
+    _started_at: float | None = None
+    _compute_seconds: float = 0.0  # worker side, like _audio_bytes
+    _audio_bytes: int = 0
     _gate: threading.Event = field(default_factory=threading.Event)
     _stopped: threading.Event = field(default_factory=threading.Event)
     _closed: threading.Event = field(default_factory=threading.Event)
@@ -148,6 +165,7 @@ class Generation:
                 self._elsewhere_changed,
                 lease=self.lease,
             )
+        self._started_at = self.runtime.now()
         self._output = self._all_chunks()
         self._start_turn()
 
@@ -276,10 +294,27 @@ class Generation:
 
     def _turn_over(self) -> None:
         self._turn_running = False
-        if self._stopped.is_set() and not self._closed.is_set():
+        if self._closed.is_set():
+            self._report_end()
+        elif self._stopped.is_set():
             self._start_turn()  # stopped while the turn was ending: close the source
         elif self._gate.is_set():
             self._start_turn()  # resumed while the turn was ending
+
+    def _report_end(self) -> None:
+        on_end, self.on_end = self.on_end, None  # once
+        if on_end is None or self._started_at is None:
+            return
+        if self.failed is not None:
+            outcome = "refused" if self.failed_code == ErrorCode.BUSY else "failed"
+        else:
+            outcome = "completed" if self.finished else "stopped"
+        seconds = self.runtime.now() - self._started_at
+        on_end(
+            GenerationEnded(
+                outcome, self.source.name, seconds, self._compute_seconds, self._audio_bytes
+            )
+        )
 
     def _grace_over(self) -> None:
         self._grace_timer = None
@@ -355,9 +390,12 @@ class Generation:
             if not self._gate.is_set():
                 return False
             if self._in_hand is None:
+                began = self.runtime.now()
                 self._in_hand = next(self._output, None)
+                self._compute_seconds += self.runtime.now() - began
                 if self._in_hand is None:
                     return True
+                self._audio_bytes += len(self._in_hand)
                 continue  # computing it took a while: look at the gate again
             data, self._in_hand = self._in_hand, None
             self._to_loop(partial(self._deliver, data))
@@ -406,13 +444,22 @@ class GenerationRegistry:
     """Live generations by token (run here, and mirrors of those run elsewhere), plus a few
     finished ones kept for late resumes."""
 
-    def __init__(self, keep_finished: int = KEEP_FINISHED) -> None:
+    def __init__(
+        self,
+        keep_finished: int = KEEP_FINISHED,
+        *,
+        on_ended: Callable[[GenerationEnded], None] | None = None,
+    ) -> None:
+        # Given each generation added here once it ends (the service's metrics).
+        self.on_ended = on_ended
         self.live: dict[str, Generation] = {}
         self.mirrors: dict[str, Broadcast] = {}
         self._finished: OrderedDict[str, Broadcast] = OrderedDict()
         self.keep_finished = keep_finished
 
     def add(self, generation: Generation) -> None:
+        if generation.on_end is None:
+            generation.on_end = self.on_ended
         self.live[generation.token] = generation
 
     def add_mirror(self, mirror: Broadcast) -> None:

@@ -4,16 +4,42 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    GCCollector,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+    generate_latest,
+)
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.registry import Collector
 
+from diaproto.apps.serve.audio import duration
+from diaproto.apps.serve.generation import GenerationEnded
 from diaproto.apps.serve.model_queue import ModelQueue
 from diaproto.metrics import StreamMetrics
 
 TTFB_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 2.0, 5.0)
 JITTER_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25)
+GENERATION_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0, 600.0)
+RTF_BUCKETS = (0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 2.0, 3.0, 5.0, 10.0)
+# How a generation ended (the ``outcome`` label): a closed set, so the series stay few.
+OUTCOMES = ("completed", "failed", "refused", "stopped")
+# The label values the service is known to use, set to 0 from the start so that a dashboard
+# shows a rate of 0 rather than no data (a value not listed here appears on its first use).
+DISCONNECT_REASONS = ("slow_consumer", "protocol_error")
+REFUSAL_REASONS = (
+    "origin",
+    "api_key",
+    "journal_unavailable",
+    "generations_per_peer",
+    "streams_per_connection",
+)
+MCP_REFUSAL_REASONS = ("full", "peer")
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 
@@ -22,6 +48,11 @@ class ServiceMetrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
+        # What every Python exporter shows (process_*, python_info, python_gc_*), on this
+        # registry; registering them on several registries of one process is allowed.
+        ProcessCollector(registry=r)
+        PlatformCollector(registry=r)
+        GCCollector(registry=r)
         self.ttfb = Histogram(
             "diaproto_time_to_first_byte_seconds",
             "From opening a stream to its first chunk leaving the scheduler.",
@@ -55,7 +86,8 @@ class ServiceMetrics:
 
         self.refused = Counter(
             "diaproto_refused",
-            "Requests refused for a per-client limit or a foreign web page, by reason.",
+            "Requests refused, by reason: a per-client limit, a foreign web page, a missing "
+            "or wrong API key, the shared journal unavailable.",
             ["reason"],
             registry=r,
         )
@@ -73,6 +105,39 @@ class ServiceMetrics:
             "diaproto_mcp_tool_calls", "MCP tool calls started, by tool.", ["tool"], registry=r
         )
 
+        self.generation_time = Histogram(
+            "diaproto_generation_duration_seconds",
+            "From a generation's start to its source's close (pauses for a slow listener "
+            "included), by model and outcome (completed, failed, refused, stopped).",
+            ["model", "outcome"],
+            buckets=GENERATION_BUCKETS,
+            registry=r,
+        )
+        self.real_time_factor = Histogram(
+            "diaproto_generation_real_time_factor",
+            "RTF = compute time / audio duration, per generation that produced audio: the "
+            "seconds spent waiting on the model for chunks (its queue included, pauses for a "
+            "slow listener not) over the seconds of audio they hold; below 1 is faster than "
+            "real time.",
+            ["model"],
+            buckets=RTF_BUCKETS,
+            registry=r,
+        )
+        self.audio_produced = Counter(
+            "diaproto_audio_produced_seconds",
+            "Seconds of audio the model produced, counted as each generation ends.",
+            ["model"],
+            registry=r,
+        )
+
+        for counter, values in (
+            (self.disconnects, DISCONNECT_REASONS),
+            (self.refused, REFUSAL_REASONS),
+            (self.mcp_sessions_refused, MCP_REFUSAL_REASONS),
+        ):
+            for value in values:
+                counter.labels(value)
+
     def watch_model_queue(self, queue: ModelQueue) -> None:
         """Export the model's line (read at each scrape)."""
         self.registry.register(_ModelQueueCollector(queue))
@@ -86,6 +151,18 @@ class ServiceMetrics:
             self.jitter.observe(jitter)
         self.bytes_sent.inc(metrics.bytes_sent)
         self.drops.inc(metrics.drops)
+
+    def generation_ended(self, ended: GenerationEnded) -> None:
+        """Observe a generation whose source has closed (a :class:`GenerationRegistry`'s
+        ``on_ended``)."""
+        outcome = ended.outcome if ended.outcome in OUTCOMES else "failed"
+        self.generation_time.labels(ended.model, outcome).observe(max(ended.seconds, 0.0))
+        audio = duration(ended.audio_bytes)
+        if audio > 0:
+            self.real_time_factor.labels(ended.model).observe(
+                max(ended.compute_seconds, 0.0) / audio
+            )
+        self.audio_produced.labels(ended.model).inc(audio)
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

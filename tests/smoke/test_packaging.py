@@ -120,6 +120,7 @@ def test_the_sdist_holds_the_whole_project_to_test(dist: Path) -> None:
                 "fuzz/",
                 "examples/",
                 "tools/",
+                "deploy/",
             )
         )
         or name in ("LICENSE", "README.md", "pyproject.toml", "Makefile", "MANIFEST.in")
