@@ -9,6 +9,7 @@ functions here pick the module by runtime name, for the command line and the tes
 from __future__ import annotations
 
 import importlib
+import ssl as _ssl
 from collections.abc import Callable
 from typing import Any
 
@@ -24,15 +25,27 @@ RUNTIMES: dict[str, tuple[str, dict[str, Any]]] = {
     "tornado": ("tornado", {}),
     "sockets": ("sockets", {}),
 }
+#: The runtimes that serve TLS (``ssl=``). The sockets runtime does not: its one selector
+#: loop would need TLS's own states (a write that waits for a read, decrypted bytes the
+#: selector cannot see); put a reverse proxy in front of it instead (docs/operations.md).
+TLS_RUNTIMES = frozenset({"asyncio", "trio", "anyio", "tornado"})
 
 
-def _adapter(runtime: str, use_uvloop: bool) -> tuple[Any, dict[str, Any]]:
+def _adapter(
+    runtime: str, use_uvloop: bool, ssl: _ssl.SSLContext | None = None
+) -> tuple[Any, dict[str, Any]]:
     if runtime not in RUNTIMES:
         msg = f"unknown runtime {runtime!r}; choose one of {', '.join(RUNTIMES)}"
         raise ValueError(msg)
+    if ssl is not None and runtime not in TLS_RUNTIMES:
+        msg = f"the {runtime} runtime does not serve TLS; choose one of {', '.join(TLS_RUNTIMES)}"
+        raise ValueError(msg)
     module_name, options = RUNTIMES[runtime]
     module = importlib.import_module(f"diaproto.adapters.{module_name}")
-    return module, {**options, "use_uvloop": True} if use_uvloop else dict(options)
+    chosen = {**options, "use_uvloop": True} if use_uvloop else dict(options)
+    if ssl is not None:
+        chosen["ssl"] = ssl
+    return module, chosen
 
 
 def run(
@@ -44,9 +57,10 @@ def run(
     config: ConnectionConfig | None = None,
     ready: Callable[[str, int], None] | None = None,
     use_uvloop: bool = False,
+    ssl: _ssl.SSLContext | None = None,
 ) -> None:
-    """Serve ``app`` on ``runtime`` until SIGINT or SIGTERM."""
-    module, options = _adapter(runtime, use_uvloop)
+    """Serve ``app`` on ``runtime`` until SIGINT or SIGTERM (HTTPS and WSS with ``ssl``)."""
+    module, options = _adapter(runtime, use_uvloop, ssl)
     module.run(app, host, port, config=config, ready=ready, **options)
 
 
@@ -58,8 +72,9 @@ def start_in_thread(
     config: ConnectionConfig | None = None,
     *,
     use_uvloop: bool = False,
+    ssl: _ssl.SSLContext | None = None,
 ) -> ServerHandle:
     """Serve ``app`` on ``runtime`` in a thread of its own; returns once it listens."""
-    module, options = _adapter(runtime, use_uvloop)
+    module, options = _adapter(runtime, use_uvloop, ssl)
     handle: ServerHandle = module.start_in_thread(app, host, port, config, **options)
     return handle

@@ -7,7 +7,9 @@ heartbeats, batching and backpressure are the core's; this file moves bytes and 
 
 from __future__ import annotations
 
+import logging
 import math
+import ssl as _ssl
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TypeVar
@@ -18,6 +20,7 @@ import anyio.from_thread
 import anyio.lowlevel
 import anyio.to_thread
 from anyio.abc import SocketAttribute
+from anyio.streams.tls import TLSListener
 
 from diaproto.adapters._pump import dispatch, now, past, write_deadline
 from diaproto.adapters._runtime import LoopRuntime, tell_started
@@ -30,6 +33,8 @@ from diaproto.runtime import Application, Cancellable
 from diaproto.server import ServerConnection
 
 T = TypeVar("T")
+
+log = logging.getLogger("diaproto.adapters.anyio")
 
 READ_SIZE = 65536
 
@@ -130,9 +135,16 @@ class AnyioSession:
 class Server:
     """Accepts connections and runs the pump for each; ``stop()`` shuts down gracefully."""
 
-    def __init__(self, app: Application, config: ConnectionConfig | None = None) -> None:
+    def __init__(
+        self,
+        app: Application,
+        config: ConnectionConfig | None = None,
+        *,
+        ssl: _ssl.SSLContext | None = None,
+    ) -> None:
         self.app = app
         self.config = config or ConnectionConfig()
+        self.ssl = ssl
         self.sessions: set[AnyioSession] = set()
         self.runtime: AnyioRuntime | None = None
         self._stopping = anyio.Event()
@@ -143,8 +155,11 @@ class Server:
     async def serve(
         self, host: str, port: int, ready: Callable[[str, int], None] | None = None
     ) -> None:
-        listener = await anyio.create_tcp_listener(local_host=host, local_port=port)
-        bound = listener.extra(SocketAttribute.local_address)
+        tcp = await anyio.create_tcp_listener(local_host=host, local_port=port)
+        bound = tcp.extra(SocketAttribute.local_address)
+        listener: anyio.abc.Listener[anyio.abc.ByteStream] = tcp
+        if self.ssl is not None:  # each connection's handshake runs in its own task
+            listener = _TLSListener(tcp, self.ssl, standard_compatible=False)
         accepting = anyio.CancelScope()
 
         async def accept(tg: anyio.abc.TaskGroup) -> None:
@@ -174,7 +189,7 @@ class Server:
             while self.sessions:
                 await anyio.sleep(0.01)
 
-    async def _handle(self, stream: anyio.abc.SocketStream) -> None:
+    async def _handle(self, stream: anyio.abc.ByteStream) -> None:
         assert self.runtime is not None
         address = stream.extra(SocketAttribute.remote_address)
         peer = f"{address[0]}:{address[1]}" if isinstance(address, tuple) else str(address)
@@ -214,7 +229,7 @@ async def _reader(app: Application, session: AnyioSession, stream: anyio.abc.Byt
 async def _writer(
     app: Application,
     session: AnyioSession,
-    stream: anyio.abc.SocketStream,
+    stream: anyio.abc.ByteStream,
     sender: _Sender,
 ) -> None:
     conn = session.conn
@@ -294,6 +309,19 @@ async def _send(app: Application, session: AnyioSession, sender: _Sender, data: 
     return True
 
 
+class _TLSListener(TLSListener):
+    """anyio's TLS listener, with a failed handshake (a plain-HTTP client, a scanner) logged
+    in one line at debug, not as an error with a traceback: it harms nothing."""
+
+    @staticmethod
+    async def handle_handshake_error(exc: BaseException, stream: anyio.abc.AnyByteStream) -> None:
+        if isinstance(exc, Exception) and not isinstance(exc, anyio.get_cancelled_exc_class()):
+            await anyio.aclose_forcefully(stream)
+            log.debug("TLS handshake failed: %s", exc)
+            return
+        await TLSListener.handle_handshake_error(exc, stream)
+
+
 def run(
     app: Application,
     host: str = "127.0.0.1",
@@ -303,9 +331,11 @@ def run(
     use_uvloop: bool = False,
     config: ConnectionConfig | None = None,
     ready: Callable[[str, int], None] | None = None,
+    ssl: _ssl.SSLContext | None = None,
 ) -> None:
-    """Serve ``app`` until SIGINT or SIGTERM, then close every connection with 1001."""
-    server = Server(app, config)
+    """Serve ``app`` until SIGINT or SIGTERM, then close every connection with 1001.
+    ``ssl``: serve HTTPS and WSS with this context."""
+    server = Server(app, config, ssl=ssl)
 
     async def main() -> None:
         async with anyio.create_task_group() as tg:
@@ -330,9 +360,11 @@ async def serve_in_background(
     host: str = "127.0.0.1",
     port: int = 0,
     config: ConnectionConfig | None = None,
+    *,
+    ssl: _ssl.SSLContext | None = None,
 ) -> tuple[Server, int]:
     """Start a server inside ``task_group`` (for tests and embedding); returns it and its port."""
-    server = Server(app, config)
+    server = Server(app, config, ssl=ssl)
     bound: list[int] = []
     started = anyio.Event()
 
@@ -353,12 +385,13 @@ def start_in_thread(
     *,
     backend: str = "asyncio",
     use_uvloop: bool = False,
+    ssl: _ssl.SSLContext | None = None,
 ) -> ThreadedServer[Server]:
     """Serve ``app`` on a new thread; returns once it listens (raises if it cannot start)."""
 
     async def serve(listening: Listening[Server]) -> None:
         async with anyio.create_task_group() as tg:
-            server, bound = await serve_in_background(app, tg, host, port, config)
+            server, bound = await serve_in_background(app, tg, host, port, config, ssl=ssl)
             assert server.runtime is not None  # made before it listens
             listening(server, bound, server.runtime.call)
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ssl as _ssl
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar, cast
 
@@ -167,9 +168,16 @@ class Server:
 
     Make it on the running loop: its runtime binds to that loop."""
 
-    def __init__(self, app: Application, config: ConnectionConfig | None = None) -> None:
+    def __init__(
+        self,
+        app: Application,
+        config: ConnectionConfig | None = None,
+        *,
+        ssl: _ssl.SSLContext | None = None,
+    ) -> None:
         self.app = app
         self.config = config or ConnectionConfig()
+        self.ssl = ssl  # TLS: the handshake is the transport's, before connection_made
         self.sessions: set[AsyncioSession] = set()
         self.runtime = AsyncioRuntime(asyncio.get_running_loop())
         self._stopping = asyncio.Event()
@@ -189,7 +197,7 @@ class Server:
     ) -> None:
         loop = self.runtime.loop
         listener = await loop.create_server(
-            lambda: AsyncioSession(self), host, port, backlog=BACKLOG
+            lambda: AsyncioSession(self), host, port, backlog=BACKLOG, ssl=self.ssl
         )
         try:
             bound = listener.sockets[0].getsockname()
@@ -236,9 +244,11 @@ def run(
     use_uvloop: bool = False,
     config: ConnectionConfig | None = None,
     ready: Callable[[str, int], None] | None = None,
+    ssl: _ssl.SSLContext | None = None,
 ) -> None:
-    """Serve ``app`` until SIGINT or SIGTERM, then close every connection with 1001."""
-    serve_until_signal(lambda: Server(app, config), host, port, ready, _runner(use_uvloop))
+    """Serve ``app`` until SIGINT or SIGTERM, then close every connection with 1001.
+    ``ssl``: serve HTTPS and WSS with this context."""
+    serve_until_signal(lambda: Server(app, config, ssl=ssl), host, port, ready, _runner(use_uvloop))
 
 
 def start_in_thread(
@@ -248,7 +258,10 @@ def start_in_thread(
     config: ConnectionConfig | None = None,
     *,
     use_uvloop: bool = False,
+    ssl: _ssl.SSLContext | None = None,
 ) -> ThreadedServer[Server]:
     """Serve ``app`` on a new thread; returns once it listens (raises if it cannot start)."""
     name = "diaproto-asyncio" + ("-uvloop" if use_uvloop else "")
-    return start_serving_thread(name, lambda: Server(app, config), host, port, _runner(use_uvloop))
+    return start_serving_thread(
+        name, lambda: Server(app, config, ssl=ssl), host, port, _runner(use_uvloop)
+    )

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ssl as _ssl
 from collections.abc import Callable
 from functools import partial
 from typing import Any, TypeVar
@@ -155,8 +156,15 @@ class TornadoSession:
 class Server(TCPServer):
     """Accepts connections and runs the pump for each; ``stop()`` shuts down gracefully."""
 
-    def __init__(self, app: Application, config: ConnectionConfig | None = None) -> None:
-        super().__init__(read_chunk_size=READ_SIZE)
+    def __init__(
+        self,
+        app: Application,
+        config: ConnectionConfig | None = None,
+        *,
+        ssl: _ssl.SSLContext | None = None,
+    ) -> None:
+        # TLS: tornado wraps each accepted socket; the handshake runs before the first read.
+        super().__init__(read_chunk_size=READ_SIZE, ssl_options=ssl)
         self.app = app
         self.config = config or ConnectionConfig()
         self.sessions: set[TornadoSession] = set()
@@ -219,9 +227,11 @@ def run(
     *,
     config: ConnectionConfig | None = None,
     ready: Callable[[str, int], None] | None = None,
+    ssl: _ssl.SSLContext | None = None,
 ) -> None:
-    """Serve ``app`` until SIGINT or SIGTERM, then close every connection with 1001."""
-    serve_until_signal(lambda: Server(app, config), host, port, ready, asyncio.run)
+    """Serve ``app`` until SIGINT or SIGTERM, then close every connection with 1001.
+    ``ssl``: serve HTTPS and WSS with this context."""
+    serve_until_signal(lambda: Server(app, config, ssl=ssl), host, port, ready, asyncio.run)
 
 
 def start_in_thread(
@@ -229,8 +239,10 @@ def start_in_thread(
     host: str = "127.0.0.1",
     port: int = 0,
     config: ConnectionConfig | None = None,
+    *,
+    ssl: _ssl.SSLContext | None = None,
 ) -> ThreadedServer[Server]:
     """Serve ``app`` on a new thread; returns once it listens (raises if it cannot start)."""
     return start_serving_thread(
-        "diaproto-tornado", partial(Server, app, config), host, port, asyncio.run
+        "diaproto-tornado", partial(Server, app, config, ssl=ssl), host, port, asyncio.run
     )

@@ -11,14 +11,22 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING
 
 from diaproto import __version__
+from diaproto.apps import logs, settings
 from diaproto.apps.serve.limits import ServiceLimits
+from diaproto.apps.tls import server_context
 
 if TYPE_CHECKING:
+    import ssl
+
     from diaproto.apps.serve.model_worker import JobTaker, QueuedJob, TakeJobs
     from diaproto.cluster import RedisJournal
 
 RUNTIMES = ("asyncio", "anyio", "trio", "tornado", "sockets")  # see diaproto.adapters.RUNTIMES
 MODELS = ("synthetic", "dia")
+MODEL_HELP = (
+    "the speech source: synthetic (default), dia, or module:attr, a Source of your own "
+    "(or a class or factory making one), imported from the current directory or installed"
+)
 #: What ``pip install diaproto`` lacks for ``serve``: module -> the extra that brings it.
 #: The runtime's own modules are named with ``--runtime`` in the message.
 EXTRAS = {
@@ -44,7 +52,31 @@ def build_parser() -> argparse.ArgumentParser:
         help="run a model worker: the generations that 'serve --cluster URL --queue' queues",
     )
     _serve_arguments(worker, port=8001, worker=True)
+    mcp = commands.add_parser(
+        "mcp", help="serve MCP to one client on stdin/stdout ('serve' has it over HTTP at /mcp)"
+    )
+    _mcp_arguments(mcp)
+    settings.add_options(parser)  # --config FILE, --<secret>-file PATH
     return parser
+
+
+def _mcp_arguments(mcp: argparse.ArgumentParser) -> None:
+    # Required, not implied: the transport is named in every client's config, and another
+    # one (HTTP without the rest of serve) may join it.
+    mcp.add_argument(
+        "--stdio",
+        action="store_true",
+        required=True,
+        help="speak MCP as newline-delimited JSON-RPC on stdin and stdout (logs go to stderr)",
+    )
+    mcp.add_argument("--model", type=_model, default="synthetic", help=MODEL_HELP)
+    mcp.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
+    dia = mcp.add_argument_group("the Dia model (--model dia), as for serve")
+    dia.add_argument("--weights", default=None, metavar="ID_OR_PATH")
+    dia.add_argument("--device", default=None)
+    dia.add_argument("--dtype", default=None, choices=("float32", "bfloat16", "float16"))
+    dia.add_argument("--dia-window", default=None, metavar="K0:R0,K:R,L")
+    dia.add_argument("--max-requests", type=int, default=None, metavar="N")
 
 
 def _serve_arguments(serve: argparse.ArgumentParser, *, port: int, worker: bool) -> None:
@@ -52,8 +84,20 @@ def _serve_arguments(serve: argparse.ArgumentParser, *, port: int, worker: bool)
     serve.add_argument("--port", type=_port, default=port, help=f"port (default {port}; 0 = any)")
     serve.add_argument("--runtime", choices=RUNTIMES, default="asyncio")
     serve.add_argument("--uvloop", action="store_true", help="use uvloop (asyncio, anyio only)")
-    serve.add_argument("--model", choices=MODELS, default="synthetic")
+    serve.add_argument("--model", type=_model, default="synthetic", help=MODEL_HELP)
     serve.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
+    serve.add_argument(
+        "--log-format", default="text", choices=logs.FORMATS, help="json: JSON lines"
+    )
+    serve.add_argument(
+        "--access-log",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="a line per request, WebSocket session and stream (logger diaproto.access)",
+    )
+    tls = serve.add_argument_group("TLS: HTTPS and WSS (not with --runtime sockets)")
+    tls.add_argument("--certfile", metavar="PEM", help="the certificate chain (PEM)")
+    tls.add_argument("--keyfile", metavar="PEM", help="its private key (default: in --certfile)")
     dia = serve.add_argument_group("the Dia model (--model dia; pip install 'diaproto[dia]')")
     dia.add_argument(
         "--weights",
@@ -118,7 +162,15 @@ def _serve_arguments(serve: argparse.ArgumentParser, *, port: int, worker: bool)
         action="append",
         default=[],
         metavar="ORIGIN",
-        help="also accept this browser Origin, e.g. https://app.example (other pages get 403)",
+        help="also accept this browser Origin, e.g. https://app.example (other pages get 403); "
+        "its pages may read the API's answers (CORS)",
+    )
+    access.add_argument(
+        "--api-key",
+        metavar="KEY[,KEY]",
+        help="require 'Authorization: Bearer KEY' on /v1/* and /ws, as OpenAI's API does "
+        "(several keys, comma-separated, let one be rotated out); prefer --api-key-file or "
+        "DIAPROTO_API_KEY: a flag shows in ps",
     )
     cluster = serve.add_argument_group(
         "many workers on one shared journal (pip install 'diaproto[cluster]')"
@@ -159,12 +211,15 @@ def _serve_arguments(serve: argparse.ArgumentParser, *, port: int, worker: bool)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    args = settings.parse_command_line(build_parser(), argv)  # flags, DIAPROTO_*, --config
+    if args.command == "mcp":
+        from diaproto.apps.mcp.transports.stdio_process import run_stdio  # noqa: PLC0415
+
+        return run_stdio(args, _model_options)
+    logs.configure(args.log_level, args.log_format)
     try:
         from diaproto import adapters  # noqa: PLC0415 (keeps `--help` fast)
+        from diaproto.apps.serve.access_log import AccessLog  # noqa: PLC0415
         from diaproto.apps.serve.app import DiaService  # noqa: PLC0415
         from diaproto.apps.serve.sources import SourceUnavailable, load_source  # noqa: PLC0415
         from diaproto.mcp.http import LOOPBACK_HOSTS, McpHttpConfig  # noqa: PLC0415
@@ -199,6 +254,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     queue = getattr(args, "queue", False)
     try:
+        ssl_context = _tls(args)
         if queue and not args.cluster:
             raise _Refused("diaproto: --queue needs --cluster REDIS_URL (where jobs go)")
         journal = _journal(args)
@@ -214,24 +270,31 @@ def main(argv: Sequence[str] | None = None) -> int:
         shared_sessions=journal,
         jobs=journal if queue else None,
         take_jobs=take_jobs,
+        api_keys=_api_keys(args.api_key),
     )
     listening = False
 
     def ready(host: str, port: int) -> None:
         nonlocal listening
         listening = True
-        shown = _shown(host)
+        shown, scheme = _shown(host), "https" if ssl_context else "http"
         print(
-            f"diaproto serving on http://{shown}:{port}/ "
+            f"diaproto serving on {scheme}://{shown}:{port}/ "
             f"(runtime {args.runtime}{'+uvloop' if args.uvloop else ''}, model {args.model}); "
-            f"open it in a browser; MCP at http://{shown}:{port}/mcp"
+            f"open it in a browser; MCP at {scheme}://{shown}:{port}/mcp"
             + (f"; worker {journal.worker} of the cluster at {args.cluster}" if journal else ""),
             flush=True,
         )
 
     try:
         adapters.run(
-            args.runtime, service, args.host, args.port, ready=ready, use_uvloop=args.uvloop
+            args.runtime,
+            AccessLog(service) if args.access_log else service,
+            args.host,
+            args.port,
+            ready=ready,
+            use_uvloop=args.uvloop,
+            ssl=ssl_context,
         )
     except Exception as exc:
         if journal is not None:
@@ -252,6 +315,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 class _Refused(Exception):
     """A command line that cannot be served, with the one line that says why."""
+
+
+def _tls(args: argparse.Namespace) -> ssl.SSLContext | None:
+    """``--certfile``/``--keyfile``: the server's TLS context (None: plain TCP)."""
+    try:
+        return server_context(args.certfile, args.keyfile, args.runtime)
+    except ValueError as exc:
+        raise _Refused(f"diaproto: {exc}") from exc
 
 
 def _journal(args: argparse.Namespace) -> RedisJournal | None:
@@ -290,6 +361,23 @@ def _job_consumer(args: argparse.Namespace, journal: RedisJournal | None) -> Tak
         return JobConsumer(args.cluster, journal.worker, on_job, on_lost=on_lost, slots=args.jobs)
 
     return take
+
+
+def _api_keys(value: str | None) -> tuple[str, ...]:
+    """``--api-key``'s keys: comma-separated, surrounding spaces (a file's newline) dropped."""
+    if value is None:
+        return ()
+    return tuple(key.strip() for key in value.split(",") if key.strip())
+
+
+def _model(text: str) -> str:
+    from diaproto.apps.serve.sources.loading import valid_model_name  # noqa: PLC0415
+
+    if not valid_model_name(text):
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: expected {', '.join(MODELS)} or module:attr (a Source of your own)"
+        )
+    return text
 
 
 def _port(text: str) -> int:

@@ -142,9 +142,7 @@ class DiaService:
                 return
         if isinstance(event, Request | SseRequest | WebSocketRequest):
             # Refused first: a page from elsewhere (403), then a call without its key (401).
-            if not self._foreign_page(session, event) and not self._api_gate(
-                session, state, event
-            ):
+            if not self._foreign_page(session, event) and not self._api_gate(session, state, event):
                 self._exchange(session, event)
         else:
             self._stream_event(session, state, event)

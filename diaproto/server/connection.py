@@ -110,6 +110,7 @@ class ServerConnection(HttpFront, WebSocketSession, OutboundStreams):
                 frames = self._framer(batch)
                 if self._ws is not None and not self._out and not self._ending:
                     self._handed_out = True
+                    self.bytes_sent += len(frames)
                     return frames  # the common case: the batch alone, with no copy
                 self._write_body(frames)
             if self._ending and self._scheduler.queued_bytes() == 0:
@@ -119,6 +120,7 @@ class ServerConnection(HttpFront, WebSocketSession, OutboundStreams):
         data = bytes(self._out)
         self._out.clear()
         self._handed_out = True
+        self.bytes_sent += len(data)
         if self._sse:
             self._last_sse_write = now
         return data

@@ -62,8 +62,10 @@ class ConnectionCore:
         "_wire",
         "_ws",
         "_ws_events",
+        "bytes_sent",
         "config",
         "extensions",
+        "response_status",
         "state",
         "subprotocol",
         "unsent",
@@ -107,6 +109,16 @@ class ConnectionCore:
         self._drop = False  # closed because the peer stopped reading: abort, do not flush
         #: What was queued and never sent when the connection closed (set on close).
         self.unsent: list[Payload] = []
+        #: Bytes ``data_to_send`` handed out in all (an access log's count; no I/O here).
+        self.bytes_sent = 0
+        #: The status of the latest response head (101: the upgrade; None: none yet).
+        self.response_status: int | None = None
+
+    @property
+    def bytes_produced(self) -> int:
+        """``bytes_sent`` and the output not handed out yet (what the scheduler still queues
+        is not counted: it is not framed yet)."""
+        return self.bytes_sent + len(self._out)
 
     def _expect_pending(self) -> Event:
         if self.state is not State.REQUEST_RECEIVED or self._pending is None:
@@ -134,6 +146,8 @@ class ConnectionCore:
             data = self._http.send(event)
         except h11.LocalProtocolError as exc:
             raise LocalProtocolError(str(exc)) from exc
+        if isinstance(event, h11.Response | h11.InformationalResponse) and event.status_code > 100:
+            self.response_status = event.status_code
         if data:
             self._out += data
 
