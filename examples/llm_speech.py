@@ -79,6 +79,7 @@ class LlmSpeechSource:
 
     name = "llm-speech"
     model_queue: ModelQueue | None = None  # the chat model is remote; nothing to share here
+    whole_text = True  # the prompt is one turn, not a sentence at a time
 
     def __init__(self, chat: Chat = local_chat, voice: SyntheticSource | None = None) -> None:
         self.chat = chat

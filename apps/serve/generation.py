@@ -407,7 +407,10 @@ class Generation:
         queue = self.source.model_queue
         if self.admission is None and queue is not None:
             self.admission = queue.admit()  # ModelBusy: refused before any work
-        for sentence in split_sentences(request.text):
+        # A source asks for the whole text with ``whole_text = True`` (a prompt to a chat
+        # model is one turn); otherwise it speaks one sentence per call, each as it comes.
+        whole = getattr(self.source, "whole_text", False) is True
+        for sentence in [request.text] if whole else split_sentences(request.text):
             # A speaker tag holds until the next one, across the sentences we split.
             tag = SPEAKER_TAG.match(sentence)
             if tag is not None:

@@ -66,7 +66,10 @@ def _load_spec(spec: str) -> Source:
             raise SourceUnavailable(f"--model {spec}: {module_name} has no {path!r}")
         found = getattr(found, part)
     if isinstance(found, type) or (callable(found) and not hasattr(found, "generate")):
-        found = found()  # a class or a factory: the source is what it makes
+        try:
+            found = found()  # a class or a factory: the source is what it makes
+        except Exception as exc:
+            raise SourceUnavailable(f"--model {spec}: making the source failed ({exc})") from exc
     missing = [member for member in SOURCE_MEMBERS if not hasattr(found, member)]
     if missing or not callable(found.generate):
         lacking = ", ".join(missing or ["a callable generate"])
