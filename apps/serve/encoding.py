@@ -61,7 +61,15 @@ CODECS: Final[Mapping[str, Codec]] = {
         muxer_options={"page_duration": "20000"},
         encoder_options={"application": "voip"},
     ),
-    "aac": Codec("aac", "adts", OPENAI_SAMPLE_RATE, "audio/aac", bit_rate=64_000),
+    # The fast coder: 13 ms of CPU per audio second here, where the default (twoloop) took 54.
+    "aac": Codec(
+        "aac",
+        "adts",
+        OPENAI_SAMPLE_RATE,
+        "audio/aac",
+        bit_rate=64_000,
+        encoder_options={"aac_coder": "fast"},
+    ),
     # 576-sample blocks (24 ms) instead of 2304: the first packet leaves four times sooner.
     "flac": Codec(
         "flac", "flac", OPENAI_SAMPLE_RATE, "audio/flac", encoder_options={"frame_size": "576"}
