@@ -24,6 +24,6 @@ EXPOSE 8000
 # No curl in the slim image: the standard library asks /healthz (on DIAPROTO_PORT if set;
 # urlopen raises on any status but 2xx, and the check fails).
 HEALTHCHECK --interval=30s --timeout=5s --start-period=20s --retries=3 \
-    CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:' + os.environ.get('DIAPROTO_PORT', '8000') + '/healthz', timeout=4)"]
+    CMD ["python", "-c", "import os, urllib.request; p = os.environ.get('DIAPROTO_PORT', ''); urllib.request.urlopen('http://127.0.0.1:' + (p if p.isdigit() else '8000') + '/healthz', timeout=4)"]
 
 CMD ["diaproto", "serve", "--host", "0.0.0.0"]

@@ -18,8 +18,11 @@ from diaproto.apps.tls import server_context
 if TYPE_CHECKING:
     import ssl
 
+    from diaproto.adapters.stdio import Post
+    from diaproto.apps.mcp.transports.stdio_session import StdioSession
     from diaproto.apps.serve.model_worker import JobTaker, QueuedJob, TakeJobs
     from diaproto.cluster import RedisJournal
+    from diaproto.runtime import Runtime
 
 RUNTIMES = ("asyncio", "anyio", "trio", "tornado", "sockets")  # see diaproto.adapters.RUNTIMES
 MODELS = ("synthetic", "dia")
@@ -213,9 +216,7 @@ def _serve_arguments(serve: argparse.ArgumentParser, *, port: int, worker: bool)
 def main(argv: Sequence[str] | None = None) -> int:
     args = settings.parse_command_line(build_parser(), argv)  # flags, DIAPROTO_*, --config
     if args.command == "mcp":
-        from diaproto.apps.mcp.transports.stdio_process import run_stdio  # noqa: PLC0415
-
-        return run_stdio(args, _model_options)
+        return run_stdio(args)
     logs.configure(args.log_level, args.log_format)
     try:
         from diaproto import adapters  # noqa: PLC0415 (keeps `--help` fast)
@@ -254,6 +255,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     queue = getattr(args, "queue", False)
     try:
+        api_keys = _api_keys(args.api_key)
         ssl_context = _tls(args)
         if queue and not args.cluster:
             raise _Refused("diaproto: --queue needs --cluster REDIS_URL (where jobs go)")
@@ -270,7 +272,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         shared_sessions=journal,
         jobs=journal if queue else None,
         take_jobs=take_jobs,
-        api_keys=_api_keys(args.api_key),
+        api_keys=api_keys,
     )
     listening = False
 
@@ -310,6 +312,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     if journal is not None:
         journal.close()  # what waits is written first
     print("diaproto: stopped", flush=True)
+    return 0
+
+
+def run_stdio(args: argparse.Namespace) -> int:
+    """``diaproto mcp --stdio``: the MCP service on stdin and stdout until stdin ends."""
+    from diaproto.adapters import stdio  # noqa: PLC0415 (keeps `--help` fast)
+    from diaproto.apps.mcp.transports import stdio_session  # noqa: PLC0415
+
+    # First: nothing (a model's module printing as it loads) may reach the client's stdout.
+    stdout = stdio.reserve_stdout()
+    logs.configure(args.log_level)  # to stderr
+    try:
+        service = stdio_session.make_service(args, _model_options)
+    except stdio_session.ServiceRefused as exc:
+        print(f"diaproto: {exc}", file=sys.stderr)
+        stdout.close()
+        return USAGE_ERROR
+
+    def session(runtime: Runtime, write_line: Callable[[str], None], post: Post) -> StdioSession:
+        return stdio_session.StdioSession(service, runtime, write_line, post)
+
+    stdio.run_lines(session, sys.stdin.fileno(), stdout)
     return 0
 
 
@@ -364,10 +388,14 @@ def _job_consumer(args: argparse.Namespace, journal: RedisJournal | None) -> Tak
 
 
 def _api_keys(value: str | None) -> tuple[str, ...]:
-    """``--api-key``'s keys: comma-separated, surrounding spaces (a file's newline) dropped."""
+    """``--api-key``'s keys, separated by commas or white space (a file's lines); a value
+    with no key in it is refused rather than taken as "no keys"."""
     if value is None:
         return ()
-    return tuple(key.strip() for key in value.split(",") if key.strip())
+    keys = tuple(key for key in value.replace(",", " ").split() if key)
+    if not keys:
+        raise _Refused("diaproto: --api-key is set but holds no key")
+    return keys
 
 
 def _model(text: str) -> str:

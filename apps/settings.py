@@ -189,8 +189,9 @@ class _Options:
         values: dict[str, Any] = {}
         for name, action in self.by_name.items():
             variable = ENV_PREFIX + name.upper()
-            if variable in environ:
-                values[action.dest] = convert(action, environ[variable], variable)
+            if variable not in environ or _service_link(environ[variable]):
+                continue
+            values[action.dest] = convert(action, environ[variable], variable)
         return values
 
     def from_file(self, path: Path, command: str, commands: set[str]) -> dict[str, Any]:
@@ -213,6 +214,12 @@ class _Options:
         return values
 
 
+def _service_link(value: str) -> bool:
+    """Kubernetes sets ``<SERVICE>_PORT=tcp://10.0.0.1:8000`` in every pod of a namespace with
+    a Service of that name: a Service called ``diaproto`` would set our ``--port``."""
+    return value.startswith(("tcp://", "udp://", "sctp://"))
+
+
 def convert(action: argparse.Action, raw: Any, source: str) -> Any:
     """``raw`` (an environment string or a TOML value) as the action's value."""
     try:
@@ -226,7 +233,8 @@ def convert(action: argparse.Action, raw: Any, source: str) -> Any:
             return [_one(action, item) for item in items if str(item).strip()]
         return _one(action, raw)
     except (argparse.ArgumentTypeError, TypeError, ValueError) as exc:
-        raise SettingsError(f"{source}={raw!r}: {exc}") from exc
+        shown = "<hidden>" if action.dest in SECRET_OPTIONS else repr(raw)  # never echo a key
+        raise SettingsError(f"{source}={shown}: {exc}") from exc
 
 
 def _is_switch(action: argparse.Action) -> bool:
@@ -286,6 +294,10 @@ def _secret(layers: list[_Layer], dest: str) -> str | None:
             name = dest.replace("_", "-")
             raise SettingsError(f"{layer.source}: give {name} or {name}-file, not both")
         if value is not None:
+            if not str(value).strip():
+                # An unset variable in a compose file gives "": that must not mean "no key".
+                name = dest.replace("_", "-")
+                raise SettingsError(f"{layer.source}: {name} is set but empty")
             return str(value)
         if path is not None:
             return _read_secret(Path(path), f"{layer.source}: {dest}{FILE_SUFFIX}")

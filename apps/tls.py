@@ -27,7 +27,8 @@ def server_context(
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     try:
-        context.load_cert_chain(certfile, keyfile)
+        # An encrypted key would make OpenSSL ask on the terminal (or hang in a container).
+        context.load_cert_chain(certfile, keyfile, password=_no_password)
     except FileNotFoundError as exc:
         raise ValueError(f"--certfile/--keyfile: no such file: {exc.filename}") from exc
     except (ssl.SSLError, OSError) as exc:
@@ -35,3 +36,7 @@ def server_context(
             f"--certfile {certfile}: cannot load the certificate and key: {exc}"
         ) from exc
     return context
+
+
+def _no_password() -> str:
+    raise ssl.SSLError("the key is encrypted: give an unencrypted key (e.g. openssl pkey)")

@@ -99,11 +99,17 @@ class LlmSpeechSource:
     def _speak(
         self, prompt: str, voice: str, speed: float, stop: threading.Event
     ) -> Iterator[bytes]:
-        deltas = (delta_text(chunk) for chunk in self.chat(prompt))
-        for sentence in sentences_as_written(deltas):
-            if stop.is_set():
-                return  # the listener left: ask the model for nothing more
-            yield from self.voice.generate(sentence, voice, speed, stop=stop)
+        stream = self.chat(prompt)
+        try:
+            deltas = (delta_text(chunk) for chunk in stream)
+            for sentence in sentences_as_written(deltas):
+                if stop.is_set():
+                    return  # the listener left: ask the model for nothing more
+                yield from self.voice.generate(sentence, voice, speed, stop=stop)
+        finally:
+            close = getattr(stream, "close", None)
+            if close is not None:
+                close()  # the SDK's stream: its HTTP response is released now, not at GC
 
 
 source = LlmSpeechSource()

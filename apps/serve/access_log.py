@@ -99,10 +99,10 @@ class AccessLog:
             request_id.reset(token)
         if isinstance(event, ConnectionClosed):
             self._end(session)
-        elif exchange.kind == "websocket":
-            if isinstance(event, StreamFinished) and session.conn.response_status == 101:
+        elif exchange.kind == "websocket" and session.conn.response_status == 101:
+            if isinstance(event, StreamFinished):
                 self._stream_end(session, exchange, event)
-        elif session.conn.state not in UNDER_WAY:
+        elif session.conn.state not in UNDER_WAY:  # also an upgrade refused with an answer
             self._end(session)
 
     # --- the lines -------------------------------------------------------------------------

@@ -34,8 +34,8 @@ class ApiAccess:
     """The API's keys and its cross-origin rules."""
 
     def __init__(self, config: McpHttpConfig, api_keys: Sequence[str] = ()) -> None:
-        if any(not key or key != key.strip() for key in api_keys):
-            raise ValueError("an API key must be non-empty and have no surrounding spaces")
+        if any(not key or any(char.isspace() for char in key) for key in api_keys):
+            raise ValueError("an API key must be non-empty and hold no white space")
         self.config = config
         self._keys = tuple(key.encode() for key in api_keys)
 

@@ -141,6 +141,7 @@ class DiaService:
                 self.metrics.active_generations.set(self.generations.running_workers)
                 return
         if isinstance(event, Request | SseRequest | WebSocketRequest):
+            state.cors = ()  # nothing of the previous request's answer carries over
             # Refused first: a page from elsewhere (403), then a call without its key (401).
             if not self._foreign_page(session, event) and not self._api_gate(session, state, event):
                 self._exchange(session, event)

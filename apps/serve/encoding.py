@@ -128,6 +128,8 @@ class SpeechEncoder:
         self._pts = 0  # input samples so far: each frame's place in the source's time
         self._output = _Output()
         self._started = False
+        self._done = False  # finished or closed: nothing more comes out
+        self._odd = b""  # a byte of a sample cut in two by a source's chunking
         self._container: av.container.OutputContainer | None = None
         self._stream: av.audio.stream.AudioStream | None = None
         if codec is not None:
@@ -160,11 +162,17 @@ class SpeechEncoder:
         return self._output.take()
 
     def encode(self, pcm: bytes) -> bytes:
-        """The response's bytes that ``pcm`` (whole samples) makes ready."""
+        """The response's bytes that ``pcm`` makes ready (a sample cut at its end waits for
+        its other byte)."""
+        if self._done:
+            return b""
         header = self._start()
-        if not pcm:
+        pcm = self._odd + pcm
+        whole = len(pcm) - len(pcm) % 2
+        self._odd = pcm[whole:]
+        if not whole:
             return header
-        samples = np.frombuffer(pcm, dtype="<i2").reshape(1, -1)
+        samples = np.frombuffer(pcm, dtype="<i2", count=whole // 2).reshape(1, -1)
         frame = av.AudioFrame.from_ndarray(samples, format="s16", layout="mono")
         frame.sample_rate = SAMPLE_RATE
         frame.time_base = Fraction(1, SAMPLE_RATE)
@@ -174,10 +182,14 @@ class SpeechEncoder:
         return header + self._encode(frames)
 
     def finish(self) -> bytes:
-        """The audio the resampler and the encoder still hold, and the container's trailer."""
+        """The audio the resampler and the encoder still hold, and the container's trailer;
+        once (then nothing)."""
+        if self._done:
+            return b""
         header = self._start()
         frames = [] if self._resampler is None else self._resampler.resample(None)
         out = header + self._encode(frames)
+        self._done = True
         if self._container is None or self._stream is None:
             return out
         for packet in self._stream.encode(None):
@@ -188,12 +200,14 @@ class SpeechEncoder:
 
     def close(self) -> None:
         """Free the encoder without finishing (the response was abandoned)."""
+        self._done = True
         if self._container is not None:
             self._container.close()
             self._container = None
+            self._output.take()
 
     def _encode(self, frames: list[av.AudioFrame]) -> bytes:
-        if self._stream is None or self._container is None:
+        if self._container is None or self._stream is None:
             return b"".join(bytes(frame.planes[0])[: frame.samples * 2] for frame in frames)
         for frame in frames:
             for packet in self._stream.encode(frame):

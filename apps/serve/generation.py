@@ -330,18 +330,14 @@ class Generation:
         now = self.runtime.now()
         if self.publication is not None:
             self.publication.frame(data, now)
-        for listener in list(self.listeners):
-            listener.chunk(data, now)
-            listener.session.wake()
+        self._tell_listeners(lambda listener: listener.chunk(data, now), now)
 
     def _complete(self) -> None:
         self.finished = True
         if self.publication is not None:
             self.publication.end(Ending(self.replay.last_seq))
         now = self.runtime.now()
-        for listener in list(self.listeners):
-            listener.end(now)
-            listener.session.wake()
+        self._tell_listeners(lambda listener: listener.end(now), now)
         self.listeners.clear()
         self.on_idle(self)
 
@@ -352,11 +348,28 @@ class Generation:
         if self.publication is not None:
             self.publication.end(Ending(self.replay.last_seq, message, code))
         now = self.runtime.now()
-        for listener in list(self.listeners):
-            listener.fail(message, now, code)
-            listener.session.wake()
+        self._tell_listeners(lambda listener: listener.fail(message, now, code), now)
         self.listeners.clear()
         self.on_idle(self)
+
+    def _tell_listeners(self, tell: Callable[[Listener], None], now: float) -> None:
+        """Tell every listener; one that raises (its encoder, its connection) fails alone,
+        logged, and the others and this generation go on."""
+        for listener in list(self.listeners):
+            try:
+                tell(listener)
+            except Exception:
+                log.exception("generation %s: a listener failed", self.token)
+                self._drop_broken(listener, now)
+            listener.session.wake()
+
+    def _drop_broken(self, listener: Listener, now: float) -> None:
+        if listener in self.listeners:
+            self.listeners.remove(listener)
+        try:
+            listener.fail("internal error", now, ErrorCode.INTERNAL)
+        except Exception:  # left to its connection's timeouts
+            log.exception("generation %s: failing a broken listener failed", self.token)
 
     # --- worker side -----------------------------------------------------------------------
 
@@ -440,6 +453,7 @@ class Generation:
         try:
             self.runtime.call_soon_threadsafe(callback)
         except Exception:  # the loop is gone (server shutting down): nothing to deliver to
+            log.debug("generation %s: the loop is gone", self.token, exc_info=True)
             self._stopped.set()
 
 

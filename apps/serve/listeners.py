@@ -62,19 +62,27 @@ class SpeechBodyListener(StreamListener):
         self.ends_response = True
 
     def chunk(self, data: bytes, now: float) -> None:
+        if not self.session.conn.scheduler.has_stream(self.stream_id):
+            self.encoder.close()  # the client left: nothing more to encode
+            return
         encoded = self.encoder.encode(data)
         if encoded:  # an encoder may hold a chunk until it has a whole packet
             super().chunk(encoded, now)
 
     def end(self, now: float) -> None:
         conn = self.session.conn
-        if conn.scheduler.has_stream(self.stream_id):
-            rest = self.encoder.finish()
-            if rest:
-                conn.send(self.stream_id, rest, now)
-            conn.scheduler.finish_stream(self.stream_id)
-        else:
+        if not conn.scheduler.has_stream(self.stream_id):
             self.encoder.close()
+            self._end_response(now)
+            return
+        rest = self.encoder.finish()
+        if rest:
+            try:
+                conn.send(self.stream_id, rest, now)
+            except LocalProtocolError:
+                self.fail("the consumer fell too far behind", now, ErrorCode.SLOW_CONSUMER)
+                return
+        conn.scheduler.finish_stream(self.stream_id)
         self._end_response(now)
 
     def fail(self, message: str, now: float, code: str = ErrorCode.INTERNAL) -> None:
@@ -96,17 +104,23 @@ class SpeechSseListener(StreamListener):
         self.ends_response = True
 
     def chunk(self, data: bytes, now: float) -> None:
+        if not self.session.conn.scheduler.has_stream(self.stream_id):
+            self.encoder.close()  # the client left: nothing more to encode
+            return
         self.audio_bytes += len(data)
         self._delta(self.encoder.encode(data), now)
 
-    def _delta(self, audio: bytes, now: float) -> None:
+    def _delta(self, audio: bytes, now: float) -> bool:
+        """Send one delta; False when the consumer fell too far behind (and failed)."""
         if not audio:
-            return
+            return True
         delta = {"type": "speech.audio.delta", "audio": base64.b64encode(audio).decode("ascii")}
         try:
             self.session.conn.send(self.stream_id, SseEvent(json.dumps(delta)), now)
         except LocalProtocolError:
-            self.fail("the consumer fell too far behind", now)
+            self.fail("the consumer fell too far behind", now, ErrorCode.SLOW_CONSUMER)
+            return False
+        return True
 
     def end(self, now: float) -> None:
         # OpenAI bills audio output in tokens; we report a plain, documented proxy.
@@ -120,13 +134,18 @@ class SpeechSseListener(StreamListener):
             },
         }
         conn = self.session.conn
-        if conn.scheduler.has_stream(self.stream_id):
-            self._delta(self.encoder.finish(), now)
-        else:
+        if not conn.scheduler.has_stream(self.stream_id):
             self.encoder.close()
-        if conn.scheduler.has_stream(self.stream_id):
+            self._end_response(now)
+            return
+        if not self._delta(self.encoder.finish(), now):
+            return  # failed: its error event is the stream's last
+        try:
             conn.send(self.stream_id, SseEvent(json.dumps(done)), now)
-            conn.scheduler.finish_stream(self.stream_id)
+        except LocalProtocolError:
+            self.fail("the consumer fell too far behind", now, ErrorCode.SLOW_CONSUMER)
+            return
+        conn.scheduler.finish_stream(self.stream_id)
         self._end_response(now)
 
     def fail(self, message: str, now: float, code: str = ErrorCode.INTERNAL) -> None:

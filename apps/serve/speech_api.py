@@ -8,6 +8,7 @@ with ``stream_format: "sse"``.
 
 from __future__ import annotations
 
+import logging
 import secrets
 from typing import TYPE_CHECKING
 
@@ -20,6 +21,9 @@ from diaproto.runtime import Session
 
 if TYPE_CHECKING:
     from diaproto.apps.serve.app import DiaService
+
+
+log = logging.getLogger("diaproto.serve")
 
 
 class SpeechApi:
@@ -35,14 +39,22 @@ class SpeechApi:
         except BadRequest as exc:
             service.responder.error(session, "speech", 400, str(exc), param=exc.field)
             return
+        try:  # before the model's place is taken: nothing to give back if it fails
+            encoder = SpeechEncoder(speech.response_format, speech.sample_rate)
+        except Exception as exc:  # an FFmpeg build without this encoder
+            log.exception("speech: no %s encoder", speech.response_format)
+            message = f"{speech.response_format} cannot be encoded here ({exc})"
+            service.responder.error(session, "speech", 500, message, code="internal")
+            return
         if service.peer_at_limit(session, "speech"):
+            encoder.close()
             return
         admitted, admission = service.admit_or_503(session, "speech")
         if not admitted:
+            encoder.close()
             return
         conn, now = session.conn, session.runtime.now()
         parsed = StreamRequest(speech.input, speech.voice, speech.speed)
-        encoder = SpeechEncoder(speech.response_format, speech.sample_rate)
         cors = service.cors_headers(session)
         listener: SpeechBodyListener | SpeechSseListener
         if speech.stream_format == "sse":

@@ -38,6 +38,7 @@ class Tempo:
         self.sample_rate = sample_rate
         self._time_base = Fraction(1, sample_rate)
         self._pts = 0
+        self._odd = b""  # a byte of a sample cut in two by the input's chunking
         self._graph: av.filter.Graph | None = None
         if speed != 1.0:
             self._graph = self._build(atempo_factors(speed))
@@ -57,10 +58,16 @@ class Tempo:
         return graph
 
     def push(self, pcm: bytes) -> bytes:
-        """What ``pcm`` (whole samples) makes ready at the new pace."""
-        if self._graph is None or not pcm:
+        """What ``pcm`` makes ready at the new pace (a sample cut at its end waits for its
+        other byte)."""
+        if self._graph is None:
             return pcm
-        samples = np.frombuffer(pcm, dtype="<i2").reshape(1, -1)
+        pcm = self._odd + pcm
+        whole = len(pcm) - len(pcm) % 2
+        self._odd = pcm[whole:]
+        if not whole:
+            return b""
+        samples = np.frombuffer(pcm, dtype="<i2", count=whole // 2).reshape(1, -1)
         frame = av.AudioFrame.from_ndarray(samples, format="s16", layout="mono")
         frame.sample_rate = self.sample_rate
         frame.time_base = self._time_base

@@ -15,7 +15,7 @@ import pytest
 from support import JSON_AND_SSE, initialize, rpc
 from test_make_run import EXIT_LIMIT, free_port, read_until_url
 
-from diaproto.apps import settings
+from diaproto.apps import cli, settings
 from diaproto.apps.cli import build_parser, main
 from diaproto.apps.settings import SECRET_OPTIONS, SettingsError, parse_args
 
@@ -258,3 +258,36 @@ def test_serve_configured_by_the_environment_alone(tmp_path: Path) -> None:
         output, _ = process.communicate(timeout=EXIT_LIMIT)
     assert process.returncode == 0
     assert token not in output.decode(errors="replace")
+
+
+def test_an_empty_secret_is_refused_not_taken_as_none() -> None:
+    """``DIAPROTO_API_KEY=`` (a compose file's unset variable) must not turn the keys off."""
+    for argv, environ in (
+        (["serve"], {"DIAPROTO_API_KEY": ""}),
+        (["serve"], {"DIAPROTO_MCP_TOKEN": "  "}),
+        (["serve", "--api-key", ""], {}),
+    ):
+        with pytest.raises(SettingsError, match="is set but empty"):
+            parse_args(build_parser(), argv, environ)
+
+
+def test_a_bad_secret_is_never_echoed(tmp_path: Path) -> None:
+    config = tmp_path / "diaproto.toml"
+    config.write_text('api_key = ["sk-secret-1", "sk-secret-2"]\n')
+    with pytest.raises(SettingsError) as caught:
+        parse_args(build_parser(), ["serve", "--config", str(config)], {})
+    assert "sk-secret" not in str(caught.value) and "<hidden>" in str(caught.value)
+
+
+def test_api_keys_split_on_commas_or_lines_and_none_at_all_is_refused(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert cli._api_keys("sk-a, sk-b\nsk-c\n") == ("sk-a", "sk-b", "sk-c")  # a file's lines
+    assert cli._api_keys(None) == ()
+    assert cli.main(["serve", "--api-key", " , "]) == 2
+    assert "--api-key is set but holds no key" in capsys.readouterr().err
+
+
+def test_a_kubernetes_service_link_is_not_taken_for_the_port() -> None:
+    args = parse_args(build_parser(), ["serve"], {"DIAPROTO_PORT": "tcp://10.96.0.12:8000"})
+    assert args.port == 8000

@@ -5,9 +5,16 @@ HEALTHCHECK with the standard library, and starts a command line the CLI accepts
 from __future__ import annotations
 
 import json
+import os
 import re
 import shlex
+import subprocess
+import sys
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+
+import pytest
 
 from diaproto.apps.cli import build_parser
 
@@ -60,8 +67,36 @@ def test_healthcheck_asks_healthz_without_curl() -> None:
     argv = arguments(command.strip())
     assert argv[0] == "python" and "urllib.request" in argv[-1]
     assert "'http://127.0.0.1:'" in argv[-1] and "'/healthz'" in argv[-1]
-    assert "os.environ.get('DIAPROTO_PORT', '8000')" in argv[-1]
     assert "curl" not in command and "wget" not in command
+
+
+@pytest.mark.parametrize(("status", "healthy"), [(200, True), (503, False)])
+def test_the_healthcheck_passes_on_200_and_fails_otherwise(status: int, healthy: bool) -> None:
+    """The check's own code, run against a server answering ``status`` on DIAPROTO_PORT."""
+    argv = arguments(only("HEALTHCHECK").partition("CMD")[2].strip())
+
+    class Health(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(status if self.path == "/healthz" else 404)
+            self.send_header("content-length", "0")
+            self.end_headers()
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Health)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        env = {**os.environ, "DIAPROTO_PORT": str(server.server_address[1])}
+        result = subprocess.run(
+            [sys.executable, *argv[1:]], env=env, capture_output=True, timeout=60, check=False
+        )
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=10)
+    assert (result.returncode == 0) is healthy, result.stderr
 
 
 def test_cmd_is_a_command_line_the_cli_accepts() -> None:

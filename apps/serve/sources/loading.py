@@ -59,8 +59,8 @@ def _load_spec(spec: str) -> Source:
         sys.path.insert(0, os.getcwd())
     try:
         found: Any = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise SourceUnavailable(f"--model {spec}: cannot import {module_name} ({exc})") from exc
+    except Exception as exc:  # not found, or failing as it loads: one line either way
+        raise SourceUnavailable(f"--model {spec}: cannot import {module_name} ({exc!r})") from exc
     for part in path.split("."):
         if not hasattr(found, part):
             raise SourceUnavailable(f"--model {spec}: {module_name} has no {path!r}")

@@ -91,6 +91,23 @@ def test_a_refusal_and_the_services_own_lines(
     assert warned and warned[0].request_id == rid  # type: ignore[attr-defined]
 
 
+def test_a_refused_upgrade_is_logged_at_once_on_a_connection_kept_open(
+    server: ServerHandle, access: pytest.LogCaptureFixture
+) -> None:
+    upgrade = (
+        b"GET /ws HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
+        b"Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"
+        b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Protocol: diaproto.v1\r\n"
+        b"Origin: https://elsewhere.example\r\n\r\n"
+    )
+    with socket.create_connection(("127.0.0.1", server.port), timeout=LIMIT) as sock:
+        sock.sendall(upgrade)
+        assert sock.recv(100).startswith(b"HTTP/1.1 403")
+        # Logged while the connection stays open, not at its next request or its close.
+        record = one(access, path="/ws", status=403)
+    assert record.kind == "websocket"  # type: ignore[attr-defined]
+
+
 def test_a_request_the_core_refuses(server: ServerHandle, access: pytest.LogCaptureFixture) -> None:
     with socket.create_connection(("127.0.0.1", server.port), timeout=LIMIT) as sock:
         sock.sendall(b"NOT HTTP AT ALL\r\n\r\n")
@@ -156,14 +173,3 @@ def test_the_log_formats() -> None:
     entry = json.loads(logs.JsonFormatter().format(record))
     assert entry["message"] == "boom !" and "ValueError: inner" in entry["exception"]
     assert "request_id" not in entry  # none known: not written
-
-
-def test_no_access_log_when_disabled(access: pytest.LogCaptureFixture) -> None:
-    app = AccessLog(DiaService(fast_source()), logging.getLogger("diaproto.access.off"))
-    app.log.setLevel(logging.WARNING)
-    handle = adapters.start_in_thread("asyncio", app)
-    try:
-        httpx.get(f"http://127.0.0.1:{handle.port}/healthz", timeout=LIMIT)
-    finally:
-        assert handle.stop()
-    assert not [r for r in access.records if r.name == "diaproto.access.off"]

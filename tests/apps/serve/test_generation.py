@@ -268,3 +268,37 @@ def test_a_speaker_tag_holds_across_the_sentences_it_covers() -> None:
     generation.start()
     runtime.run_until(lambda: generation.finished)
     assert source.voices == ["S2", "S2", "S1", "S1"]
+
+
+@dataclass(eq=False)
+class BrokenListener(RecordingListener):
+    """Raises on its third chunk (an encoder's bug, a connection in a bad state)."""
+
+    also_fail_raises: bool = False
+
+    def chunk(self, data: bytes, now: float) -> None:
+        if len(self.chunks) == 2:
+            raise ValueError("the encoder broke")
+        super().chunk(data, now)
+
+    def fail(self, message: str, now: float, code: str = "internal") -> None:
+        super().fail(message, now, code)
+        if self.also_fail_raises:
+            raise ValueError("and so did its failure")
+
+
+@pytest.mark.parametrize("also_fail_raises", [False, True])
+def test_a_listener_that_raises_fails_alone_and_the_others_hear_everything(
+    also_fail_raises: bool, caplog: pytest.LogCaptureFixture
+) -> None:
+    source = CountingSource(per_sentence=3)
+    generation, runtime, registry = make(source)
+    broken, healthy = BrokenListener(also_fail_raises=also_fail_raises), listener()
+    generation.attach(broken)
+    generation.attach(healthy)
+    generation.start()
+    runtime.run_until(lambda: generation.finished)
+    assert len(healthy.chunks) == 9 and healthy.ended  # the others go on, whole
+    assert broken.failure == "internal error" and len(broken.chunks) == 2 and not broken.ended
+    assert "t" not in registry.live  # the generation ended and was retired, not leaked
+    assert "a listener failed" in caplog.text

@@ -316,3 +316,20 @@ def test_a_page_from_elsewhere_gets_no_cors(keyed: RunningServer) -> None:
     )
     assert preflight.status_code == 403
     assert "access-control-allow-origin" not in preflight.headers
+
+
+@pytest.mark.parametrize("response_format", ["pcm", "flac"])
+def test_a_sample_cut_between_chunks_is_joined_and_a_closed_encoder_is_silent(
+    response_format: str,
+) -> None:
+    pcm = synthetic_audio("Hi.", "S1")[:20_001]  # an odd length: the last byte waits
+    whole, cut = SpeechEncoder(response_format), SpeechEncoder(response_format)
+    at_once = whole.encode(pcm) + whole.finish()
+    pieces = [pcm[i : i + 1023] for i in range(0, len(pcm), 1023)]  # odd-sized chunks
+    in_pieces = b"".join(cut.encode(piece) for piece in pieces) + cut.finish()
+    assert in_pieces == at_once
+    assert cut.finish() == b"" and cut.encode(pcm) == b""  # once, then nothing
+    closed = SpeechEncoder(response_format)
+    closed.encode(pcm[:4000])
+    closed.close()
+    assert closed.encode(pcm) == b"" and closed.finish() == b""

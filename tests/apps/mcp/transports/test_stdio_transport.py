@@ -20,9 +20,12 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 import wave
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
+from functools import partial
+from pathlib import Path
 from typing import IO, Any
 
 import anyio
@@ -32,19 +35,17 @@ from mcp.client.stdio import stdio_client
 from mcp_types import AudioContent, TextContent
 from support import fast_source, initialize_params, rpc
 
+from diaproto.adapters import stdio as stdio_adapter
 from diaproto.adapters.asyncio import AsyncioRuntime
-from diaproto.apps.mcp.transports import stdio_process as process_module
+from diaproto.adapters.stdio import LineWriter, read_input, reserve_stdout, serve_lines
+from diaproto.apps import cli
 from diaproto.apps.mcp.transports.stdio import LineSplitter, LineTooLong, StdioTransport
-from diaproto.apps.mcp.transports.stdio_process import (
+from diaproto.apps.mcp.transports.stdio_session import (
     ForwardLogs,
-    LineWriter,
-    _Refused,
-    _service,
+    ServiceRefused,
+    StdioSession,
+    make_service,
     mcp_level,
-    read_input,
-    reserve_stdout,
-    run_stdio,
-    serve_stdio,
 )
 from diaproto.apps.serve.app import DiaService
 from diaproto.apps.serve.sources import Source, SyntheticSource
@@ -285,9 +286,11 @@ def test_mcp_needs_stdio() -> None:
 
 
 class PipeServer:
-    """``serve_stdio`` on a thread of its own, between two pipes this test holds."""
+    """``serve_lines`` with the MCP session on a thread of its own, between two pipes this
+    test holds."""
 
     def __init__(self, service: DiaService) -> None:
+        self.service = service
         stdin_read, stdin_write = os.pipe()
         stdout_read, stdout_write = os.pipe()
         self.stdin: int | None = stdin_write
@@ -301,7 +304,13 @@ class PipeServer:
 
     def _serve(self, service: DiaService) -> None:
         try:
-            asyncio.run(serve_stdio(service, self._server_stdin, self._server_stdout))
+            asyncio.run(
+                serve_lines(
+                    partial(StdioSession, service),
+                    self._server_stdin,
+                    self._server_stdout,
+                )
+            )
         except BaseException as exc:  # re-raised in the test
             self._failures.append(exc)
 
@@ -413,6 +422,11 @@ def test_in_process_a_cancelled_call_gets_no_answer() -> None:
         # Nothing about request 1 after the ping's answer would be a response to it.
         answered = server.next(lambda m: "method" not in m)
         assert answered["id"] == 2
+        # And its generation stopped (paced, it would run for many seconds more).
+        deadline = time.monotonic() + LIMIT
+        while server.service.generations.live and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not server.service.generations.live
 
 
 # --- the parts ------------------------------------------------------------------------------
@@ -453,11 +467,14 @@ def test_a_link_is_never_handed_out() -> None:
     transport = StdioTransport(service.mcp, _Clock(), lambda line: None)
     with pytest.raises(RuntimeError, match="no audio links over stdio"):
         transport.peer.keep_audio(b"RIFF")
+    lines: list[str] = []
+    transport = StdioTransport(service.mcp, _Clock(), lines.append)
     transport.close()
     transport.close()
     transport.receive_data(b'{"jsonrpc": "2.0", "id": 1, "method": "ping"}\n')  # ignored
     transport.receive_eof()
     transport.log("error", "too late", "diaproto")  # nothing to send it to
+    assert lines == []  # a closed session answers nothing
 
 
 def test_a_broken_stdout_is_reported_once() -> None:
@@ -473,45 +490,61 @@ def test_a_broken_stdout_is_reported_once() -> None:
     assert writer.broken and ended == [True]
 
 
-def test_logs_forwarded_after_the_loop_closed_are_dropped() -> None:
+def test_logs_are_posted_to_the_loop_and_dropped_once_it_closed() -> None:
+    service = DiaService(fast_source())
+    lines: list[str] = []
+    transport = StdioTransport(service.mcp, _Clock(), lines.append)
+    record = logging.LogRecord("diaproto", logging.WARNING, __file__, 1, "careful", None, None)
+    posted: list[Callable[[], None]] = []
+    ForwardLogs(transport, posted.append).emit(record)
+    assert len(posted) == 1 and lines == []  # later, on the loop: never inside the logger
+    posted[0]()
+    assert json.loads(lines[0])["params"]["data"] == "careful"
     loop = asyncio.new_event_loop()
     loop.close()
-    service = DiaService(fast_source())
-    handler = ForwardLogs(StdioTransport(service.mcp, _Clock(), lambda line: None), loop)
-    handler.emit(logging.LogRecord("diaproto", logging.INFO, __file__, 1, "late", None, None))
+
+    def closed_loop(call: Callable[[], None]) -> None:
+        loop.call_soon_threadsafe(call)
+
+    ForwardLogs(transport, closed_loop).emit(record)  # no error: dropped
+    assert len(lines) == 1
 
 
 def test_the_service_is_the_chosen_model_with_inline_audio() -> None:
     args = argparse.Namespace(model="synthetic", log_level="info")
-    service = _service(args, lambda _: {})
+    service = make_service(args, lambda _: {})
     assert service.source.name == "synthetic"
     assert service.mcp.config.max_inline_audio_bytes == sys.maxsize
-    with pytest.raises(_Refused, match="apply to --model dia only"):
-        _service(args, _dia_flags_given)
+    with pytest.raises(ServiceRefused, match="apply to --model dia only"):
+        make_service(args, _dia_flags_given)
 
 
 def test_a_refused_command_line_exits_with_a_usage_error(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     monkeypatch.setattr(logging, "basicConfig", lambda **_: None)
+    _, protocol = os.pipe()
+    monkeypatch.setattr(stdio_adapter, "reserve_stdout", lambda: os.fdopen(protocol, "wb"))
+    monkeypatch.setattr(cli, "_model_options", _dia_flags_given)
     args = argparse.Namespace(model="synthetic", log_level="info")
-    assert run_stdio(args, _dia_flags_given) == 2
+    assert cli.run_stdio(args) == 2
     assert "apply to --model dia only" in capsys.readouterr().err
 
 
 def test_the_command_serves_until_its_input_ends(monkeypatch: pytest.MonkeyPatch) -> None:
-    """``run_stdio`` itself, here in the main thread (its signal handlers included), on pipes
-    in place of the process's stdin and stdout."""
+    """``diaproto mcp --stdio``'s function itself, here in the main thread (its signal
+    handlers included), on pipes in place of the process's stdin and stdout."""
     stdin_read, stdin_write = os.pipe()
     stdout_read, stdout_write = os.pipe()
     monkeypatch.setattr(logging, "basicConfig", lambda **_: None)
     monkeypatch.setattr(sys, "stdin", _Descriptor(stdin_read))
-    monkeypatch.setattr(process_module, "reserve_stdout", lambda: os.fdopen(stdout_write, "wb"))
+    monkeypatch.setattr(stdio_adapter, "reserve_stdout", lambda: os.fdopen(stdout_write, "wb"))
+    monkeypatch.setattr(cli, "_model_options", lambda _: {})
     os.write(stdin_write, json.dumps(rpc("initialize", initialize_params(), 0)).encode() + b"\n")
     os.close(stdin_write)
     args = argparse.Namespace(model="synthetic", log_level="info")
     try:
-        assert run_stdio(args, lambda _: {}) == 0
+        assert cli.run_stdio(args) == 0
         with os.fdopen(stdout_read, "rb") as stdout:
             (line,) = stdout.read().splitlines()
         assert json.loads(line)["result"]["serverInfo"]["name"] == "diaproto"
@@ -553,8 +586,8 @@ def test_an_unreadable_stdin_ends_the_session() -> None:
 def test_a_missing_extra_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "diaproto.apps.serve.app", None)
     args = argparse.Namespace(model="synthetic", log_level="info")
-    with pytest.raises(_Refused, match=r"pip install 'diaproto\[serve\]'"):
-        _service(args, lambda _: {})
+    with pytest.raises(ServiceRefused, match=r"pip install 'diaproto\[serve\]'"):
+        make_service(args, lambda _: {})
 
 
 class _Descriptor:
@@ -585,3 +618,24 @@ class _Clock:
 
     def start_worker(self, target: Callable[[], None], name: str = "worker") -> None:
         raise AssertionError("no workers here")
+
+
+def test_a_model_that_prints_as_it_loads_cannot_corrupt_stdout(tmp_path: Path) -> None:
+    (tmp_path / "noisy_voice.py").write_text(
+        "from diaproto.apps.serve.sources import SyntheticSource\n"
+        "print('loading my voice model...')\n"
+        "source = SyntheticSource(real_time_factor=0, first_chunk_latency=0)\n"
+    )
+    lines = [rpc("initialize", initialize_params(), 0), rpc("ping", rid=1)]
+    result = subprocess.run(
+        [*COMMAND, "--model", "noisy_voice:source"],
+        input=b"".join(json.dumps(line).encode() + b"\n" for line in lines),
+        capture_output=True,
+        cwd=tmp_path,
+        timeout=LIMIT,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    answers = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [answer.get("id") for answer in answers if "method" not in answer] == [0, 1]
+    assert b"loading my voice model..." in result.stderr
