@@ -74,6 +74,7 @@ export declare class StreamStats {
   lastGapMs: number | null;
   chunks: number;
   bytes: number;
+  /** Reconnections: SSE resumes, or resumes on a new WebSocket connection. */
   reconnects: number;
   startedAt: number;
   lastArrival: number | null;
@@ -130,11 +131,43 @@ export interface WebSocketLike {
   on?(type: string, listener: (...args: any[]) => void): void;
 }
 
+export interface DiaprotoSocketOptions {
+  WebSocket?: any;
+  firstStreamId?: number;
+  window?: number | null;
+  grantOn?: "consumed" | "read";
+  now?: () => number;
+  /**
+   * After an unexpected close, dial the URL again and resume the streams (default on; a
+   * WebSocket object given as the target cannot be dialled again). false: never.
+   */
+  reconnect?: false | Partial<ReconnectOptions>;
+  /** Timers for the reconnection backoff (tests inject fakes). */
+  timers?: { setTimeout(fn: () => void, ms: number): unknown; clearTimeout(id: any): void };
+  /** Jitter source, in [0, 1) (default Math.random). */
+  random?: () => number;
+}
+
+export interface ReconnectOptions {
+  /** Connection attempts in a row before the streams fail (default 5). */
+  attempts: number;
+  /** Backoff before the first attempt (default 250 ms); doubles each attempt. */
+  initialDelayMs: number;
+  /** Bound of the backoff (default 5000 ms); each delay is jittered to 50..100 % of it. */
+  maxDelayMs: number;
+}
+
+/**
+ * The WebSocket class to use: `options.WebSocket`, else the global one, else the `ws`
+ * package when it is installed; rejects with how to get one.
+ */
+export declare function findWebSocket(options?: { WebSocket?: unknown }): Promise<unknown>;
+
 export declare class DiaprotoSocket {
-  constructor(
-    target: string | URL | WebSocketLike,
-    options?: { WebSocket?: any; firstStreamId?: number; window?: number | null; grantOn?: "consumed" | "read"; now?: () => number },
-  );
+  /** Connect with the WebSocket {@link findWebSocket} finds; resolves once open. */
+  static connect(url: string | URL, options?: DiaprotoSocketOptions): Promise<DiaprotoSocket>;
+  constructor(target: string | URL | WebSocketLike, options?: DiaprotoSocketOptions);
+  /** The current connection (a new one after each reconnection). */
   readonly ws: WebSocketLike;
   readonly streams: Map<number, SpeechStream>;
   /** Resolves once open (and diaproto.v1 was selected). */
@@ -143,7 +176,18 @@ export declare class DiaprotoSocket {
   flushes: number;
   badMessages: number;
   onerror: ((error: { type: "error"; stream: number | null; code: string; message: string }) => void) | null;
+  /** Fires once the socket is over (closed by the application, or reconnection gave up). */
   onclose: ((event: unknown) => void) | null;
+  /** The settings in force (defaults filled in). */
+  readonly reconnect: ReconnectOptions;
+  /** True from an unexpected close until the next connection is open. */
+  readonly reconnecting: boolean;
+  /** Connections made again after unexpected closes. */
+  readonly reconnects: number;
+  /** An unexpected close: attempt `attempt` follows in `delayMs`. */
+  onreconnecting: ((info: { attempt: number; delayMs: number }) => void) | null;
+  /** A new connection is open; the streams' `resume`s are on their way. */
+  onreconnected: ((info: { attempt: number }) => void) | null;
   open(text: string, options?: OpenOptions): SpeechStream;
   cancel(stream: number | SpeechStream): void;
   flush(): void;

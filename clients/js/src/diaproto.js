@@ -418,7 +418,7 @@ export class StreamStats {
     this.lastGapMs = /** @type {number|null} */ (null);
     this.chunks = 0;
     this.bytes = 0;
-    /** Reconnections (SSE resume). */
+    /** Reconnections: SSE resumes, or resumes on a new WebSocket connection. */
     this.reconnects = 0;
     this.startedAt = 0;
     this.lastArrival = /** @type {number|null} */ (null);
@@ -616,6 +616,10 @@ export class SpeechStream extends ChunkStream {
     /** Total bytes granted so far (the initial credit included). */
     this.granted = options.window ?? 0;
     this._pending = 0;
+    /** Bytes consumed so far (what credit is granted back for). */
+    this._consumedBytes = 0;
+    /** Set from a dropped connection until the server answers the stream's `resume`. */
+    this._awaitingResume = false;
   }
 
   /** @param {number} nbytes */
@@ -631,7 +635,9 @@ export class SpeechStream extends ChunkStream {
   /** @param {number} nbytes */
   _credit(nbytes) {
     if (this.window === null || this.done || !(nbytes > 0)) return;
+    this._consumedBytes += nbytes;
     this._pending += nbytes;
+    if (this._awaitingResume) return; // granted all at once when the resume is acknowledged
     // Grant in batches: one credit message per quarter window, not one per chunk.
     if (this._pending >= Math.max(1, this.window / 4)) {
       const bytes = Math.min(Math.floor(this._pending), MAX_ID);
@@ -641,9 +647,51 @@ export class SpeechStream extends ChunkStream {
     }
   }
 
+  /**
+   * The server acknowledged the stream's `resume`. A resumed stream starts with credit 0
+   * (protocol §10): grant what the window has room for now, the window less what was
+   * received and not yet consumed; a deficit (more held than the window) is paid back from
+   * the next consumption before anything more is granted.
+   */
+  _resumed() {
+    if (this.window === null || this.done) return;
+    const room = Math.min(this.window, this.window - (this.stats.bytes - this._consumedBytes));
+    this._pending = 0;
+    if (room > 0) {
+      const bytes = Math.min(Math.floor(room), MAX_ID);
+      this.granted += bytes;
+      this.socket._send({ type: "credit", stream: this.id, bytes }, true);
+    } else {
+      this._pending = room;
+    }
+  }
+
   cancel() {
     if (this.done) return;
     this.socket.cancel(this.id);
+  }
+}
+
+const NO_WEBSOCKET =
+  "no WebSocket implementation here: browsers and Node >= 22 have one; on Node 18-21 " +
+  "`npm install ws` (then DiaprotoSocket.connect finds it), run Node with " +
+  "--experimental-websocket (Node 20), or pass options.WebSocket";
+
+/**
+ * The WebSocket class to use: `options.WebSocket`, else the global one (browsers, Node >= 22,
+ * Node 20 with --experimental-websocket), else the `ws` package when it is installed.
+ * @param {{WebSocket?: any}} [options]
+ * @returns {Promise<any>}
+ */
+export async function findWebSocket(options = {}) {
+  if (options.WebSocket) return options.WebSocket;
+  if (globalThis.WebSocket) return globalThis.WebSocket;
+  const name = "ws"; // a variable: bundlers for browsers must not try to resolve it
+  try {
+    const module = await import(name);
+    return module.WebSocket ?? module.default;
+  } catch {
+    throw new Error(NO_WEBSOCKET);
   }
 }
 
@@ -653,18 +701,43 @@ export class SpeechStream extends ChunkStream {
  * Outgoing messages queued in one turn are flushed together in one microtask, control
  * (cancel, credit) before anything else queued (opens); incoming records are dispatched
  * to their streams.
+ *
+ * After an unexpected close (not `close()`, and while some stream still runs) a socket made
+ * from a URL dials again, with exponential backoff and jitter, and sends each running
+ * stream's `resume` (its token, `after` its last record), so it goes on with nothing twice
+ * and nothing lost; a refused resume (`replay_gap`, `unknown_stream`, ...) fails the stream
+ * with that code. A stream without a token (not acknowledged yet) fails with
+ * `connection_closed`; opens not sent yet go out on the new connection.
  */
 export class DiaprotoSocket {
+  /**
+   * Connect to `url` with the WebSocket {@link findWebSocket} finds (the `ws` package on a
+   * Node without a global WebSocket); resolves once the connection is open.
+   * @param {string|URL} url
+   * @param {object} [options] as for the constructor
+   * @returns {Promise<DiaprotoSocket>}
+   */
+  static async connect(url, options = {}) {
+    const WebSocket = await findWebSocket(options);
+    const socket = new DiaprotoSocket(url, { ...options, WebSocket });
+    await socket.ready;
+    return socket;
+  }
+
   /**
    * @param {string|URL|WebSocket|object} target a ws:// or wss:// URL, or an existing
    *   WebSocket-like object (with send, close, readyState, addEventListener)
    * @param {{WebSocket?: any, firstStreamId?: number, window?: number|null,
-   *   grantOn?: "consumed"|"read", now?: () => number}} [options]
+   *   grantOn?: "consumed"|"read", now?: () => number,
+   *   reconnect?: false|{attempts?: number, initialDelayMs?: number, maxDelayMs?: number},
+   *   timers?: {setTimeout: Function, clearTimeout: Function}, random?: () => number}} [options]
+   *   `reconnect`: after an unexpected close of a connection made from a URL, dial again
+   *   (exponential backoff with jitter) and resume the streams (see `_dropped`); false: never.
    */
   constructor(target, options = {}) {
     if (typeof target === "string" || target instanceof URL) {
       const Impl = options.WebSocket ?? globalThis.WebSocket;
-      if (!Impl) throw new Error("no WebSocket implementation: pass options.WebSocket");
+      if (!Impl) throw new Error(NO_WEBSOCKET);
       this.ws = new Impl(String(target), [SUBPROTOCOL]);
     } else {
       this.ws = /** @type {any} */ (target);
@@ -675,6 +748,29 @@ export class DiaprotoSocket {
       // a WebSocket-like object without binaryType: Blobs and Buffers are handled too
     }
     this._options = options;
+    // Reconnection dials the URL again: a WebSocket object given as the target cannot be.
+    const dialable = typeof target === "string" || target instanceof URL;
+    const Dial = options.WebSocket ?? globalThis.WebSocket ?? this.ws.constructor;
+    /** @type {{url: string, Impl: any}|null} */
+    this._dial = dialable && options.reconnect !== false ? { url: String(target), Impl: Dial } : null;
+    /** Reconnection settings (attempts in a row, backoff bounds in ms). */
+    this.reconnect = { attempts: 5, initialDelayMs: 250, maxDelayMs: 5000, ...(options.reconnect || {}) };
+    this._timers = options.timers ?? { setTimeout: globalThis.setTimeout.bind(globalThis), clearTimeout: globalThis.clearTimeout.bind(globalThis) };
+    this._random = options.random ?? Math.random;
+    /** True from an unexpected close until the next connection is open (streams wait). */
+    this.reconnecting = false;
+    /** Connections made again after unexpected closes. */
+    this.reconnects = 0;
+    this._attempt = 0;
+    this._everOpen = this.ws.readyState === 1;
+    /** @type {any} */
+    this._timer = null;
+    /** @type {unknown} */
+    this._lastClose = undefined;
+    /** @type {((info: {attempt: number, delayMs: number}) => void)|null} */
+    this.onreconnecting = null;
+    /** @type {((info: {attempt: number}) => void)|null} */
+    this.onreconnected = null;
     this._nextId = options.firstStreamId ?? 1;
     /** @type {Map<number, SpeechStream>} */
     this.streams = new Map();
@@ -711,17 +807,158 @@ export class DiaprotoSocket {
       this._on("close", () => reject(new StreamFailure("connection_closed", "WebSocket closed")));
     });
     this.ready.catch(() => {});
-    this._on("message", (/** @type {any} */ event) => this._receive(event.data));
-    this._on("close", (/** @type {any} */ event) => this._closed(event));
+    this._listen(this.ws);
   }
 
-  /** @param {string} type @param {(event: any) => void} handler */
-  _on(type, handler) {
-    if (typeof this.ws.addEventListener === "function") {
-      this.ws.addEventListener(type, handler);
-    } else if (typeof this.ws.on === "function") {
-      this.ws.on(type, type === "message" ? (/** @type {any} */ data) => handler({ data }) : handler);
+  /** @param {string} type @param {(event: any) => void} handler @param {any} [ws] */
+  _on(type, handler, ws = this.ws) {
+    if (typeof ws.addEventListener === "function") {
+      ws.addEventListener(type, handler);
+    } else if (typeof ws.on === "function") {
+      ws.on(type, type === "message" ? (/** @type {any} */ data) => handler({ data }) : handler);
     }
+  }
+
+  /**
+   * Route a connection's events here while it is the current one (events of a connection
+   * that was replaced after a drop are ignored).
+   * @param {any} ws
+   */
+  _listen(ws) {
+    this._on("open", () => this._opened(ws), ws);
+    this._on("message", (/** @type {any} */ event) => {
+      if (ws !== this.ws) return;
+      this._attempt = 0; // the connection works: the next drop gets every attempt again
+      this._receive(event.data);
+    }, ws);
+    this._on("close", (/** @type {any} */ event) => {
+      if (ws === this.ws) this._dropped(event);
+    }, ws);
+    // A close always follows; a listener keeps Node's `ws` from throwing the error (a
+    // refused reconnection, a reset) as an unhandled EventEmitter "error".
+    this._on("error", () => {}, ws);
+  }
+
+  /** @param {any} ws */
+  _opened(ws) {
+    if (ws !== this.ws || this.closed) return;
+    if (ws.protocol && ws.protocol !== SUBPROTOCOL) {
+      // The first connection: `ready` rejects and closes it. A new one: a failed attempt.
+      if (this.reconnecting) ws.close(1000, "diaproto.v1 not selected");
+      return;
+    }
+    this._everOpen = true;
+    if (this.reconnecting) this._reconnected();
+  }
+
+  /**
+   * The current connection closed. Unless the application closed it, or no stream is left
+   * to continue, reconnect and resume the streams that have a resume token (protocol §10).
+   * @param {unknown} event
+   */
+  _dropped(event) {
+    if (this._closedOnce) return;
+    this._lastClose = event;
+    if (this.reconnecting) {
+      this._scheduleReconnect(); // an attempt that failed
+      return;
+    }
+    if (this.closed || !this._dial || !this._everOpen || !this._live()) {
+      this._closed(event);
+      return;
+    }
+    // Opens still queued were never sent: they go out on the next connection. Queued
+    // credit is folded into the grant made after each resume; a queued cancel's stream is
+    // over here already (and is not resumed).
+    const unsent = new Set(this._other.map((m) => /** @type {any} */ (m).stream));
+    this._control = [];
+    this.reconnecting = true;
+    for (const stream of [...this.streams.values()]) {
+      if (stream.done) {
+        this.streams.delete(stream.id);
+      } else if (!unsent.has(stream.id) && stream.token === null) {
+        // Sent but not acknowledged (or acknowledged without a token): there is nothing to
+        // resume it with, and opening it again could start a second generation while the
+        // server still runs the first.
+        this.streams.delete(stream.id);
+        const why = stream.state === "opening" ? "before the server acknowledged the stream" : "and the stream has no resume token";
+        stream._fail(new StreamFailure("connection_closed", `the WebSocket closed ${why}`, stream.id));
+      } else if (!unsent.has(stream.id)) {
+        stream._awaitingResume = true; // credit waits for the resume's acknowledgement
+      }
+    }
+    if (this.closed) return; // the application closed the socket from a callback
+    if (!this._live()) {
+      this._closed(event);
+      return;
+    }
+    this._scheduleReconnect();
+  }
+
+  /** Streams still running (or waiting for their open to be sent). */
+  _live() {
+    for (const stream of this.streams.values()) if (!stream.done) return true;
+    return false;
+  }
+
+  /** Wait the next backoff delay, then dial again; give up after `reconnect.attempts`. */
+  _scheduleReconnect() {
+    const { attempts, initialDelayMs, maxDelayMs } = this.reconnect;
+    this._attempt += 1;
+    if (this._attempt > attempts || !this._live()) {
+      const why = this._live() ? `the WebSocket closed; gave up after ${attempts} reconnection attempts` : undefined;
+      this._closed(this._lastClose, why);
+      return;
+    }
+    // Exponential backoff with jitter: between half and all of min(max, initial * 2^(n-1)).
+    const base = Math.min(maxDelayMs, initialDelayMs * 2 ** (this._attempt - 1));
+    const delayMs = Math.round(base / 2 + (this._random() * base) / 2);
+    const attempt = this._attempt;
+    this.onreconnecting?.({ attempt, delayMs });
+    if (this.closed) return;
+    this._timer = this._timers.setTimeout(() => {
+      this._timer = null;
+      this._redial();
+    }, delayMs);
+  }
+
+  _redial() {
+    if (this.closed) return;
+    if (!this._live()) {
+      this._closed(this._lastClose);
+      return;
+    }
+    const dial = /** @type {{url: string, Impl: any}} */ (this._dial);
+    let ws;
+    try {
+      ws = new dial.Impl(dial.url, [SUBPROTOCOL]);
+    } catch {
+      this._scheduleReconnect();
+      return;
+    }
+    this.ws = ws;
+    try {
+      ws.binaryType = "arraybuffer";
+    } catch {
+      // handled as for the first connection
+    }
+    this._listen(ws);
+    if (ws.readyState === 1) this._opened(ws);
+  }
+
+  /** The new connection is open: resume the streams that were running, then flush. */
+  _reconnected() {
+    this.reconnecting = false;
+    this.reconnects += 1;
+    const resumes = [];
+    for (const stream of this.streams.values()) {
+      if (stream.done || !stream._awaitingResume) continue;
+      resumes.push({ type: "resume", stream: stream.id, after: stream.lastSeq, token: stream.token });
+      stream.stats.reconnects += 1;
+    }
+    this._control = [...resumes, ...this._control];
+    this.onreconnected?.({ attempt: this._attempt });
+    this._schedule();
   }
 
   /**
@@ -757,6 +994,12 @@ export class DiaprotoSocket {
   cancel(stream) {
     const id = typeof stream === "number" ? stream : stream.id;
     const target = this.streams.get(id);
+    if (target && target._awaitingResume && this.reconnecting) {
+      // Its resume is not sent yet: it simply ends here and is not resumed.
+      this.streams.delete(id);
+      target._cancelled();
+      return;
+    }
     const queued = this._other.findIndex((m) => /** @type {any} */ (m).stream === id);
     if (queued >= 0) {
       this._other.splice(queued, 1);
@@ -772,6 +1015,7 @@ export class DiaprotoSocket {
   close(code = 1000, reason = "") {
     if (!this.closed) this.flush();
     this.closed = true;
+    this.reconnecting = false;
     try {
       this.ws.close(code, reason);
     } catch {
@@ -838,7 +1082,8 @@ export class DiaprotoSocket {
     }
     for (const { stream, seq, data: payload } of records) {
       const target = this.streams.get(stream);
-      if (target && !target.done) target._deliver(payload, seq);
+      // seq <= lastSeq: already delivered (a server re-sending more than a resume asked for).
+      if (target && !target.done && seq > target.lastSeq) target._deliver(payload, seq);
     }
   }
 
@@ -848,8 +1093,13 @@ export class DiaprotoSocket {
     switch (message.type) {
       case "open":
         if (target) {
-          target.token = message.token;
+          target.token = message.token ?? target.token;
           if (target.state === "opening") target.state = "open";
+          if (target._awaitingResume) {
+            target._awaitingResume = false;
+            if (target.state === "cancelled") this._send({ type: "cancel", stream: target.id }, true);
+            else target._resumed();
+          }
         }
         break;
       case "end":
@@ -860,7 +1110,8 @@ export class DiaprotoSocket {
         break;
       case "error":
         this.onerror?.(message);
-        if (target && !(ONE_MESSAGE_CODES.has(message.code) && target.state !== "opening")) {
+        // An error answering a resume (unknown_stream, replay_gap, ...) ends the stream too.
+        if (target && (target._awaitingResume || !ONE_MESSAGE_CODES.has(message.code) || target.state === "opening")) {
           this.streams.delete(target.id);
           target._fail(new StreamFailure(message.code, message.message, message.stream));
         }
@@ -868,13 +1119,16 @@ export class DiaprotoSocket {
     }
   }
 
-  /** @param {unknown} event */
-  _closed(event) {
+  /** @param {unknown} event @param {string} [why] */
+  _closed(event, why = "the WebSocket closed") {
     if (this._closedOnce) return;
     this._closedOnce = true;
     this.closed = true;
+    this.reconnecting = false;
+    if (this._timer !== null) this._timers.clearTimeout(this._timer);
+    this._timer = null;
     for (const stream of this.streams.values()) {
-      stream._fail(new StreamFailure("connection_closed", "the WebSocket closed", stream.id));
+      stream._fail(new StreamFailure("connection_closed", why, stream.id));
     }
     this.streams.clear();
     this.onclose?.(event);
