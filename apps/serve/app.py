@@ -229,9 +229,9 @@ class DiaService:
         """Answer a CORS preflight, or refuse (401) an API call without its key: True when
         the request is answered so."""
         path = urlsplit(request.target).path
-        state.cors = self.api.cors_headers(request.headers) if protected(path) else ()
         if not protected(path):
-            return False
+            return False  # state.cors stays () (reset for every request)
+        state.cors = self.api.cors_headers(request.headers)
         if isinstance(request, Request) and request.method == "OPTIONS":
             preflight = self.api.preflight_headers(request.headers)
             if preflight is not None:  # a browser asks before its call; no key is sent

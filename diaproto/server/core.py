@@ -23,6 +23,17 @@ from diaproto.server.state import NEXT_STATES, State
 CONTROL_STREAM = -1  # internal stream for control messages; never a wire stream id
 
 
+def control_stream_options(config: ConnectionConfig) -> StreamOptions[Payload]:
+    """The control stream's scheduling: ahead of every stream, never dropped, bounded by the
+    connection's budget (past it the peer is disconnected)."""
+    return StreamOptions(
+        priority=Priority.CONTROL,
+        policy=Policy.DISCONNECT,
+        limit=config.scheduler.max_buffered,
+        grace=0.0,
+    )
+
+
 class ConnectionCore:
     """The shared state of one server connection; the parts add their own."""
 
@@ -161,16 +172,7 @@ class ConnectionCore:
         return self._request is not None and self._request.method == b"HEAD"
 
     def _open_control_stream(self, now: float) -> None:
-        self._scheduler.open_stream(
-            CONTROL_STREAM,
-            now,
-            StreamOptions(
-                priority=Priority.CONTROL,
-                policy=Policy.DISCONNECT,
-                limit=self.config.scheduler.max_buffered,
-                grace=0.0,
-            ),
-        )
+        self._scheduler.open_stream(CONTROL_STREAM, now, control_stream_options(self.config))
 
     def _frame_passed(self, now: float) -> None:
         """Frame the message let through now, ahead of what is about to be written (a

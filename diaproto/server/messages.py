@@ -35,7 +35,7 @@ from diaproto.events import (
 )
 from diaproto.replay import ReplayBuffer
 from diaproto.scheduler import Outgoing, Policy, Priority, Scheduler, StreamOptions
-from diaproto.server.core import CONTROL_STREAM
+from diaproto.server.core import CONTROL_STREAM, control_stream_options
 from diaproto.server.framing import Payload, payload_size, sse_framer
 from diaproto.sse import SSE_RESPONSE_HEADERS, SseEvent, encode_comment, encode_retry
 from diaproto.wire import (
@@ -116,16 +116,7 @@ class MessageConnection:
         self._sse = sse
         self._sse_frame = sse_framer(None, id_prefix)  # (refuses a bad prefix)
         self._scheduler: Scheduler[Payload] = Scheduler(self.config.scheduler)
-        self._scheduler.open_stream(
-            CONTROL_STREAM,
-            now,
-            StreamOptions(
-                priority=Priority.CONTROL,
-                policy=Policy.DISCONNECT,
-                limit=self.config.scheduler.max_buffered,
-                grace=0.0,
-            ),
-        )
+        self._scheduler.open_stream(CONTROL_STREAM, now, control_stream_options(self.config))
         self._events: list[Event] = []
         self._out: list[bytes | str] = []
         if sse and self.config.sse_retry_ms is not None:
