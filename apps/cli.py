@@ -147,6 +147,14 @@ def _serve_arguments(serve: argparse.ArgumentParser, *, port: int, worker: bool)
         "(default %(default)s; raise it behind a reverse proxy, where every client "
         "shares the proxy's address)",
     )
+    limits.add_argument(
+        "--sse-lead",
+        type=float,
+        default=ServiceLimits().sse_lead,
+        metavar="SECONDS",
+        help="seconds of audio an SSE stream may run ahead of real time: its client "
+        "cannot grant credit, so the server paces it (default %(default)s; 0: unpaced)",
+    )
     access = serve.add_argument_group("browsers and hosts (/ws, /v1/*, /mcp)")
     access.add_argument(
         "--allow-host",
@@ -249,7 +257,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         bearer_token=args.mcp_token,
     )
     try:
-        limits = ServiceLimits(args.max_streams_per_connection, args.max_generations_per_peer)
+        limits = ServiceLimits(
+            args.max_streams_per_connection, args.max_generations_per_peer, args.sse_lead
+        )
     except ValueError as exc:
         print(f"diaproto: {exc}", file=sys.stderr)
         return 2

@@ -418,7 +418,12 @@ class RedisJournal:
             pipe.delete(keys.ring(token), keys.meta(token))
             pipe.hset(
                 keys.meta(token),
-                mapping={"epoch": value.epoch, "owner": value.owner, "state": "running"},
+                mapping={
+                    "epoch": value.epoch,
+                    "owner": value.owner,
+                    "state": "running",
+                    "credit": int(value.credit_based),
+                },
             )
             touched[token] = self.keep_running
         elif write.kind == "append":
@@ -655,7 +660,9 @@ class RedisJournal:
                     records.append(_record(fields))
                 except (JournalError, ValueError, KeyError) as exc:
                     return Unavailable(f"a record of this stream is corrupt: {exc}")
-        head = StreamHead(meta.get("epoch", ""), meta.get("owner", ""))
+        head = StreamHead(
+            meta.get("epoch", ""), meta.get("owner", ""), meta.get("credit", "0") == "1"
+        )
         return History(head, tuple(records), ending)
 
 

@@ -239,6 +239,8 @@ class StreamHead:
 
     epoch: str  # names this history: a stream begun again under the same token has another
     owner: str  # the worker that writes it
+    # Its first listener granted credit: a resume elsewhere stays credit-based (protocol §10).
+    credit_based: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -376,9 +376,14 @@ class DiaService:
         admission: Admission | None,
         *,
         epoch: str | None = None,
+        credit_based: bool = False,
     ) -> Broadcast:
+        """A generation of ``request`` for ``session``'s first listener (``credit_based``:
+        that listener grants credit, see :attr:`Broadcast.credit_based`)."""
         if self.jobs is not None:
-            return self._queue_job(session, token, request, admission, epoch or new_epoch())
+            return self._queue_job(
+                session, token, request, admission, epoch or new_epoch(), credit_based=credit_based
+            )
         generation = Generation(
             token,
             request,
@@ -390,6 +395,7 @@ class DiaService:
             # The one its first listener's event ids already carry, if any.
             epoch=new_epoch() if epoch is None else epoch,
             journal=self.journal,
+            credit_based=credit_based,
         )
         self.generations.add(generation)
         generation.start()
@@ -402,13 +408,15 @@ class DiaService:
         request: StreamRequest,
         admission: Admission | None,
         epoch: str,
+        *,
+        credit_based: bool,
     ) -> Broadcast:
         """A job for a model worker, and the mirror its listeners hear it through."""
         assert self.jobs is not None and self.journal is not None
         if admission is not None:
             admission.close()  # the model is the model worker's to share, not this one's
-        self.jobs.submit(token, epoch, request_json(request))
-        queued = History(StreamHead(epoch, ""), ())
+        self.jobs.submit(token, epoch, request_json(request, credit_based=credit_based))
+        queued = History(StreamHead(epoch, "", credit_based), ())
         mirror = MirroredGeneration.from_history(
             token, queued, session.runtime, self.journal, self._idle, grace=self.resume_grace
         )
@@ -500,7 +508,11 @@ class DiaService:
         *,
         after: int | None,
         credit: int | None,
+        pace: float | None = None,
     ) -> None:
+        """Open ``listener``'s stream on the session's connection and attach it to
+        ``generation``, from record ``after + 1`` (None: from the start); ``credit`` and
+        ``pace`` as :class:`~diaproto.scheduler.StreamOptions` says."""
         conn, now = session.conn, session.runtime.now()
         conn.open_stream(
             listener.stream_id,
@@ -509,6 +521,7 @@ class DiaService:
             policy=Policy.PAUSE,
             limit=AUDIO_STREAM_LIMIT,
             credit=credit,
+            pace=pace,
             replay=generation.replay,
             record=False,
             token=generation.token,

@@ -18,6 +18,7 @@ CHANNELS = 1
 SAMPLE_WIDTH = 2  # bytes per sample: PCM signed 16-bit little-endian
 FRAME_SAMPLES = 512
 FRAME_BYTES = FRAME_SAMPLES * SAMPLE_WIDTH * CHANNELS  # 1024
+BYTES_PER_SECOND = float(SAMPLE_RATE * SAMPLE_WIDTH * CHANNELS)  # 88,200: real time
 
 WAV_HEADER_BYTES = 44
 # Streaming WAV (length unknown when the header is sent): the RIFF and data sizes are set to

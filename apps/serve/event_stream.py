@@ -8,6 +8,10 @@ Event ids are ``<epoch>.<seq>``: the generation's epoch (random, made with it) a
 record's sequence number. The same id and request name a new generation once the earlier
 one has expired; the epoch tells a reconnect from the earlier one apart, so it is refused
 with ``replay_gap`` instead of continuing audio it never had the start of.
+
+An SSE client cannot grant credit, so the server paces the stream by the clock: at the
+audio's real-time rate, at most ``--sse-lead`` seconds ahead (``ServiceLimits.sse_lead``),
+so a fast model never floods a client that plays as it receives.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from functools import partial
 from typing import TYPE_CHECKING
 from urllib.parse import parse_qs, urlsplit
 
+from diaproto.apps.serve.audio import BYTES_PER_SECOND
 from diaproto.apps.serve.generation import Broadcast, new_epoch
 from diaproto.apps.serve.listeners import StreamListener
 from diaproto.apps.serve.requests import (
@@ -123,8 +128,11 @@ class EventStream:
         listener = StreamListener(session, SSE_STREAM_ID, ends_response=True)
         if generation is None:
             generation = service.start_generation(session, token, parsed, admission, epoch=epoch)
-        # A resumed stream continues after Last-Event-ID; a new listener hears it all.
-        service.attach(session, generation, listener, after=after, credit=None)
+        # A resumed stream continues after Last-Event-ID; a new listener hears it all. Its
+        # client cannot grant credit: the clock does, at the audio's pace, a lead ahead.
+        lead = round(service.limits.sse_lead * BYTES_PER_SECOND) or None
+        pace = BYTES_PER_SECOND if lead else None
+        service.attach(session, generation, listener, after=after, credit=lead, pace=pace)
 
     def _resumable(
         self, session: Session, found: Found, epoch: str, after: int

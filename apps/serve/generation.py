@@ -89,6 +89,8 @@ class Broadcast(Protocol):
     replay: ReplayBuffer[Payload]
     listeners: list[Listener]
     finished: bool
+    # Opened with credit: a WebSocket resume of it stays credit-based, from 0 (protocol §10).
+    credit_based: bool
     failed: str | None
     failed_code: str
 
@@ -131,6 +133,7 @@ class Generation:
     # other workers count for the gate and the grace as this worker's own do.
     journal: Journal | None = None
     lease: int = 0  # what its records carry (a model worker's job: its delivery count)
+    credit_based: bool = False
     publication: Publication | None = field(default=None, init=False)
     chunks: int = 0
     # Told how it went once its source is closed (the registry it is added to sets it).
@@ -164,6 +167,7 @@ class Generation:
                 self.runtime,
                 self._elsewhere_changed,
                 lease=self.lease,
+                credit_based=self.credit_based,
             )
         self._started_at = self.runtime.now()
         self._output = self._all_chunks()

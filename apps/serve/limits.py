@@ -20,21 +20,28 @@ from diaproto.events import Headers
 from diaproto.headers import header_values
 from diaproto.mcp.http import McpHttpConfig, origin_allowed
 
-__all__ = ["GenerationRefused", "ServiceLimits", "refused_origin"]
+__all__ = ["MAX_SSE_LEAD", "GenerationRefused", "ServiceLimits", "refused_origin"]
+
+MAX_SSE_LEAD = 60.0  # seconds: a minute of audio, 5 MiB at 44.1 kHz
 
 
 @dataclass(frozen=True, slots=True)
 class ServiceLimits:
     """Per-client bounds of ``diaproto serve`` (``--max-streams-per-connection``,
-    ``--max-generations-per-peer``)."""
+    ``--max-generations-per-peer``, ``--sse-lead``)."""
 
     max_streams_per_connection: int = 16
     max_generations_per_peer: int = 16
+    # Seconds of audio an SSE stream (``/stream``) may run ahead of real time: its client
+    # cannot grant credit, so the server paces it (0: unpaced, as fast as it is made).
+    sse_lead: float = 1.0
 
     def __post_init__(self) -> None:
         if self.max_streams_per_connection < 1 or self.max_generations_per_peer < 1:
             msg = "max_streams_per_connection and max_generations_per_peer must be at least 1"
             raise ValueError(msg)
+        if not 0 <= self.sse_lead <= MAX_SSE_LEAD:
+            raise ValueError(f"sse_lead must be 0 to {MAX_SSE_LEAD:g} seconds")
 
 
 class GenerationRefused(Exception):

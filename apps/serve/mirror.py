@@ -71,6 +71,7 @@ class MirroredGeneration:
     failed: str | None = None
     failed_code: str = ErrorCode.INTERNAL
     owner: str = ""  # started by another worker: no peer of this one is counted for it
+    credit_based: bool = False  # as its journal head says
     admission: None = None
     _stopped: bool = False
     _subscription: Subscription | None = None
@@ -97,6 +98,7 @@ class MirroredGeneration:
         """A mirror holding what the journal still has, following what comes next; it
         stops following after ``grace`` seconds unless a listener attaches."""
         mirror = cls(token, history.head.epoch, runtime, journal, on_idle)
+        mirror.credit_based = history.head.credit_based
         # A job run again by another model worker began its ring afresh under a higher
         # lease: whatever a lower one wrote since is a fenced (zombie) writer's.
         lease = mirror._lease = max((record.lease for record in history.records), default=0)

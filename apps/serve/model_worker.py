@@ -57,9 +57,11 @@ TakeJobs = Callable[[Callable[[QueuedJob], None], Callable[[str], None]], JobTak
 job was taken over by another worker (this one lost Redis for too long)."""
 
 
-def request_json(request: StreamRequest) -> str:
-    """A job's request, as the front worker writes it and the model worker parses it."""
-    return json.dumps({"text": request.text, "voice": request.voice, "speed": request.speed})
+def request_json(request: StreamRequest, *, credit_based: bool = False) -> str:
+    """A job's request, as the front worker writes it and the model worker parses it
+    (``credit_based``: see :attr:`Broadcast.credit_based`)."""
+    fields = {"text": request.text, "voice": request.voice, "speed": request.speed}
+    return json.dumps({**fields, "credit_based": True} if credit_based else fields)
 
 
 class ModelWorker:
@@ -121,6 +123,7 @@ class ModelWorker:
             epoch=job.epoch,
             journal=service.journal,
             lease=job.lease,
+            credit_based=json.loads(job.request).get("credit_based") is True,
         )
         service.generations.add(generation)
         generation.start()

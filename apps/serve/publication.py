@@ -46,6 +46,7 @@ class Publication:
         changed: Callable[[], None],
         *,
         lease: int = 0,
+        credit_based: bool = False,
     ) -> None:
         self.journal = journal
         self.token = token
@@ -57,7 +58,7 @@ class Publication:
         self._expiry_timer: Cancellable | None = None
         self._reports: dict[str, tuple[ListenerReport, float]] = {}
         self.ended = False
-        journal.begin(token, StreamHead(epoch, journal.worker))
+        journal.begin(token, StreamHead(epoch, journal.worker, credit_based))
         self._watch = journal.watch_reports(token, self._report_arrived)
 
     def frame(self, data: bytes, now: float) -> None:

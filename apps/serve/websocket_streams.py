@@ -71,7 +71,10 @@ class WebSocketStreams:
             conn.fail_stream(event.stream_id, ErrorCode.BUSY, str(exc), now)
             return
         token = secrets.token_urlsafe(12)
-        generation = service.start_generation(session, token, parsed, admission)
+        credit_based = event.credit is not None
+        generation = service.start_generation(
+            session, token, parsed, admission, credit_based=credit_based
+        )
         listener = StreamListener(session, event.stream_id)
         service.attach(session, generation, listener, after=None, credit=event.credit)
 
@@ -115,7 +118,10 @@ class WebSocketStreams:
             conn.fail_stream(event.stream_id, ErrorCode.INVALID_REQUEST, message, now)
             return
         listener = StreamListener(session, event.stream_id)
-        self.service.attach(session, generation, listener, after=event.after, credit=None)
+        # A credit-based stream stays so, from 0: what was granted on the lost connection
+        # may have been spent on records that never arrived (protocol §10).
+        credit = 0 if generation.credit_based else None
+        self.service.attach(session, generation, listener, after=event.after, credit=credit)
 
     def _taken(self, session: Session, state: ConnectionState, stream_id: int) -> bool:
         return (

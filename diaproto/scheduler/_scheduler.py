@@ -36,7 +36,7 @@ T = TypeVar("T")
 class Scheduler(Generic[T]):
     """Priority, fairness, batching and backpressure for one connection's outbound messages."""
 
-    __slots__ = ("_budget", "_events", "_fairness", "_streams", "config")
+    __slots__ = ("_budget", "_events", "_fairness", "_paced", "_streams", "config")
 
     def __init__(
         self, config: SchedulerConfig | None = None, *, message_overhead: int = MESSAGE_OVERHEAD
@@ -51,6 +51,7 @@ class Scheduler(Generic[T]):
         # A deque costs ~760 B even when empty: the event queue is made on first use, so an
         # idle connection holds none.
         self._events: deque[Event] | None = None
+        self._paced: list[StreamRecord[T]] | None = None  # streams the clock grants credit to
 
     # --- streams ---------------------------------------------------------------------------
 
@@ -76,7 +77,12 @@ class Scheduler(Generic[T]):
             credit=options.credit,
             metrics=StreamMetrics(opened_at=now),
             next_seq=(replay.last_seq + 1) if replay is not None else 1,
+            paced_at=now,
         )
+        if options.pace is not None:
+            if self._paced is None:
+                self._paced = []
+            self._paced.append(self._streams[stream_id])
 
     def has_stream(self, stream_id: int) -> bool:
         return stream_id in self._streams
@@ -366,6 +372,8 @@ class Scheduler(Generic[T]):
             return None
         if stream.policy is Policy.PAUSE and cost > self.config.high_watermark:
             return None
+        if stream.options.pace is not None:
+            self._refill(stream, now)
         credit = stream.credit
         if credit is not None and credit <= 0:
             return None
@@ -391,6 +399,9 @@ class Scheduler(Generic[T]):
         """The batch due now, highest class first; empty when nothing is due (see
         :class:`~diaproto.scheduler.fairness.Fairness` for the order and the room)."""
         budget = self._budget
+        if self._paced:
+            for stream in self._paced:
+                self._refill(stream, now)
         batch, nbytes = self._fairness.take(now, self.config.write_window - budget.in_flight)
         budget.queued -= nbytes
         budget.messages -= len(batch)
@@ -412,6 +423,8 @@ class Scheduler(Generic[T]):
         deadlines = [Budget.grace_deadline(self._streams.values())]
         if linger and self._budget.in_flight < self.config.write_window:
             deadlines.append(self._fairness.linger_deadline())
+            if self._paced:
+                deadlines.append(self._pace_deadline())
         return min((d for d in deadlines if d is not None), default=None)
 
     def handle_timer(self, now: float) -> None:
@@ -490,7 +503,38 @@ class Scheduler(Generic[T]):
     def _forget(self, stream: StreamRecord[T]) -> None:
         del self._streams[stream.stream_id]
         self._fairness.remove(stream)
+        if self._paced and stream.options.pace is not None:
+            self._paced.remove(stream)
         self._emit(StreamFinished(stream.stream_id, stream.metrics))
+
+    def _refill(self, stream: StreamRecord[T], now: float) -> None:
+        """The credit the clock has granted a paced stream since ``paced_at``, whole bytes,
+        up to its lead (the initial credit); time not yet worth a byte carries over."""
+        pace, lead, credit = stream.options.pace, stream.options.credit, stream.credit
+        assert pace is not None and lead is not None and credit is not None  # (paced)
+        earned = int((now - stream.paced_at) * pace)
+        if credit + earned >= lead:
+            # Full: time spent at the lead earns nothing (no burst above it later).
+            if credit < lead:
+                stream.credit = lead
+                self._fairness.activate(stream)
+            stream.paced_at = now
+        elif earned > 0:
+            stream.credit = credit + earned
+            stream.paced_at += earned / pace
+            self._fairness.activate(stream)
+
+    def _pace_deadline(self) -> float | None:
+        """When the clock next lets a paced stream that waits for it send: its credit
+        above 0 (half a byte's time later, so that the refill then surely gives it)."""
+        soonest = None
+        for stream in self._paced or ():
+            credit, pace = stream.credit, stream.options.pace
+            assert credit is not None and pace is not None  # (paced)
+            if stream.queue and credit <= 0:
+                due = stream.paced_at + (1.5 - credit) / pace
+                soonest = due if soonest is None else min(soonest, due)
+        return soonest
 
     def _check(self, stream: StreamRecord[T], now: float) -> None:
         if self._budget.check(stream, now):

@@ -60,6 +60,10 @@ class StreamOptions(Generic[T]):
       (which a config may set to 0: the stream is then over its share with anything queued).
     - ``credit``: bytes the consumer grants up front; the stream sends only while its credit
       is positive. ``None``: not credit-based.
+    - ``pace``: bytes a second the clock grants, for a consumer that cannot grant credit
+      itself (SSE): the stream then runs at most ``credit`` bytes (its lead) ahead of that
+      pace. The clock refills the credit up to the lead, never above it, as ``take`` is
+      called; ``None``: only the consumer grants.
     - ``grace``: seconds a DISCONNECT stream may stay over its share before it is declared
       too slow.
     - ``replay``: a buffer that records every message, so a consumer can resume; sequence
@@ -73,6 +77,7 @@ class StreamOptions(Generic[T]):
     policy: Policy = Policy.PAUSE
     limit: int | None = None
     credit: int | None = None
+    pace: float | None = None
     grace: float = 5.0
     replay: ReplayBuffer[T] | None = None
     record: bool = True
@@ -80,6 +85,8 @@ class StreamOptions(Generic[T]):
     def __post_init__(self) -> None:
         if self.limit is not None and self.limit <= 0:
             raise LocalProtocolError("a stream's limit must be positive")
+        if self.pace is not None and not (self.pace > 0 and self.credit and self.credit > 0):
+            raise LocalProtocolError("a paced stream needs a positive pace and lead (credit)")
         object.__setattr__(self, "priority", Priority(self.priority))
 
 
@@ -112,6 +119,8 @@ class StreamRecord(Generic[T]):
     paused: bool = False
     over_since: float | None = None
     slow_reported: bool = False
+    # pacing (options.pace): the credit the clock has granted up to paced_at
+    paced_at: float = 0.0
 
     @property
     def priority(self) -> Priority:

@@ -1,15 +1,18 @@
 """Server-sent event streams on every runtime (the ``runtime`` fixture), read with httpx over
 real sockets: a stream runs to its ``end`` event and its connection then serves the next
-request, and fifty streams run at once on the one loop.
+request, fifty streams run at once on the one loop, and a paced stream (its lead spent,
+the rest let through by the runtime's timers) arrives whole.
 """
 
 from __future__ import annotations
 
+import base64
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 from conformance_support import RecordingService
-from support import POLL_LIMIT, serving
+from support import POLL_LIMIT, serving, synthetic_audio
 
 from diaproto.apps.serve.limits import ServiceLimits
 
@@ -74,3 +77,33 @@ def test_fifty_sse_streams_at_once(runtime: str) -> None:
         results = list(pool.map(lambda text: sse_stream(server.port, text), texts))
         assert all(events and events[-1] == "end" for events in results)
         assert server.call(lambda: len(service.sessions())) <= 50
+
+
+def test_a_paced_sse_stream_arrives_whole(runtime: str) -> None:
+    # A lead of 50 ms: nearly all of it waits for the clock, woken by the runtime's timers
+    # (a timer that never fired would leave the stream unfinished: POLL_LIMIT fails it).
+    service = RecordingService(limits=ServiceLimits(sse_lead=0.05))
+    text = "Paced now."
+    audio = bytearray()
+    names: list[str] = []
+    with (
+        serving(runtime, service) as server,
+        httpx.Client(trust_env=False, timeout=POLL_LIMIT) as client,
+    ):
+        url = f"http://127.0.0.1:{server.port}/v1/stream"
+        with client.stream("GET", url, params={"text": text}, headers=STREAM_HEADERS) as response:
+            event, started = "", time.monotonic()
+            for line in response.iter_lines():
+                if line.startswith("event: "):
+                    event = line.removeprefix("event: ")
+                    names.append(event)
+                elif line.startswith("data: ") and event == "data":
+                    audio += base64.b64decode(line.removeprefix("data: "))
+            took = time.monotonic() - started
+    expected = synthetic_audio(text)
+    assert len(expected) > 4 * int(0.05 * 88_200), "most of the audio must wait for the clock"
+    assert names[-1] == "end"
+    assert bytes(audio) == expected
+    # Paced, it cannot arrive sooner than its audio less the lead and one chunk plays (a
+    # lower bound: a loaded machine only makes it later; the 50x test voice alone is faster).
+    assert took >= (len(expected) - 0.05 * 88_200 - 1024) / 88_200

@@ -22,6 +22,7 @@ from websockets.typing import Subprotocol
 
 from diaproto.adapters.anyio import Server, serve_in_background
 from diaproto.apps.serve.app import DiaService
+from diaproto.apps.serve.limits import MAX_SSE_LEAD, ServiceLimits
 from diaproto.apps.serve.sources import Source
 from diaproto.config import ConnectionConfig
 from diaproto.runtime import Application
@@ -115,6 +116,9 @@ def running_server(
     resume_grace: float = 10.0,
     **service_options: Any,
 ) -> Iterator[RunningServer]:
+    # SSE is paced (its code path runs) with the longest lead, so that tests of other things
+    # are not held to real time by the 50x-fast test voice; tests of pacing pass their own.
+    service_options.setdefault("limits", ServiceLimits(sse_lead=MAX_SSE_LEAD))
     service = DiaService(source or fast_source(), resume_grace=resume_grace, **service_options)
     with running_app(service, backend=backend, config=config) as app:
         yield RunningServer(app.server, app.port, app.token, app.thread, service)

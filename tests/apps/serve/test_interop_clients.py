@@ -137,6 +137,46 @@ def test_websocket_credit_starved_stream_waits(server: RunningServer) -> None:
         ws.send(json.dumps({"type": "cancel", "stream": 1}))
 
 
+@pytest.mark.parametrize("credit", [2 * FRAME_BYTES, None])
+def test_a_websocket_resume_keeps_the_stream_credit_based_or_not(
+    server: RunningServer, credit: int | None
+) -> None:
+    """Protocol §10: a credit-based stream resumes credit-based, at 0 (what was granted on
+    the lost connection may have been spent on records that never arrived); a stream that
+    was not credit-based resumes as it was."""
+    opened: dict[str, Any] = {"type": "open", "stream": 3, "text": LONG_TEXT}
+    if credit is not None:
+        opened["credit"] = credit
+    with ws_connect(server) as ws:
+        ws.send(json.dumps(opened))
+        token = recv_json(ws)["token"]
+        generation = generation_of(server, token)
+        message = ws.recv(timeout=POLL_LIMIT)
+        assert isinstance(message, bytes)
+        last = records(message)[-1][1]
+    wait_until(lambda: server.call(lambda: not generation.listeners), "the listener left")
+    with ws_connect(server) as ws:
+        ws.send(json.dumps({"type": "resume", "stream": 3, "after": last, "token": token}))
+        assert recv_json(ws) == {"type": "open", "stream": 3, "token": token}
+
+        def credit_now() -> int | None:
+            (listener,) = generation.listeners
+            value: int | None = listener.session.conn.scheduler.credit(3)
+            return value
+
+        if credit is None:
+            assert server.call(credit_now) is None
+        else:
+            assert server.call(credit_now) == 0  # nothing is sent before the client grants
+            with pytest.raises(TimeoutError):
+                ws.recv(timeout=0.3)
+            ws.send(json.dumps({"type": "credit", "stream": 3, "bytes": FRAME_BYTES}))
+            message = ws.recv(timeout=POLL_LIMIT)
+            assert isinstance(message, bytes)
+            assert records(message)[0][1] == last + 1, "continued after the last record held"
+        ws.send(json.dumps({"type": "cancel", "stream": 3}))
+
+
 def test_websocket_cancel_stops_the_worker(server: RunningServer) -> None:
     with ws_connect(server) as ws:
         ws.send(json.dumps({"type": "open", "stream": 3, "text": LONG_TEXT}))

@@ -594,3 +594,27 @@ def test_a_close_other_than_shutdown_still_just_closes() -> None:
     server.close(1.0)
     assert server.finished
     assert server.data_to_send(1.0) == b""  # the transport closes: the body is cut short
+
+
+# --- pacing ---------------------------------------------------------------------------------
+
+
+def test_a_paced_stream_reaches_the_client_at_the_pace_with_its_lead() -> None:
+    """An SSE client cannot grant credit: the clock does (``pace``). The server's own
+    deadlines drive it: the client has the lead at once, then the pace, never more than
+    one message beyond, and all of it in the end."""
+    pace, lead, size = 1000.0, 3000, 500  # bytes a second; bytes ahead; a message
+    loop = sse_pair()
+    loop.take_client_events()
+    loop.server.open_stream(1, loop.clock.now, credit=lead, pace=pace, limit=10**6)
+    for i in range(40):
+        loop.server.send(1, bytes([i]) * size, loop.clock.now)
+    loop.server.end_stream(1, loop.clock.now)
+    received = 0
+    for _ in range(40):  # 20 s: 3 s of lead, then 17 s at the pace
+        loop.advance(0.5)
+        data = [m for m in messages(loop.take_client_events()) if m.event == "data"]
+        received += sum(len(base64.b64decode(m.data)) for m in data)
+        allowed = lead + loop.clock.now * pace
+        assert min(allowed - size, 40 * size) <= received <= allowed + size
+    assert received == 40 * size
