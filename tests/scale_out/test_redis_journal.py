@@ -110,13 +110,14 @@ def test_an_unknown_stream_is_none_and_a_failed_one_keeps_its_reason(
 ) -> None:
     owner, other = journals
     assert read(other, "nobody") is None
-    owner.begin("t2", StreamHead("e2", "owner"))
+    owner.begin("t2", StreamHead("e2", "owner", credit_based=True))
     owner.end("t2", Ending(0, "the model failed", ErrorCode.INTERNAL))
     wait_until(lambda: _ended(read(other, "t2")), "the ending is written")
     history = read(other, "t2")
     assert isinstance(history, History)
     assert history.ending == Ending(0, "the model failed", ErrorCode.INTERNAL)
     assert history.frames() == []
+    assert history.head == StreamHead("e2", "owner", credit_based=True)  # (t1's is not)
 
 
 def test_reports_reach_the_owner(
