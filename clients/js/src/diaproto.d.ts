@@ -108,7 +108,17 @@ export declare class SpeechStream extends ChunkStream {
   token: string | null;
   readonly window: number | null;
   readonly grantOn: "consumed" | "read";
+  /** Total bytes granted so far, the initial credit included. */
   granted: number;
+  /** Credit messages sent for this stream (grants in one turn share one message). */
+  grants: number;
+  /**
+   * Consumption is granted back once it adds up to this many bytes: the `grantStep` asked
+   * for (kept within 1..window), else a quarter window for grantOn "read", and for grantOn
+   * "consumed" the largest chunk received so far (within 1..window/4): about one credit
+   * message per chunk played, so the server sends at the pace of playback.
+   */
+  readonly grantStep: number;
 }
 
 export interface OpenOptions {
@@ -119,6 +129,12 @@ export interface OpenOptions {
   credit?: number | null;
   /** "consumed": credit follows consumed() (a player); "read": what the application reads. */
   grantOn?: "consumed" | "read";
+  /**
+   * Grant consumption back once it reaches this many bytes (kept within 1..credit). Default
+   * (undefined or null): the socket's `grantStep`, else a quarter of the window for "read"
+   * and about one received chunk for "consumed" (see {@link SpeechStream.grantStep}).
+   */
+  grantStep?: number | null;
 }
 
 export interface WebSocketLike {
@@ -134,8 +150,12 @@ export interface WebSocketLike {
 export interface DiaprotoSocketOptions {
   WebSocket?: any;
   firstStreamId?: number;
+  /** Default credit window of open() (131072). */
   window?: number | null;
+  /** Default grantOn of open() ("consumed"). */
   grantOn?: "consumed" | "read";
+  /** Default grantStep of open() (see {@link OpenOptions.grantStep}). */
+  grantStep?: number | null;
   now?: () => number;
   /**
    * After an unexpected close, dial the URL again and resume the streams (default on; a

@@ -597,12 +597,14 @@ export class ChunkStream {
  * One stream of a {@link DiaprotoSocket}. Credit-based by default: the server may send
  * `window` bytes ahead; bytes count as consumed when `consumed()` says so (grantOn
  * "consumed", for a player) or when they are handed to the application (grantOn "read").
+ * Consumption is granted back once it adds up to {@link SpeechStream#grantStep} bytes.
  */
 export class SpeechStream extends ChunkStream {
   /**
    * @param {DiaprotoSocket} socket
    * @param {number} id
-   * @param {{window: number|null, grantOn: "consumed"|"read", now?: () => number}} options
+   * @param {{window: number|null, grantOn: "consumed"|"read", grantStep?: number|null,
+   *   now?: () => number}} options
    */
   constructor(socket, id, options) {
     super(options);
@@ -615,11 +617,38 @@ export class SpeechStream extends ChunkStream {
     this.grantOn = options.grantOn;
     /** Total bytes granted so far (the initial credit included). */
     this.granted = options.window ?? 0;
+    /** Credit messages sent for this stream (the initial credit of `open` not counted). */
+    this.grants = 0;
+    /** @type {number|null} the grant step asked for; null: the default for grantOn */
+    this._step = options.grantStep ?? null;
+    /** The largest chunk received so far (the default step of a player follows it). */
+    this._largestChunk = 0;
     this._pending = 0;
     /** Bytes consumed so far (what credit is granted back for). */
     this._consumedBytes = 0;
     /** Set from a dropped connection until the server answers the stream's `resume`. */
     this._awaitingResume = false;
+  }
+
+  /**
+   * Consumption is granted back once it reaches this many bytes. Asked for with
+   * `grantStep` (kept within 1..window); by default a quarter window for grantOn "read"
+   * (bulk readers want few messages) and, for grantOn "consumed" (a player), about one
+   * received chunk (the largest so far, within 1..window/4), so that the server sends
+   * chunk by chunk at the pace of playback instead of in quarter-window bursts.
+   */
+  get grantStep() {
+    const window = this.window ?? 0;
+    if (this._step !== null) return Math.max(1, Math.min(this._step, window));
+    const quarter = Math.max(1, window / 4);
+    if (this.grantOn === "read") return quarter;
+    return Math.max(1, Math.min(this._largestChunk, quarter));
+  }
+
+  /** @param {Uint8Array} chunk @param {number} seq */
+  _deliver(chunk, seq) {
+    if (chunk.byteLength > this._largestChunk) this._largestChunk = chunk.byteLength;
+    super._deliver(chunk, seq);
   }
 
   /** @param {number} nbytes */
@@ -638,13 +667,24 @@ export class SpeechStream extends ChunkStream {
     this._consumedBytes += nbytes;
     this._pending += nbytes;
     if (this._awaitingResume) return; // granted all at once when the resume is acknowledged
-    // Grant in batches: one credit message per quarter window, not one per chunk.
-    if (this._pending >= Math.max(1, this.window / 4)) {
-      const bytes = Math.min(Math.floor(this._pending), MAX_ID);
-      this._pending -= bytes;
-      this.granted += bytes;
-      this.socket._send({ type: "credit", stream: this.id, bytes }, true);
+    // Coalesced: one credit message per grantStep of consumption, not one per call.
+    if (this._pending >= this.grantStep) this._grant(Math.floor(this._pending));
+  }
+
+  /** @param {number} nbytes */
+  _grant(nbytes) {
+    const bytes = Math.min(nbytes, MAX_ID);
+    this._pending -= bytes;
+    this.granted += bytes;
+    // Grants made in one turn go out as one message (they are flushed together anyway).
+    const queued = /** @type {{type: string, stream: number, bytes: number}[]} */ (this.socket._control)
+      .find((m) => m.type === "credit" && m.stream === this.id);
+    if (queued && queued.bytes + bytes <= MAX_ID) {
+      queued.bytes += bytes;
+      return;
     }
+    this.grants += 1;
+    this.socket._send({ type: "credit", stream: this.id, bytes }, true);
   }
 
   /**
@@ -656,14 +696,8 @@ export class SpeechStream extends ChunkStream {
   _resumed() {
     if (this.window === null || this.done) return;
     const room = Math.min(this.window, this.window - (this.stats.bytes - this._consumedBytes));
-    this._pending = 0;
-    if (room > 0) {
-      const bytes = Math.min(Math.floor(room), MAX_ID);
-      this.granted += bytes;
-      this.socket._send({ type: "credit", stream: this.id, bytes }, true);
-    } else {
-      this._pending = room;
-    }
+    this._pending = room > 0 ? Math.floor(room) : room;
+    if (room >= 1) this._grant(Math.floor(room));
   }
 
   cancel() {
@@ -728,7 +762,7 @@ export class DiaprotoSocket {
    * @param {string|URL|WebSocket|object} target a ws:// or wss:// URL, or an existing
    *   WebSocket-like object (with send, close, readyState, addEventListener)
    * @param {{WebSocket?: any, firstStreamId?: number, window?: number|null,
-   *   grantOn?: "consumed"|"read", now?: () => number,
+   *   grantOn?: "consumed"|"read", grantStep?: number|null, now?: () => number,
    *   reconnect?: false|{attempts?: number, initialDelayMs?: number, maxDelayMs?: number},
    *   timers?: {setTimeout: Function, clearTimeout: Function}, random?: () => number}} [options]
    *   `reconnect`: after an unexpected close of a connection made from a URL, dial again
@@ -965,9 +999,10 @@ export class DiaprotoSocket {
    * Open a stream: send `open` and return the stream at once (its id is chosen here).
    * @param {string} text
    * @param {{voice?: string, speed?: number, options?: Record<string, unknown>,
-   *   credit?: number|null, grantOn?: "consumed"|"read"}} [options]
+   *   credit?: number|null, grantOn?: "consumed"|"read", grantStep?: number|null}} [options]
    *   `credit` is the credit window in bytes (default 131072); null opens a stream that is
-   *   not credit-based.
+   *   not credit-based. `grantStep`: grant consumption back once it reaches this many bytes
+   *   (default: see {@link SpeechStream#grantStep}).
    * @returns {SpeechStream}
    */
   open(text, options = {}) {
@@ -977,6 +1012,7 @@ export class DiaprotoSocket {
     const stream = new SpeechStream(this, id, {
       window,
       grantOn: options.grantOn ?? this._options.grantOn ?? "consumed",
+      grantStep: options.grantStep === undefined ? this._options.grantStep : options.grantStep,
       now: this._options.now,
     });
     this.streams.set(id, stream);

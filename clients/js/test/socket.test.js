@@ -203,10 +203,11 @@ test("undecodable server messages are ignored and counted; cancelled streams get
   assert.equal(s.state, "cancelled");
 });
 
-test("credit is granted back as playback consumes, in quarter-window batches", async () => {
+test("credit is granted back as playback consumes, in batches of an explicit grantStep", async () => {
   const ws = new FakeWebSocket();
   const socket = new DiaprotoSocket(ws);
-  const s = socket.open("long text", { credit: 4096 });
+  const s = socket.open("long text", { credit: 4096, grantStep: 1024 }); // a quarter window
+  assert.equal(s.grantStep, 1024);
   await tick();
   ws.take();
   ws.records(...Array.from({ length: 8 }, (_, i) => [1, i + 1, new Array(512).fill(0)]));
@@ -215,7 +216,7 @@ test("credit is granted back as playback consumes, in quarter-window batches", a
   s.consumed(600);
   s.consumed(300);
   await tick();
-  assert.deepEqual(ws.take(), [], "less than a quarter window");
+  assert.deepEqual(ws.take(), [], "less than the step");
   s.consumed(400);
   await tick();
   assert.deepEqual(ws.take(), [{ type: "credit", stream: 1, bytes: 1300 }], "one grant, batched");
@@ -223,6 +224,7 @@ test("credit is granted back as playback consumes, in quarter-window batches", a
   await tick();
   assert.deepEqual(ws.take(), [{ type: "credit", stream: 1, bytes: 2000 }]);
   assert.equal(s.granted, 4096 + 3300);
+  assert.equal(s.grants, 2);
   ws.fromServer({ type: "end", stream: 1, seq: 8 });
   s.consumed(4096);
   await tick();
