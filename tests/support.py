@@ -8,11 +8,16 @@ must pass on a loaded machine.
 from __future__ import annotations
 
 import json
+import os
 import struct
+import sys
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
+
+import pytest
 
 from diaproto import adapters
 from diaproto.apps.serve.sources import Source, SyntheticSource
@@ -208,3 +213,15 @@ def initialize(client: httpx.Client, url: str, capabilities: dict[str, Any] | No
     )
     assert done.status_code == 202
     return session_id
+
+
+def not_run(message: str) -> NoReturn:
+    """A test whose tool (a browser, node) is missing: skipped loudly (stderr and a warning
+    in the summary), or failed under ``CI=true``, where everything must run."""
+    if os.environ.get("CI") == "true":
+        pytest.fail(message)
+    print(f"\n*** {message} ***", file=sys.stderr)
+    with warnings.catch_warnings():  # shown, not turned into an error by filterwarnings
+        warnings.simplefilter("always")
+        warnings.warn(message, pytest.PytestWarning, stacklevel=3)
+    pytest.skip(message)

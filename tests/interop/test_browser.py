@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import signal
 import socket
 import subprocess
@@ -25,12 +24,12 @@ import threading
 import time
 import urllib.error
 import urllib.request
-import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, NoReturn
 
 import pytest
+from support import not_run
 
 CHROMIUM = Path("/usr/bin/chromium")
 SCREENSHOT = Path("/tmp/diaproto-page.png")
@@ -50,13 +49,7 @@ SENTENCE = "[S1] Hello from the browser test. [S2] This audio streams as it is g
 
 
 def _missing(what: str) -> NoReturn:
-    """Skip loudly, or fail under CI=true."""
-    message = f"BROWSER TEST NOT RUN: {what}"
-    if os.environ.get("CI") == "true":
-        pytest.fail(message)
-    print(f"\n*** {message} ***", file=sys.stderr)
-    warnings.warn(message, pytest.PytestWarning, stacklevel=2)
-    pytest.skip(message)
+    not_run(f"BROWSER TEST NOT RUN: {what}")
 
 
 def _free_port() -> int:

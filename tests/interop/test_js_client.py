@@ -10,10 +10,10 @@ import os
 import shutil
 import subprocess
 import sys
-import warnings
 from pathlib import Path
 
 import pytest
+from support import not_run
 
 CLIENT = Path(__file__).resolve().parents[2] / "clients" / "js"
 
@@ -21,12 +21,7 @@ CLIENT = Path(__file__).resolve().parents[2] / "clients" / "js"
 def test_node_test_suite_passes() -> None:
     node = shutil.which("node")
     if node is None:
-        message = "JS CLIENT TESTS NOT RUN: `node` IS NOT ON PATH (install Node >= 18)"
-        if os.environ.get("CI") == "true":
-            pytest.fail(message)
-        print(f"\n*** {message} ***", file=sys.stderr)
-        warnings.warn(message, pytest.PytestWarning, stacklevel=1)
-        pytest.skip(message)
+        not_run("JS CLIENT TESTS NOT RUN: `node` IS NOT ON PATH (install Node >= 18)")
     npm = shutil.which("npm")
     if npm is not None and not (CLIENT / "node_modules" / "@modelcontextprotocol").is_dir():
         # The MCP client's tests run against the official TypeScript SDK's server.

@@ -1,32 +1,26 @@
 """The JavaScript client (clients/js/src/diaproto.js) resumes a WebSocket stream after a cut.
 
-The client reaches ``diaproto serve`` through a small TCP proxy that cuts its first
-connection after some of the stream went through (mid-frame, like a broken network). The
-client reconnects through the proxy (which now passes everything), sends ``resume`` with
-its token and last record, and must end up with exactly the audio of an uninterrupted
-stream: every record once, in order. WebSocket in node 20 comes from the ``ws`` package
+The client reaches ``diaproto serve`` through a small TCP proxy (tests/interop/cutting_proxy.py,
+shared with the Chromium version, test_browser_resume.py) that cuts its first connection
+after some of the stream went through (mid-frame, like a broken network). The client
+reconnects through the proxy (which now passes everything), sends ``resume`` with its token
+and last record, and must end up with exactly the audio of an uninterrupted stream: every
+record once, in order. WebSocket in node 20 comes from the ``ws`` package
 (tests/interop/node). Without node/npm the test skips loudly; under CI=true it fails.
 """
 
 from __future__ import annotations
 
-import asyncio
 import base64
-import contextlib
 import json
-import os
 import shutil
 import subprocess
-import sys
-import threading
-import warnings
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, NoReturn
 
-import pytest
+from cutting_proxy import cutting_proxy
 from server_fixture import running_server
-from support import synthetic_audio
+from support import not_run, synthetic_audio
 
 from diaproto.apps.serve.sources import SyntheticSource
 
@@ -70,91 +64,7 @@ process.stdout.write(JSON.stringify(out) + "\\n");
 
 
 def missing(what: str) -> NoReturn:
-    message = f"JS RESUME TEST NOT RUN: {what}"
-    if os.environ.get("CI") == "true":
-        pytest.fail(message)
-    print(f"\n*** {message} ***", file=sys.stderr)
-    warnings.warn(message, pytest.PytestWarning, stacklevel=2)
-    pytest.skip(message)
-
-
-class CuttingProxy:
-    """127.0.0.1 TCP proxy to ``port``; its first connection is cut (both sides aborted)
-    once ``cut_after`` bytes came from the server. Later connections pass everything."""
-
-    def __init__(self, port: int, cut_after: int) -> None:
-        self.target, self.cut_after = port, cut_after
-        self.connections = 0
-        self.cut = threading.Event()
-        self._transports: list[asyncio.WriteTransport] = []
-        self._tasks: set[asyncio.Task[None]] = set()
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, name="proxy", daemon=True)
-        self.thread.start()
-        start = asyncio.start_server(self._accept, "127.0.0.1", 0)
-        self.server = asyncio.run_coroutine_threadsafe(start, self.loop).result(LIMIT)
-        self.port: int = self.server.sockets[0].getsockname()[1]
-
-    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        first = self.connections == 0
-        self.connections += 1
-        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target)
-        ends = [writer.transport, up_writer.transport]
-        self._transports += ends
-        limit = self.cut_after if first else None
-        tasks = [
-            asyncio.ensure_future(self._pipe(reader, up_writer, None, ends)),
-            asyncio.ensure_future(self._pipe(up_reader, writer, limit, ends)),
-        ]
-        self._tasks.update(tasks)
-        await asyncio.gather(*tasks, return_exceptions=True)
-
-    async def _pipe(
-        self,
-        source: asyncio.StreamReader,
-        sink: asyncio.StreamWriter,
-        limit: int | None,
-        ends: list[asyncio.WriteTransport],
-    ) -> None:
-        passed = 0
-        try:
-            while data := await source.read(65536):
-                if limit is not None and passed + len(data) >= limit:
-                    sink.write(data[: limit - passed])
-                    with contextlib.suppress(ConnectionError):
-                        await sink.drain()
-                    self.cut.set()
-                    break
-                passed += len(data)
-                sink.write(data)
-                await sink.drain()
-        except ConnectionError:
-            pass
-        for end in ends:  # one side gone (or the cut): drop the other abruptly as well
-            end.abort()
-
-    def close(self) -> None:
-        async def stop() -> None:
-            self.server.close()
-            for transport in self._transports:
-                transport.abort()
-            for task in self._tasks:
-                task.cancel()
-            await asyncio.gather(*self._tasks, return_exceptions=True)
-
-        asyncio.run_coroutine_threadsafe(stop(), self.loop).result(LIMIT)
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(LIMIT)
-        self.loop.close()
-
-
-@contextlib.contextmanager
-def cutting_proxy(port: int, cut_after: int) -> Iterator[CuttingProxy]:
-    proxy = CuttingProxy(port, cut_after)
-    try:
-        yield proxy
-    finally:
-        proxy.close()
+    not_run(f"JS RESUME TEST NOT RUN: {what}")
 
 
 def node_command() -> list[str]:

@@ -20,10 +20,8 @@ import os
 import shutil
 import struct
 import subprocess
-import sys
 import threading
 import time
-import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, NoReturn
@@ -32,6 +30,7 @@ import httpx
 import pytest
 import websocket
 from httpx_sse import connect_sse
+from support import not_run
 from websockets.sync.client import connect
 from websockets.typing import Subprotocol
 
@@ -133,13 +132,7 @@ def check_sse(events: list[tuple[str, str]], end: dict[str, Any] | None) -> None
 
 
 def missing(what: str) -> NoReturn:
-    """Skip loudly, or fail under CI=true."""
-    message = f"INTEROP CELL NOT RUN: {what}"
-    if os.environ.get("CI") == "true":
-        pytest.fail(message)
-    print(f"\n*** {message} ***", file=sys.stderr)
-    warnings.warn(message, pytest.PytestWarning, stacklevel=2)
-    pytest.skip(message)
+    not_run(f"INTEROP CELL NOT RUN: {what}")
 
 
 # --- clients ------------------------------------------------------------------------------
