@@ -32,6 +32,7 @@ from support import (
 from websockets.sync.client import ClientConnection
 
 from diaproto.apps.serve.generation import Generation
+from diaproto.apps.serve.listeners import StreamListener
 
 SAMPLE_RATE = 44100
 FRAME_BYTES = 1024  # the service's chunk size (the last chunk of a sentence may be shorter)
@@ -161,6 +162,7 @@ def test_a_websocket_resume_keeps_the_stream_credit_based_or_not(
 
         def credit_now() -> int | None:
             (listener,) = generation.listeners
+            assert isinstance(listener, StreamListener)
             value: int | None = listener.session.conn.scheduler.credit(3)
             return value
 
