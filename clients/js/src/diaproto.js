@@ -628,6 +628,8 @@ export class SpeechStream extends ChunkStream {
     this._consumedBytes = 0;
     /** Set from a dropped connection until the server answers the stream's `resume`. */
     this._awaitingResume = false;
+    /** Resumes of this stream answered `busy` in a row (each is asked again after a backoff). */
+    this._resumeRetries = 0;
   }
 
   /**
@@ -1133,6 +1135,7 @@ export class DiaprotoSocket {
           if (target.state === "opening") target.state = "open";
           if (target._awaitingResume) {
             target._awaitingResume = false;
+            target._resumeRetries = 0;
             if (target.state === "cancelled") this._send({ type: "cancel", stream: target.id }, true);
             else target._resumed();
           }
@@ -1146,6 +1149,8 @@ export class DiaprotoSocket {
         break;
       case "error":
         this.onerror?.(message);
+        // `busy` answering a resume means "retry shortly" (the shared journal was slow).
+        if (target && target._awaitingResume && message.code === "busy" && this._retryResume(target)) break;
         // An error answering a resume (unknown_stream, replay_gap, ...) ends the stream too.
         if (target && (target._awaitingResume || !ONE_MESSAGE_CODES.has(message.code) || target.state === "opening")) {
           this.streams.delete(target.id);
@@ -1153,6 +1158,27 @@ export class DiaprotoSocket {
         }
         break;
     }
+  }
+
+  /**
+   * A `resume` answered `busy` (the server's shared journal did not answer in time): ask
+   * again on the same connection after a backoff, as many times as a reconnection would try.
+   * @param {SpeechStream} stream
+   * @returns {boolean} whether it will be asked again (else the stream fails with `busy`)
+   */
+  _retryResume(stream) {
+    const { attempts, initialDelayMs, maxDelayMs } = this.reconnect;
+    stream._resumeRetries += 1;
+    if (stream._resumeRetries > attempts) return false;
+    const base = Math.min(maxDelayMs, initialDelayMs * 2 ** (stream._resumeRetries - 1));
+    const delayMs = Math.round(base / 2 + (this._random() * base) / 2);
+    const ws = this.ws;
+    this._timers.setTimeout(() => {
+      // A connection lost meanwhile resumes the stream itself once it is back.
+      if (this.ws !== ws || this.reconnecting || !stream._awaitingResume || this.streams.get(stream.id) !== stream) return;
+      this._send({ type: "resume", stream: stream.id, after: stream.lastSeq, token: stream.token }, true);
+    }, delayMs);
+    return true;
   }
 
   /** @param {unknown} event @param {string} [why] */

@@ -212,6 +212,70 @@ test("a replay_gap or unknown_stream answer to a resume fails the stream with th
   await assert.rejects(unknown.finished, (error) => error.code === "unknown_stream");
 });
 
+test("a resume answered busy is asked again after a backoff, then fails with busy once attempts run out", async () => {
+  const { socket, made, timers } = await connected({ reconnect: { attempts: 2, initialDelayMs: 100, maxDelayMs: 1000 } });
+  const stream = socket.open("a", { credit: 100 });
+  await tick();
+  made[0].fromServer({ type: "open", stream: 1, token: "t" });
+  made[0].records([1, 1, [1, 2]]);
+  made[0].drop();
+  timers.fire();
+  made[1].connect();
+  await tick();
+  const resume = { type: "resume", stream: 1, after: 1, token: "t" };
+  assert.deepEqual(made[1].take(), [resume]);
+  // "The shared journal did not answer; retry shortly": asked again, after 100 ms, 200 ms.
+  made[1].fromServer({ type: "error", stream: 1, code: "busy", message: "retry shortly" });
+  assert.equal(stream.state, "open");
+  assert.equal(timers.fire(), 100);
+  await tick();
+  assert.deepEqual(made[1].take(), [resume]);
+  made[1].fromServer({ type: "error", stream: 1, code: "busy", message: "retry shortly" });
+  assert.equal(timers.fire(), 200);
+  await tick();
+  assert.deepEqual(made[1].take(), [resume]);
+  // Acknowledged: records continue and credit is granted; the retries count starts again.
+  made[1].fromServer({ type: "open", stream: 1, token: "t" });
+  await tick();
+  assert.deepEqual(made[1].take(), [{ type: "credit", stream: 1, bytes: 98 }]);
+  made[1].records([1, 2, [3]]);
+  // Another drop, and busy past the attempts: the stream fails with busy.
+  made[1].drop();
+  timers.fire();
+  made[2].connect();
+  await tick();
+  made[2].take();
+  for (const delay of [100, 200]) {
+    made[2].fromServer({ type: "error", stream: 1, code: "busy", message: "retry shortly" });
+    assert.equal(timers.fire(), delay);
+  }
+  made[2].fromServer({ type: "error", stream: 1, code: "busy", message: "retry shortly" });
+  await assert.rejects(stream.finished, (error) => error.code === "busy");
+  assert.equal(timers.pending.size, 0);
+});
+
+test("a busy retry whose connection dropped meanwhile is left to the reconnection's own resume", async () => {
+  const { socket, made, timers } = await connected({ reconnect: { attempts: 3, initialDelayMs: 100, maxDelayMs: 1000 } });
+  socket.open("a");
+  await tick();
+  made[0].fromServer({ type: "open", stream: 1, token: "t" });
+  made[0].drop();
+  timers.fire();
+  made[1].connect();
+  await tick();
+  made[1].take();
+  made[1].fromServer({ type: "error", stream: 1, code: "busy", message: "retry shortly" });
+  made[1].drop(); // now two timers: the retry's and the reconnection's
+  const [[retryId, retry]] = timers.pending;
+  timers.pending.delete(retryId);
+  retry.fn(); // the retry finds its connection gone: nothing sent
+  timers.fire();
+  made[2].connect();
+  await tick();
+  assert.deepEqual(made[2].take(), [{ type: "resume", stream: 1, after: 0, token: "t" }]);
+  assert.deepEqual(made[1].take(), []);
+});
+
 test("a stream without a resume token fails with connection_closed; a queued open is sent after the resumes", async () => {
   const { socket, made, timers } = await connected();
   const acked = socket.open("a", { credit: null });
