@@ -509,10 +509,12 @@ class DiaService:
         after: int | None,
         credit: int | None,
         pace: float | None = None,
+        lead: int | None = None,
+        burst: int | None = None,
     ) -> None:
         """Open ``listener``'s stream on the session's connection and attach it to
-        ``generation``, from record ``after + 1`` (None: from the start); ``credit`` and
-        ``pace`` as :class:`~diaproto.scheduler.StreamOptions` says."""
+        ``generation``, from record ``after + 1`` (None: from the start); ``credit``,
+        ``pace``, ``lead`` and ``burst`` as :class:`~diaproto.scheduler.StreamOptions` says."""
         conn, now = session.conn, session.runtime.now()
         conn.open_stream(
             listener.stream_id,
@@ -522,6 +524,8 @@ class DiaService:
             limit=AUDIO_STREAM_LIMIT,
             credit=credit,
             pace=pace,
+            lead=lead,
+            burst=burst,
             replay=generation.replay,
             record=False,
             token=generation.token,

@@ -132,7 +132,9 @@ class EventStream:
         # client cannot grant credit: the clock does, at the audio's pace, a lead ahead.
         lead = round(service.limits.sse_lead * BYTES_PER_SECOND) or None
         pace = BYTES_PER_SECOND if lead else None
-        service.attach(session, generation, listener, after=after, credit=lead, pace=pace)
+        service.attach(
+            session, generation, listener, after=after, credit=None, pace=pace, lead=lead
+        )
 
     def _resumable(
         self, session: Session, found: Found, epoch: str, after: int

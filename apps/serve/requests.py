@@ -145,6 +145,15 @@ def parse_stream_options(
     )
 
 
+def parse_pace(options: Mapping[str, object]) -> bool:
+    """``options["pace"]``: ``"realtime"`` asks the server to send the audio at the pace it
+    plays, evenly (a player's choice); absent, as fast as it is made (within credit)."""
+    pace = options.get("pace")
+    if pace is not None and pace != "realtime":
+        raise BadRequest('pace must be "realtime" or absent', "pace")
+    return pace == "realtime"
+
+
 def _json_object(body: bytes) -> Mapping[str, object]:
     try:
         value = json.loads(body)

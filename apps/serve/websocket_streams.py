@@ -10,12 +10,13 @@ from __future__ import annotations
 import logging
 import secrets
 from functools import partial
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
+from diaproto.apps.serve.audio import BYTES_PER_SECOND, FRAME_BYTES
 from diaproto.apps.serve.listeners import StreamListener
 from diaproto.apps.serve.model_queue import ModelBusy
-from diaproto.apps.serve.requests import BadRequest, parse_stream_options
+from diaproto.apps.serve.requests import BadRequest, parse_pace, parse_stream_options
 from diaproto.events import WebSocketRequest
 from diaproto.journal import Unavailable
 from diaproto.mcp.http import peer_host
@@ -26,6 +27,10 @@ if TYPE_CHECKING:
     from diaproto.apps.serve.app import ConnectionState, DiaService, Found
 
 log = logging.getLogger("diaproto.serve")
+
+#: What the clock saves up for a player's paced stream (100 ms of audio): a timer up to that
+#: late is made up at once.
+REALTIME_BURST = round(0.1 * BYTES_PER_SECOND)
 
 
 class WebSocketStreams:
@@ -55,6 +60,7 @@ class WebSocketStreams:
             return
         try:
             parsed = parse_stream_options(event.text, event.voice, event.options)
+            realtime = parse_pace(event.options)
         except BadRequest as exc:
             conn.fail_stream(event.stream_id, ErrorCode.INVALID_REQUEST, str(exc), now)
             return
@@ -76,7 +82,26 @@ class WebSocketStreams:
             session, token, parsed, admission, credit_based=credit_based
         )
         listener = StreamListener(session, event.stream_id)
-        service.attach(session, generation, listener, after=None, credit=event.credit)
+        pacing = self._pacing(realtime, event.credit)
+        service.attach(session, generation, listener, after=None, credit=event.credit, **pacing)
+
+    def _pacing(self, realtime: bool, credit: int | None) -> dict[str, Any]:
+        """How a stream whose player asked for ``pace: "realtime"`` is sent: at real time,
+        evenly, by this server's clock, after a first lead; not asked, as fast as it is
+        made (within credit).
+
+        With credit (which follows its playback, in the bunches its audio device plays
+        in), the lead is half the window: the other half is room the pace keeps from the
+        credit, so the clock, not the bunches, spaces the chunks. The clock saves up at
+        most :data:`REALTIME_BURST`, so a late timer is made up. Without credit, a
+        ``--sse-lead`` ahead, as SSE."""
+        if not realtime:
+            return {}
+        if credit is not None:
+            lead = max(credit // 2, FRAME_BYTES)
+            return {"pace": BYTES_PER_SECOND, "lead": lead, "burst": min(lead, REALTIME_BURST)}
+        lead = round(self.service.limits.sse_lead * BYTES_PER_SECOND)
+        return {"pace": BYTES_PER_SECOND, "lead": max(lead, FRAME_BYTES)}
 
     def resume(self, session: Session, state: ConnectionState, event: ResumeStream) -> None:
         conn, now = session.conn, session.runtime.now()

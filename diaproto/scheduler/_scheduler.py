@@ -77,6 +77,7 @@ class Scheduler(Generic[T]):
             credit=options.credit,
             metrics=StreamMetrics(opened_at=now),
             next_seq=(replay.last_seq + 1) if replay is not None else 1,
+            allowance=options.lead,
             paced_at=now,
         )
         if options.pace is not None:
@@ -150,6 +151,14 @@ class Scheduler(Generic[T]):
 
     def credit(self, stream_id: int) -> int | None:
         return self._get(stream_id).credit
+
+    def options(self, stream_id: int) -> StreamOptions[T]:
+        """The options the stream was opened with."""
+        return self._get(stream_id).options
+
+    def allowance(self, stream_id: int) -> int | None:
+        """What the clock allows a paced stream now, as of the last ``take``; None: unpaced."""
+        return self._get(stream_id).allowance
 
     @property
     def stream_ids(self) -> list[int]:
@@ -372,10 +381,10 @@ class Scheduler(Generic[T]):
             return None
         if stream.policy is Policy.PAUSE and cost > self.config.high_watermark:
             return None
-        if stream.options.pace is not None:
+        if stream.allowance is not None:
             self._refill(stream, now)
-        credit = stream.credit
-        if credit is not None and credit <= 0:
+        credit, allowance = stream.credit, stream.allowance
+        if (credit is not None and credit <= 0) or (allowance is not None and allowance <= 0):
             return None
         fairness = self._fairness
         if stream.lingering and not fairness.lingering_due(now, size):
@@ -386,6 +395,8 @@ class Scheduler(Generic[T]):
             stream.recorder.append(seq, payload, size)
         if credit is not None:
             stream.credit = credit - size
+        if allowance is not None:
+            stream.allowance = allowance - size
         metrics = stream.metrics
         # As if queued for a moment, as enqueue counts it.
         metrics.queue_high_water = max(metrics.queue_high_water, size)
@@ -508,31 +519,34 @@ class Scheduler(Generic[T]):
         self._emit(StreamFinished(stream.stream_id, stream.metrics))
 
     def _refill(self, stream: StreamRecord[T], now: float) -> None:
-        """The credit the clock has granted a paced stream since ``paced_at``, whole bytes,
-        up to its lead (the initial credit); time not yet worth a byte carries over."""
-        pace, lead, credit = stream.options.pace, stream.options.credit, stream.credit
-        assert pace is not None and lead is not None and credit is not None  # (paced)
+        """What the clock has allowed a paced stream since ``paced_at``, whole bytes, up
+        to its burst (which the first lead may exceed); time not yet worth a byte carries
+        over."""
+        options, allowance = stream.options, stream.allowance
+        pace, cap = options.pace, options.burst or options.lead
+        assert pace is not None and cap is not None and allowance is not None  # (paced)
         earned = int((now - stream.paced_at) * pace)
-        if credit + earned >= lead:
-            # Full: time spent at the lead earns nothing (no burst above it later).
-            if credit < lead:
-                stream.credit = lead
+        if allowance + earned >= cap:
+            # Full: time spent full earns nothing (no bunch above the burst later).
+            if allowance < cap:
+                stream.allowance = cap
                 self._fairness.activate(stream)
             stream.paced_at = now
         elif earned > 0:
-            stream.credit = credit + earned
+            stream.allowance = allowance + earned
             stream.paced_at += earned / pace
             self._fairness.activate(stream)
 
     def _pace_deadline(self) -> float | None:
-        """When the clock next lets a paced stream that waits for it send: its credit
-        above 0 (half a byte's time later, so that the refill then surely gives it)."""
+        """When the clock next lets a paced stream that waits for it send: its allowance
+        above 0 (half a byte's time later, so that the refill then surely gives it). A
+        stream that also waits for its consumer's credit waits for that instead."""
         soonest = None
         for stream in self._paced or ():
-            credit, pace = stream.credit, stream.options.pace
-            assert credit is not None and pace is not None  # (paced)
-            if stream.queue and credit <= 0:
-                due = stream.paced_at + (1.5 - credit) / pace
+            allowance, pace = stream.allowance, stream.options.pace
+            assert allowance is not None and pace is not None  # (paced)
+            if stream.queue and allowance <= 0 and (stream.credit is None or stream.credit > 0):
+                due = stream.paced_at + (1.5 - allowance) / pace
                 soonest = due if soonest is None else min(soonest, due)
         return soonest
 

@@ -60,10 +60,12 @@ class StreamOptions(Generic[T]):
       (which a config may set to 0: the stream is then over its share with anything queued).
     - ``credit``: bytes the consumer grants up front; the stream sends only while its credit
       is positive. ``None``: not credit-based.
-    - ``pace``: bytes a second the clock grants, for a consumer that cannot grant credit
-      itself (SSE): the stream then runs at most ``credit`` bytes (its lead) ahead of that
-      pace. The clock refills the credit up to the lead, never above it, as ``take`` is
-      called; ``None``: only the consumer grants.
+    - ``pace``, ``lead`` and ``burst``: the stream sends at most ``pace`` bytes a second
+      after a first ``lead`` bytes (the clock's allowance, refilled as ``take`` is called);
+      the clock saves up at most ``burst`` bytes (default: the lead), so a smaller burst
+      spreads what credit lets through in bunches evenly. For a consumer that cannot grant
+      credit (SSE), or one that plays at that pace and wants its data evenly spaced; with
+      credit, both bound the stream. ``None``: not paced.
     - ``grace``: seconds a DISCONNECT stream may stay over its share before it is declared
       too slow.
     - ``replay``: a buffer that records every message, so a consumer can resume; sequence
@@ -78,6 +80,8 @@ class StreamOptions(Generic[T]):
     limit: int | None = None
     credit: int | None = None
     pace: float | None = None
+    lead: int | None = None
+    burst: int | None = None
     grace: float = 5.0
     replay: ReplayBuffer[T] | None = None
     record: bool = True
@@ -85,8 +89,12 @@ class StreamOptions(Generic[T]):
     def __post_init__(self) -> None:
         if self.limit is not None and self.limit <= 0:
             raise LocalProtocolError("a stream's limit must be positive")
-        if self.pace is not None and not (self.pace > 0 and self.credit and self.credit > 0):
-            raise LocalProtocolError("a paced stream needs a positive pace and lead (credit)")
+        if (self.pace is None) != (self.lead is None) or (
+            self.pace is not None and not (self.pace > 0 and self.lead and self.lead > 0)
+        ):
+            raise LocalProtocolError("a paced stream needs a positive pace and lead")
+        if self.burst is not None and (self.pace is None or self.burst <= 0):
+            raise LocalProtocolError("a burst is a positive bound of a paced stream")
         object.__setattr__(self, "priority", Priority(self.priority))
 
 
@@ -119,7 +127,8 @@ class StreamRecord(Generic[T]):
     paused: bool = False
     over_since: float | None = None
     slow_reported: bool = False
-    # pacing (options.pace): the credit the clock has granted up to paced_at
+    # pacing (options.pace): what the clock allows, as granted up to paced_at; None: unpaced
+    allowance: int | None = None
     paced_at: float = 0.0
 
     @property
@@ -127,5 +136,9 @@ class StreamRecord(Generic[T]):
         return self.options.priority
 
     def eligible(self) -> bool:
-        """It has something queued and the credit to send it."""
-        return bool(self.queue) and (self.credit is None or self.credit > 0)
+        """It has something queued, and the credit and the pace allow it."""
+        return (
+            bool(self.queue)
+            and (self.credit is None or self.credit > 0)
+            and (self.allowance is None or self.allowance > 0)
+        )

@@ -17,7 +17,8 @@ ring per priority class, and builds each batch by these rules:
   seconds after the last batch, but only under load: the first message after a quiet
   ``linger`` leaves at once, and so does a full batch's worth.
 - **Credit**: a credit-based stream sends only while its credit is positive; it leaves the
-  ring when it runs out and comes back when credit is granted.
+  ring when it runs out and comes back when credit is granted. A paced stream's allowance
+  (the clock's credit) is the same rule, given back by the scheduler's refill.
 """
 
 from __future__ import annotations
@@ -155,6 +156,7 @@ class Fairness(Generic[T]):
         queue = stream.queue
         deficit = stream.deficit
         credit = stream.credit
+        allowance = stream.allowance
         taken = 0
         count = 0
         out_of_room = False
@@ -166,10 +168,12 @@ class Fairness(Generic[T]):
             if taken >= room:
                 out_of_room = True
                 break
+            if (credit is not None and credit <= 0) or (allowance is not None and allowance <= 0):
+                break
             if credit is not None:
-                if credit <= 0:
-                    break
                 credit -= size
+            if allowance is not None:
+                allowance -= size
             queue.popleft()
             if item.key is not None and stream.latest.get(item.key) is item:
                 del stream.latest[item.key]
@@ -179,6 +183,7 @@ class Fairness(Generic[T]):
             batch.append(item)
         stream.deficit = deficit
         stream.credit = credit
+        stream.allowance = allowance
         if count:
             stream.queued_bytes -= taken
             if stream.lingering:

@@ -17,6 +17,8 @@ import textwrap
 import pytest
 
 import diaproto
+from diaproto import adapters
+from diaproto.apps import cli
 
 RUNTIMES = ("asyncio", "anyio", "trio", "tornado", "sockets")
 EXIT_LIMIT = 120.0  # imports on a loaded 2-core machine; a hang still fails
@@ -144,3 +146,21 @@ def test_a_missing_extra_names_the_install_command(
         f"diaproto: {who} needs {missing}, which is not installed: pip install 'diaproto[{extra}]'"
     ]
     assert "serving on" not in result.stdout
+
+
+@pytest.mark.parametrize("value", ["0", "0.05", "101", "nan", "fast"])
+def test_a_gil_switch_interval_out_of_range_is_a_usage_error(value: str) -> None:
+    result = diaproto_command("serve", "--gil-switch-ms", value)
+    assert result.returncode == 2, result.stderr
+    assert "argument --gil-switch-ms" in result.stderr.splitlines()[-1]
+
+
+def test_the_gil_switch_interval_is_set_while_serving_then_restored(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    seen: list[float] = []
+    monkeypatch.setattr(adapters, "run", lambda *_, **__: seen.append(sys.getswitchinterval()))
+    before = sys.getswitchinterval()
+    assert cli.main(["serve", "--port", "0", "--gil-switch-ms", "0.5"]) == 0
+    assert seen == [pytest.approx(0.0005)]
+    assert sys.getswitchinterval() == before

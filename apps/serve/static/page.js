@@ -395,7 +395,9 @@ async function play({ text, transport, voice, speed, plainUrl }) {
     if (transport === "ws") {
       const ws = await getSocket();
       if (mine !== epoch) return;
-      stream = ws.open(text, { voice, speed, credit: CREDIT_WINDOW, grantOn: "consumed" });
+      // Credit follows playback; the server also sends at the pace the audio plays, so the
+      // chunks come evenly (the player's status ticks come in the audio device's bursts).
+      stream = ws.open(text, { voice, speed, credit: CREDIT_WINDOW, grantOn: "consumed", options: { pace: "realtime" } });
     } else if (transport === "sse") {
       stream = speakSse(location.origin, text, { voice, speed });
     } else {

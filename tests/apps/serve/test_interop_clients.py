@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import json
 import re
+import time
 import wave
 from collections.abc import Iterator
 from pathlib import Path
@@ -177,6 +178,42 @@ def test_a_websocket_resume_keeps_the_stream_credit_based_or_not(
             assert isinstance(message, bytes)
             assert records(message)[0][1] == last + 1, "continued after the last record held"
         ws.send(json.dumps({"type": "cancel", "stream": 3}))
+
+
+def test_a_player_asks_for_its_stream_at_real_time(server: RunningServer) -> None:
+    """``options.pace = "realtime"``: half the credit window at once, then the audio's
+    own pace, by the server's clock (the player's credit follows playback in bunches)."""
+    credit = 8 * FRAME_BYTES
+    with ws_connect(server) as ws:
+        options = {"pace": "realtime"}
+        ws.send(json.dumps({"type": "open", "stream": 5, "text": "Hi.", "options": {"pace": 1}}))
+        error = recv_json(ws)
+        assert (error["type"], error["code"]) == ("error", "invalid_request")
+        assert "realtime" in error["message"]
+        opened = {"type": "open", "stream": 5, "text": TEXT, "credit": credit, "options": options}
+        ws.send(json.dumps(opened))
+        token = recv_json(ws)["token"]
+        generation = generation_of(server, token)
+
+        def pacing() -> tuple[float | None, int | None, int | None]:
+            (listener,) = generation.listeners
+            assert isinstance(listener, StreamListener)
+            stream_options = listener.session.conn.scheduler.options(5)
+            return stream_options.pace, stream_options.lead, stream_options.burst
+
+        assert server.call(pacing) == (88_200.0, credit // 2, credit // 2)
+        started = time.monotonic()
+
+        def grant(payload: bytes) -> None:  # as played: at once here (a fast player)
+            ws.send(json.dumps({"type": "credit", "stream": 5, "bytes": len(payload)}))
+
+        seqs, audio, _ = receive_stream(ws, 5, grant)
+        took = time.monotonic() - started
+    assert audio == synthetic_audio(TEXT)
+    assert seqs == list(range(1, len(seqs) + 1))
+    # Paced, it cannot come sooner than its audio less the lead plays (a lower bound: a
+    # loaded machine only makes it later; the 50x test voice alone is far faster).
+    assert took >= (len(audio) - credit // 2 - FRAME_BYTES) / 88_200
 
 
 def test_websocket_cancel_stops_the_worker(server: RunningServer) -> None:

@@ -606,7 +606,7 @@ def test_a_paced_stream_reaches_the_client_at_the_pace_with_its_lead() -> None:
     pace, lead, size = 1000.0, 3000, 500  # bytes a second; bytes ahead; a message
     loop = sse_pair()
     loop.take_client_events()
-    loop.server.open_stream(1, loop.clock.now, credit=lead, pace=pace, limit=10**6)
+    loop.server.open_stream(1, loop.clock.now, pace=pace, lead=lead, limit=10**6)
     for i in range(40):
         loop.server.send(1, bytes([i]) * size, loop.clock.now)
     loop.server.end_stream(1, loop.clock.now)
