@@ -11,13 +11,14 @@ from pathlib import Path
 from tqdm import tqdm  # type: ignore[import-untyped]
 
 from benchmarks import report
+from benchmarks.browser import BrowserPlayback
 from benchmarks.dia_stream import DiaFirstAudio
 from benchmarks.scale_out import ScaleOut
 from benchmarks.scenarios import SCENARIOS, Level, Result, Scenario, safe_run
 from benchmarks.servers import pin_client, pinning
 
 ROOT = Path(__file__).resolve().parent.parent
-ALL: list[Scenario] = [*SCENARIOS, DiaFirstAudio(), ScaleOut()]
+ALL: list[Scenario] = [*SCENARIOS, DiaFirstAudio(), ScaleOut(), BrowserPlayback()]
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
@@ -37,7 +38,7 @@ def run(argv: list[str] | None = None) -> tuple[list[Result], Path]:
     wanted = {x.strip().upper() for x in args.only.split(",") if x.strip()}
     scenarios = [s for s in ALL if not wanted or s.id in wanted]
     if wanted and not scenarios:
-        raise SystemExit(f"no scenario among {sorted(wanted)}; ids: P1..P11")
+        raise SystemExit(f"no scenario among {sorted(wanted)}; ids: P1..P12")
     pin_client()
     started = time.monotonic()
     results: list[Result] = []
