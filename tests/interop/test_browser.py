@@ -29,22 +29,11 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 import pytest
+from chromium import CHROMIUM, CHROMIUM_ARGS
 from support import not_run
 
-CHROMIUM = Path("/usr/bin/chromium")
 SCREENSHOT = Path("/tmp/diaproto-page.png")
 ROOT = Path(__file__).resolve().parents[2]
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--autoplay-policy=no-user-gesture-required",
-]
 SENTENCE = "[S1] Hello from the browser test. [S2] This audio streams as it is generated."
 
 

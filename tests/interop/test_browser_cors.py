@@ -19,8 +19,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
+from chromium import CHROMIUM, CHROMIUM_ARGS
 from server_fixture import RunningServer, running_server
-from test_browser import CHROMIUM, CHROMIUM_ARGS, _missing
+from test_browser import _missing
 
 from diaproto.mcp import McpHttpConfig
 from diaproto.mcp.http import LOOPBACK_HOSTS

@@ -26,10 +26,10 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Any, NoReturn
 
 import pytest
+from chromium import CHROMIUM, CHROMIUM_ARGS
 from cutting_proxy import CuttingProxy, cutting_proxy
 from support import not_run, synthetic_audio
 
@@ -38,17 +38,6 @@ from diaproto.apps.serve.app import DiaService
 from diaproto.apps.serve.sources import SyntheticSource
 from diaproto.runtime import ServerHandle
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [  # as tests/interop/test_browser.py launches it
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 RUNTIMES = ("asyncio", "anyio", "trio", "tornado", "sockets")
 TEXT = (
     "The quick brown fox jumps over the lazy dog. A stream that breaks must go on. "

@@ -29,6 +29,7 @@ from typing import Any, NoReturn
 import httpx
 import pytest
 import websocket
+from chromium import CHROMIUM, CHROMIUM_ARGS
 from httpx_sse import connect_sse
 from support import not_run
 from websockets.sync.client import connect
@@ -43,17 +44,6 @@ from diaproto.runtime import ServerHandle, Session
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 NODE_DIR = Path(__file__).resolve().parent / "node"
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 RUNTIMES = ("asyncio", "anyio", "trio", "tornado", "sockets")
 TEXT = "Hello there. This is a short test of streaming speech. It goes on for a while."
 POLL_LIMIT = 20.0
