@@ -17,6 +17,8 @@ const TARGET_BUFFER_MS = 300;
  * their steady state from, so the three transports' jitter figures compare. */
 const CREDIT_WINDOW = 2 * Math.round(((TARGET_BUFFER_MS + PREBUFFER_MS) / 1000) * (BYTES_PER_SECOND / 2));
 const HISTORY = 240;
+const CHART_MS = 100; // the chart's refresh interval
+let drawn = -1; // the chunk count the chart last showed
 const MAX_ARRIVALS = 100_000;
 const TRANSPORTS = { ws: `WebSocket ${SUBPROTOCOL}`, sse: "Server-Sent Events", plain: "plain WebSocket" };
 
@@ -504,6 +506,27 @@ function render() {
   drawChart();
 }
 
+/** @type {{grid: string, bufferColor: string, gapColor: string, muted: string}|null} */
+let colors = null;
+// Read once (a style recalculation per frame would hold up the main thread, where chunks
+// arrive), and again when the colour scheme changes.
+matchMedia("(prefers-color-scheme: dark)").addEventListener("change", () => {
+  colors = null;
+});
+
+function chartColors() {
+  if (!colors) {
+    const styles = getComputedStyle(document.documentElement);
+    colors = {
+      grid: styles.getPropertyValue("--grid").trim() || "#e5e7eb",
+      bufferColor: styles.getPropertyValue("--accent").trim() || "#4f46e5",
+      gapColor: styles.getPropertyValue("--gap").trim() || "#f59e0b",
+      muted: styles.getPropertyValue("--muted").trim() || "#6b7280",
+    };
+  }
+  return colors;
+}
+
 function drawChart() {
   const canvas = ui.chart;
   const ratio = window.devicePixelRatio || 1;
@@ -516,11 +539,7 @@ function drawChart() {
   const g = /** @type {CanvasRenderingContext2D} */ (canvas.getContext("2d"));
   g.setTransform(ratio, 0, 0, ratio, 0, 0);
   g.clearRect(0, 0, width, height);
-  const styles = getComputedStyle(document.documentElement);
-  const grid = styles.getPropertyValue("--grid").trim() || "#e5e7eb";
-  const bufferColor = styles.getPropertyValue("--accent").trim() || "#4f46e5";
-  const gapColor = styles.getPropertyValue("--gap").trim() || "#f59e0b";
-  const muted = styles.getPropertyValue("--muted").trim() || "#6b7280";
+  const { grid, bufferColor, gapColor, muted } = chartColors();
   const top = 12;
   const bottom = height - 18;
   const plot = bottom - top;
@@ -576,13 +595,19 @@ function drawChart() {
     g.stroke();
   }
   g.fillStyle = muted;
-  g.fillText(`buffer: last ${(HISTORY * 0.05).toFixed(0)} s · gaps: last ${HISTORY} chunks`, 6, height - 4);
+  g.fillText(`buffer: last ${((HISTORY * CHART_MS) / 1000).toFixed(0)} s · gaps: last ${HISTORY} chunks`, 6, height - 4);
 }
 
+// The chart at 10 Hz, and only while there is something to show: drawing runs on the main
+// thread, where the chunks arrive, so every redraw can delay one.
 setInterval(() => {
-  if (current || stats.bufferMs > 0) pushHistory(bufferHistory, stats.bufferMs);
-  render();
-}, 50);
+  const live = current !== null || stats.bufferMs > 0;
+  if (live) pushHistory(bufferHistory, stats.bufferMs);
+  if (live || drawn !== stats.chunks) {
+    drawn = stats.chunks;
+    render();
+  }
+}, CHART_MS);
 
 // --- wiring --------------------------------------------------------------------------------
 
