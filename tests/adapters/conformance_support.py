@@ -24,7 +24,7 @@ from websockets.typing import Subprotocol
 
 from diaproto.apps.serve.app import DiaService
 from diaproto.apps.serve.generation import Generation
-from diaproto.apps.serve.limits import ServiceLimits
+from diaproto.apps.serve.limits import MAX_SSE_LEAD, ServiceLimits
 from diaproto.apps.serve.sources import Source
 from diaproto.client import WebSocketClientConnection
 from diaproto.events import (
@@ -68,6 +68,9 @@ class RecordingService(DiaService):
         resume_grace: float = 10.0,
         limits: ServiceLimits | None = None,
     ) -> None:
+        # SSE is paced with the longest lead unless a test asks otherwise, so that the 50x
+        # test voice is not held to real time in tests of other things.
+        limits = limits or ServiceLimits(sse_lead=MAX_SSE_LEAD)
         super().__init__(source or fast_source(), resume_grace=resume_grace, limits=limits)
         self.closed: list[tuple[int | None, str]] = []
         self.paused: list[int] = []

@@ -14,7 +14,7 @@ import httpx
 from conformance_support import RecordingService
 from support import POLL_LIMIT, serving, synthetic_audio
 
-from diaproto.apps.serve.limits import ServiceLimits
+from diaproto.apps.serve.limits import MAX_SSE_LEAD, ServiceLimits
 
 STREAM_HEADERS = {"accept": "text/event-stream"}
 
@@ -71,7 +71,9 @@ def test_sse_stream_to_the_end_then_keep_alive(runtime: str) -> None:
 
 def test_fifty_sse_streams_at_once(runtime: str) -> None:
     # Fifty streams from one address: past the default per-peer bound of 16.
-    service = RecordingService(limits=ServiceLimits(max_generations_per_peer=50))
+    service = RecordingService(
+        limits=ServiceLimits(max_generations_per_peer=50, sse_lead=MAX_SSE_LEAD)
+    )
     with serving(runtime, service) as server, ThreadPoolExecutor(50) as pool:
         texts = [f"Hi {n}." for n in range(50)]
         results = list(pool.map(lambda text: sse_stream(server.port, text), texts))

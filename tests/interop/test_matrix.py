@@ -37,6 +37,7 @@ from websockets.typing import Subprotocol
 
 from diaproto import adapters
 from diaproto.apps.serve.app import DiaService
+from diaproto.apps.serve.limits import MAX_SSE_LEAD, ServiceLimits
 from diaproto.apps.serve.sources import SyntheticSource
 from diaproto.apps.serve.text import split_sentences
 from diaproto.config import ConnectionConfig
@@ -61,8 +62,12 @@ def start(runtime: str, service: DiaService) -> ServerHandle:
 
 
 def new_service() -> DiaService:
-    # Paced at 1/4 of real time: a stream lasts about a second, long enough to drop it.
-    return DiaService(SyntheticSource(real_time_factor=0.25, first_chunk_latency=0.01))
+    # Made at 4x real time: a stream lasts about a second, long enough to drop it; SSE with
+    # the longest lead, so that it is not then held to real time (pacing has its own tests).
+    return DiaService(
+        SyntheticSource(real_time_factor=0.25, first_chunk_latency=0.01),
+        limits=ServiceLimits(sse_lead=MAX_SSE_LEAD),
+    )
 
 
 def expected_audio(text: str = TEXT) -> bytes:
